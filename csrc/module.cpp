@@ -1,9 +1,18 @@
 // flowdec._core: the private compiled core. Each area registers itself from its own file.
-#include <pybind11/pybind11.h>
+#include "common.hpp"
 
-namespace py = pybind11;
+namespace flowdec {
+void register_bitpack(py::module_& m);
+void register_stft(py::module_& m);
+void register_solver(py::module_& m);
+void register_cuda(py::module_& m);
+}  // namespace flowdec
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "flowdec compiled core (private; use the flowdec package API)";
     m.attr("__version__") = "0.1.0";
+    m.def("set_num_threads", &flowdec::set_num_threads, pybind11::arg("n"),
+          "Worker threads for batch work (>= 1).");
+    m.def("get_num_threads", &flowdec::num_threads, "Worker threads for batch work.");
+    flowdec::register_bitpack(m);
 }

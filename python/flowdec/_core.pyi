@@ -1,0 +1,13 @@
+"""Type stubs for the private compiled core ``flowdec._core`` (kept by hand)."""
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+
+# bit packing
+def pack_codes(codes: npt.NDArray[np.int64], bits: int) -> bytes: ...
+def unpack_codes(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint16]: ...
