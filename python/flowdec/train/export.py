@@ -1,0 +1,151 @@
+"""ONNX export of the codec (encoder: audio → codes; decoder: codes → audio) and model cards.
+
+    python -m flowdec.train.export codec --run runs/codec --out python/flowdec/models/flowdec-75
+
+The model folder holds ``encoder.onnx``, ``decoder.onnx`` (and later ``postfilter.onnx``) plus
+``model_card.json`` with one section per model. EMA weights are exported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .codec_model import Codec, ExportDecoder, ExportEncoder
+from .config import CodecRun
+
+OPSET = 17
+
+
+def load_codec(
+    run_dir: str | os.PathLike[str], ema: bool = True
+) -> tuple[Codec, CodecRun, dict[str, Any]]:
+    state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = CodecRun.from_dict(state["config"])
+    model = Codec(cfg.model)
+    model.load_state_dict(state["ema" if ema else "model"])
+    model.eval()
+    info = {"steps": int(state["step"]), "wall_s": float(state.get("wall_s", 0.0))}
+    return model, cfg, info
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name: str,
+            out_name: str, dynamic: dict[str, dict[int, str]]) -> None:
+    tmp = path.with_suffix(".part.onnx")
+    torch.onnx.export(module, (example,), str(tmp), input_names=[in_name], output_names=[out_name],
+                      dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+                      do_constant_folding=False)  # keep DFT bases computed, not stored
+    os.replace(tmp, path)
+
+
+def count_flops_per_second(model: Codec) -> dict[str, float]:
+    """Multiply-accumulates ×2 per second of 48 kHz audio, counted from conv/linear shapes."""
+    cfg = model.cfg
+    fps = cfg.frame_rate
+    n_freq = cfg.win // 2 + 1
+    block = 2 * (cfg.dim * cfg.kernel + 2 * cfg.dim * cfg.dim * cfg.mlp_ratio)
+    enc = 2 * (2 * n_freq * cfg.win + 2 * n_freq * cfg.dim) + cfg.enc_blocks * block
+    per_level = cfg.dim * cfg.codebook_dim * 2 + cfg.codebook_size * cfg.codebook_dim
+    enc += cfg.n_codebooks * 2 * per_level
+    dec = cfg.dec_blocks * block + 2 * (cfg.dim * 3 * n_freq + 2 * n_freq * cfg.win)
+    return {"encoder_gflops_per_s": enc * fps / 1e9, "decoder_gflops_per_s": dec * fps / 1e9}
+
+
+def files_id(paths: list[Path]) -> str:
+    """The model id stored in .fdc files: first 16 hex digits of SHA-256 over the files."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def update_card(out_dir: Path, section: str, content: dict[str, Any]) -> Path:
+    path = out_dir / "model_card.json"
+    card: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    card[section] = content
+    card["model_id"] = files_id([out_dir / "encoder.onnx", out_dir / "decoder.onnx"])
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                 data_note: dict[str, Any] | None = None) -> Path:
+    """Export EMA weights of ``run_dir`` into ``out_dir``; returns the model card path."""
+    model, cfg, info = load_codec(run_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    hop = cfg.model.hop
+    audio = torch.randn(1, hop * 12) * 0.1
+    with torch.no_grad():
+        enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
+        codes = enc(audio)
+        _export(enc, audio, out / "encoder.onnx", "audio", "codes",
+                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}})
+        _export(dec, codes, out / "decoder.onnx", "codes", "audio",
+                {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
+                 "audio": {0: "batch", 1: "samples"}})
+    m = cfg.model
+    valid_path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(valid_path.read_text()) if valid_path.exists() else {}
+    section = {
+        "architecture": "spectral ConvNeXt encoder → factorised residual VQ → spectral ConvNeXt "
+                        "decoder (predicts log-magnitude + phase per frame, overlap-add)",
+        "sample_rate": m.sample_rate,
+        "hop": m.hop,
+        "window": m.win,
+        "frame_rate": m.frame_rate,
+        "codebooks": m.n_codebooks,
+        "codebook_size": m.codebook_size,
+        "bits_per_code": (m.codebook_size - 1).bit_length(),
+        "bitrates_kbps": {str(n): m.bitrate_kbps(n) for n in m.bitrates_codebooks},
+        "lookahead_frames": m.lookahead_frames,
+        "receptive_field_frames": {
+            "encoder_past": m.enc_blocks * (m.kernel - 1) + 1,
+            "decoder_past": m.dec_blocks * (m.kernel - 1),
+        },
+        "parameters": {
+            "encoder": sum(p.numel() for p in model.encoder.parameters())
+            + sum(p.numel() for p in model.quantizer.parameters()),
+            "decoder": sum(p.numel() for p in model.decoder.parameters()),
+        },
+        "flops": count_flops_per_second(model),
+        "config": cfg.to_dict(),
+        "training": {
+            "steps": info["steps"],
+            "wall_hours": round(info["wall_s"] / 3600, 3),
+            "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores)"
+            if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+            "data": data_note or {},
+            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "metrics": metrics,
+    }
+    return update_card(out, "codec", section)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", choices=["codec"])
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--data-note", help="JSON file describing the training data (hours per domain)")
+    args = p.parse_args(argv)
+    note = json.loads(Path(args.data_note).read_text()) if args.data_note else None
+    t0 = time.time()
+    card = export_codec(args.run, args.out, note)
+    print(f"exported to {args.out} in {time.time() - t0:.1f} s; card {card}")
+
+
+if __name__ == "__main__":
+    main()
