@@ -1,0 +1,170 @@
+"""Train the flow-matching postfilter against a frozen codec.
+
+    python -m flowdec.train.train_postfilter --codec-run runs/codec --cache CACHE \
+        --sigma sigma.json --run runs/postfilter [--steps N] [--max-minutes M]
+
+Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
+loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| before Φ. Pairs
+(x, y = D0(E(x))) are made on the fly at random bitrates. Resumes from RUN/checkpoint.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import AudioCache, CropSampler
+from .export import load_codec
+from .loop import Trainer, init_distributed
+from .losses import MelDistance
+from .postfilter_model import PostfilterConfig, PostfilterNet, istft_features, stft_features
+from .sigma import codec_pairs
+
+
+@dataclasses.dataclass
+class PostfilterTrain:
+    crop_seconds: float = 0.55  # → 64 frames of hop 384 after trimming
+    context_seconds: float = 0.25  # codec context on each side, discarded
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_min: float = 1e-4
+    warmup_steps: int = 300
+    total_steps: int = 200_000
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    checkpoint_every_s: float = 300.0
+    validate_every: int = 500
+    seed: int = 0
+    threads: int = 2
+
+
+def sample_noise_like(y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Complex standard normal as [B, 2, F, N]: Re and Im each N(0, ½)."""
+    return torch.randn(y.shape, generator=gen, device=y.device) * (0.5 ** 0.5)
+
+
+@torch.no_grad()
+def midpoint(net: torch.nn.Module, Y: torch.Tensor, sigma: torch.Tensor, nfe: int,
+             gen: torch.Generator | None = None) -> torch.Tensor:
+    """Reference sampler in torch (the runtime uses the C++ solver): midpoint, nfe/2 steps."""
+    x = Y + sigma * sample_noise_like(Y, gen)
+    steps = nfe // 2
+    h = 1.0 / steps
+    for i in range(steps):
+        t = torch.full((Y.shape[0],), i * h)
+        k1 = net(x, Y, t)
+        k2 = net(x + 0.5 * h * k1, Y, t + 0.5 * h)
+        x = x + h * k2
+    return x
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--codec-run", required=True, help="codec run folder (frozen EMA weights)")
+    p.add_argument("--cache", required=True, help="audio cache folder")
+    p.add_argument("--sigma", required=True, help="JSON from flowdec.train.sigma")
+    p.add_argument("--run", required=True)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--channels", type=int, help="network width (new runs only)")
+    p.add_argument("--global-sigma", action="store_true", help="use the scalar σ_y (ablation)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--validate-every", type=int)
+    args = p.parse_args(argv)
+
+    run_dir = Path(args.run)
+    ckpt = run_dir / "checkpoint.pt"
+    sig = json.loads(Path(args.sigma).read_text())
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+        net_cfg = PostfilterConfig(**saved["net"])
+        tr = PostfilterTrain(**saved["train"])
+        sig = saved["sigma"]
+    else:
+        net_cfg = PostfilterConfig(beta=float(sig["beta"]))
+        if args.channels:
+            net_cfg.channels = args.channels
+        tr = PostfilterTrain()
+        if args.global_sigma:
+            sig = dict(sig, sigma_y=[sig["sigma_y_global"]] * net_cfg.n_freq)
+    if args.batch:
+        tr.batch_size = args.batch
+    if args.threads:
+        tr.threads = args.threads
+    if args.validate_every:
+        tr.validate_every = args.validate_every
+    torch.set_num_threads(tr.threads)
+    config = {"net": dataclasses.asdict(net_cfg), "train": dataclasses.asdict(tr), "sigma": sig,
+              "codec_run": str(args.codec_run)}
+
+    d = init_distributed(args.device)
+    codec, codec_cfg, _ = load_codec(args.codec_run)
+    codec = codec.to(d.device)
+    cache = AudioCache(args.cache)
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    net = PostfilterNet(net_cfg)
+    trainer = Trainer(run_dir, net, config, d, tr.lr, tr.lr_min, tr.warmup_steps, tr.total_steps,
+                      (0.9, 0.999), tr.grad_clip, tr.ema_decay, tr.checkpoint_every_s, tr.seed)
+    sr = codec_cfg.model.sample_rate
+    ctx = int(tr.context_seconds * sr)
+    n_frames = int(tr.crop_seconds * sr) // net_cfg.hop // net_cfg.patch_t * net_cfg.patch_t
+    seg = (n_frames - 1) * net_cfg.hop
+    sampler = CropSampler(cache, "train", (seg + 2 * ctx) / sr, seed=tr.seed * 1000 + d.rank
+                          + trainer.step)
+    rng = np.random.default_rng(tr.seed + d.rank + trainer.step)
+    levels = np.array(codec_cfg.model.bitrates_codebooks)
+    sigma = torch.tensor(sig["sigma_y"], dtype=torch.float32, device=d.device)[None, None, :, None]
+
+    def make_batch(x: np.ndarray, n_q: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        y = codec_pairs(codec, x, n_q)
+        x, y = x[:, ctx : ctx + seg], y[:, ctx : ctx + seg]
+        peak = np.abs(y).max(1, keepdims=True) + 1e-8
+        xt = torch.from_numpy(x / peak).float().to(d.device)
+        yt = torch.from_numpy(y / peak).float().to(d.device)
+        return stft_features(xt, net_cfg), stft_features(yt, net_cfg)
+
+    def step_fn(m: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        X, Y = make_batch(sampler.batch(tr.batch_size), rng.choice(levels, tr.batch_size))
+        t = torch.rand(X.shape[0], device=d.device)
+        X0 = Y + sigma * sample_noise_like(Y)
+        tt = t[:, None, None, None]
+        Xt = (1 - tt) * X0 + tt * X
+        v = m(Xt, Y, t)
+        loss = ((v - (X - X0)) ** 2).sum(1).mean()
+        return loss, {}
+
+    vs = CropSampler(cache, "valid", (seg + 2 * ctx) / sr, seed=4321, augment=False)
+    val = {dom: np.stack([vs.crop(dom)[0] for _ in range(4)]) for dom in vs.domains}
+    mel = MelDistance((512, 1024, 2048), (48, 80, 128), sr)
+
+    @torch.no_grad()
+    def validate(ema: torch.nn.Module) -> dict[str, float]:
+        ema.eval()
+        out: dict[str, float] = {}
+        gen = torch.Generator().manual_seed(0)
+        for dom, xs in val.items():
+            X, Y = make_batch(xs, np.full(xs.shape[0], 8))
+            x = istft_features(X, seg, net_cfg)
+            y = istft_features(Y, seg, net_cfg)
+            e = istft_features(midpoint(ema, Y, sigma, 6, gen), seg, net_cfg)
+            out[f"{dom}_mel_ndac"] = float(mel(y, x))
+            out[f"{dom}_mel_nfe6"] = float(mel(e, x))
+        return out
+
+    trainer.fit(step_fn, validate, steps=args.steps, max_minutes=args.max_minutes,
+                validate_every=tr.validate_every, log_every=25)
+    if d.main:
+        print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoint_path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
