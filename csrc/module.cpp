@@ -15,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
           "Worker threads for batch work (>= 1).");
     m.def("get_num_threads", &flowdec::num_threads, "Worker threads for batch work.");
     flowdec::register_bitpack(m);
+    flowdec::register_stft(m);
 }

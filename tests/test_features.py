@@ -1,0 +1,258 @@
+"""Φ / Φ⁻¹: C++ vs numpy reference and torch, round trip, batch == streaming, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowdec import features as ft
+from flowdec.features import STFTConfig, analysis, synthesis
+from flowdec.reference import istft_ref, stft_ref
+
+SR = 48000
+CFG = STFTConfig()
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+
+def make_signals(length: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Test audio: noise, a sum of sines, a chirp and a decaying 'plucked' tone."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / SR
+    return {
+        "noise": rng.standard_normal(length).astype(np.float32) * 0.3,
+        "sines": (0.5 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 9000 * t + 1))
+        .astype(np.float32),
+        "chirp": (0.7 * np.sin(2 * np.pi * (50 * t + 20000 * t**2))).astype(np.float32),
+        "pluck": (
+            np.exp(-8 * t) * np.sin(2 * np.pi * 196 * t) * (1 + 0.3 * rng.standard_normal(length))
+        ).astype(np.float32),
+    }
+
+
+def real_audio() -> np.ndarray | None:
+    path = Path(__file__).resolve().parents[1] / "python" / "flowdec" / "data" / "example.flac"
+    if not path.exists():
+        return None
+    sf = pytest.importorskip("soundfile")
+    data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(data[: 3 * SR, 0])
+
+
+def _linear(X: np.ndarray, alpha: float = 0.3, beta: float = 0.33) -> np.ndarray:
+    """Undo the compression (float64): compressed bins near 0 are ill-conditioned
+    (|X|^0.3 turns float32 FFT noise of 1e-7 into 1e-2), so compare in the linear domain."""
+    c = X[:, 0].astype(np.float64) + 1j * X[:, 1]
+    mag = np.abs(c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mag > 0, c * (mag / beta) ** (1 / alpha) / mag, 0)
+
+
+@pytest.mark.parametrize("kind", ["noise", "sines", "chirp", "pluck"])
+def test_analysis_matches_reference(kind: str) -> None:
+    x = make_signals(20000)[kind]
+    X = analysis(x)
+    ref = stft_ref(x)
+    assert X.shape == (1, 2, 769, 20000 // 384 + 1) and X.dtype == np.float32
+    assert _rel(_linear(X), _linear(ref)) < 1e-5
+    if kind == "noise":  # well conditioned everywhere: compare compressed values too
+        assert _rel(X, ref) < 2e-5
+
+
+def test_analysis_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    x = make_signals(30000)["noise"][None].repeat(2, 0)
+    x[1] *= 0.1
+    spec = torch.stft(torch.from_numpy(x), 1536, 384, window=torch.hann_window(1536),
+                      center=True, pad_mode="constant", return_complex=True)
+    mag = spec.abs()
+    comp = torch.polar(0.33 * mag**0.3, spec.angle()).numpy()
+    X = analysis(x)
+    assert _rel(X[:, 0] + 1j * X[:, 1], comp) < 2e-5
+    y = synthesis(X, 30000)
+    ref = torch.istft(spec, 1536, 384, window=torch.hann_window(1536), center=True,
+                      length=30000).numpy()
+    assert _rel(y, ref) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["noise", "chirp"])
+def test_synthesis_matches_reference(kind: str) -> None:
+    x = make_signals(12345)[kind]
+    X = stft_ref(x)
+    assert _rel(synthesis(X, 12345), istft_ref(X, 12345)) < 1e-5
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 383, 384, 385, 767, 768, 1536, 1537, 4099, 48000])
+def test_round_trip_any_length(length: int) -> None:
+    for x in make_signals(length, seed=length).values():
+        y = synthesis(analysis(x), length)
+        assert y.shape == (1, length)
+        assert np.isfinite(y).all()
+        assert _rel(y[0], x) <= 1e-5
+
+
+def test_round_trip_real_audio() -> None:
+    x = real_audio()
+    if x is None:
+        pytest.skip("python/flowdec/data/example.flac not present")
+    assert _rel(synthesis(analysis(x), len(x))[0], x) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [STFTConfig(512, 128, 0.5, 1.0), STFTConfig(1000, 250), STFTConfig(30, 7, 1.0, 1.0),
+     STFTConfig(2, 1, 0.3, 0.33), STFTConfig(640, 320)],
+)
+def test_other_configs_match_reference(cfg: STFTConfig) -> None:
+    x = make_signals(3001)["noise"]
+    args = (cfg.n_fft, cfg.hop, cfg.alpha, cfg.beta)
+    X = analysis(x, cfg)
+    ref = stft_ref(x, *args)
+    assert _rel(_linear(X, cfg.alpha, cfg.beta), _linear(ref, cfg.alpha, cfg.beta)) < 2e-5
+    assert _rel(synthesis(X, 3001, cfg), istft_ref(X, 3001, *args)) < 5e-5
+
+
+def test_hop_equal_n_fft_is_finite() -> None:
+    # The envelope is exactly 0 at frame starts (output 0 there) and tiny next to them.
+    cfg = STFTConfig(640, 640)
+    x = make_signals(3001)["noise"]
+    y = synthesis(analysis(x, cfg), 3001, cfg)[0]
+    assert np.isfinite(y).all()
+    inner = (np.arange(3001) + 320) % 640
+    ok = (inner > 40) & (inner < 600) & (np.arange(3001) < 5 * 640 - 320)  # 5 frames
+    assert _rel(y[ok], x[ok]) < 1e-4
+
+
+def test_zero_signal_gives_zero() -> None:
+    X = analysis(np.zeros((2, 1000), np.float32))
+    assert not X.any()
+    assert not synthesis(X, 1000).any()
+
+
+@pytest.mark.parametrize("push", [1, 3, 17, 383, 384, 385, 4096])
+def test_streaming_equals_batch(push: int) -> None:
+    length = 6000 if push < 17 else 20011
+    x = np.stack([make_signals(length)["noise"], make_signals(length)["chirp"]])
+    X = analysis(x)
+    sa = ft.StreamingAnalysis(CFG, channels=2)
+    parts = [sa.push(x[:, i : i + push]) for i in range(0, length, push)] + [sa.flush()]
+    Xs = np.concatenate(parts, axis=-1)
+    assert Xs.shape == X.shape
+    assert _rel(Xs, X) <= 1e-6
+
+    y = synthesis(X, length)
+    ss = ft.StreamingSynthesis(CFG, channels=2)
+    fpush = max(1, push // 97)
+    outs = [ss.push(X[..., i : i + fpush]) for i in range(0, X.shape[-1], fpush)]
+    outs.append(ss.finish(length))
+    ys = np.concatenate(outs, axis=-1)
+    assert ys.shape == y.shape
+    assert _rel(ys, y) <= 1e-6
+
+
+def test_streaming_varying_blocks_and_reset() -> None:
+    rng = np.random.default_rng(3)
+    x = make_signals(9000)["pluck"]
+    sa = ft.StreamingAnalysis(CFG)
+    sa.push(np.ones(500, np.float32))
+    sa.reset()
+    parts, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(0, 900))
+        parts.append(sa.push(x[i : i + n]))
+        i += n
+    parts.append(sa.flush())
+    assert _rel(np.concatenate(parts, axis=-1), analysis(x)) <= 1e-6
+
+
+def test_streaming_finish_errors() -> None:
+    ss = ft.StreamingSynthesis(CFG)
+    out = ss.push(analysis(np.ones(4000, np.float32)))
+    with pytest.raises(ValueError, match="^total_length"):
+        ss.finish(out.shape[1] - 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"n_fft": 1535}, "n_fft"),
+        ({"n_fft": 14}, "n_fft"),
+        ({"n_fft": 0}, "n_fft"),
+        ({"hop": 0}, "hop"),
+        ({"hop": 2000}, "hop"),
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": float("nan")}, "alpha"),
+        ({"beta": -1.0}, "beta"),
+    ],
+)
+def test_bad_config(kwargs: dict[str, float], name: str) -> None:
+    with pytest.raises(ValueError, match=f"^{name}"):
+        STFTConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="^x"):
+        analysis(np.zeros((1, 1, 10)))
+    with pytest.raises(ValueError, match="^x"):
+        analysis(np.zeros((1, 0)))
+    with pytest.raises(ValueError, match="^x"):
+        analysis(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="^x"):
+        analysis(["a", "b"])
+    with pytest.raises(ValueError, match="^X"):
+        synthesis(np.zeros((1, 2, 768, 3)), 100)
+    with pytest.raises(ValueError, match="^X"):
+        synthesis(np.full((1, 2, 769, 3), np.inf), 100)
+    with pytest.raises(ValueError, match="^length"):
+        synthesis(np.zeros((1, 2, 769, 3)), 0)
+
+
+def test_converts_dtype_and_layout() -> None:
+    x = make_signals(4000)["noise"].astype(np.float64)
+    xs = np.stack([x, x])[:, ::-1]  # non-contiguous, float64
+    X = analysis(xs)
+    assert _rel(X[0], analysis(np.ascontiguousarray(xs[0]).astype(np.float32))[0]) == 0.0
+    y = synthesis(np.asfortranarray(X.astype(np.float64)), 4000)
+    assert y.dtype == np.float32
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=4),
+    dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int16, np.int64, np.bool_]),
+)
+def test_bindings_never_crash(shape: list[int], dtype: type) -> None:
+    arr = np.ones(shape, dtype=dtype)
+    for call in (lambda: analysis(arr), lambda: synthesis(arr, 10)):
+        try:
+            out = call()
+        except ValueError:
+            continue
+        assert np.isfinite(out).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 3000), seed=st.integers(0, 2**32 - 1))
+def test_round_trip_property(length: int, seed: int) -> None:
+    x = np.random.default_rng(seed).standard_normal(length).astype(np.float32)
+    assert _rel(synthesis(analysis(x), length)[0], x) <= 1e-5
+
+
+def test_threads_give_same_result() -> None:
+    x = np.stack([make_signals(30000, seed=s)["noise"] for s in range(3)])
+    X1, y1 = analysis(x), None
+    y1 = synthesis(X1, 30000)
+    ft.set_num_threads(2)
+    try:
+        X2 = analysis(x)
+        y2 = synthesis(X2, 30000)
+    finally:
+        ft.set_num_threads(1)
+    assert np.array_equal(X1, X2)
+    assert _rel(y2, y1) <= 1e-6
