@@ -1,0 +1,808 @@
+"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 1).
+
+A stream is one header followed by packets. The header says everything needed to decode
+(model id, rates, channels, frame rate, codebooks, bits per code); each packet carries up
+to ``frames_per_packet`` frames of codes for every channel, bit-packed exactly, with its own
+length and CRC-32. The same packets are written to ``.fdc`` files and sent by the live
+path. The byte-by-byte layout is in ``docs/bitstream.md``.
+
+Units: rates in Hz, lengths in samples per channel, frames are codec frames (75 per second
+for hop 640 at 48 kHz), bitrates in kbit/s.
+
+Refusals are :class:`BitstreamError` (a ``ValueError``) with a message naming the problem
+and what to do; a truncated file decodes up to its last complete packet with a
+:class:`BitstreamWarning`.
+
+Example
+-------
+>>> import numpy as np, tempfile, os
+>>> h = StreamHeader(model_id="0123456789abcdef", sample_rate=48000, channels=1,
+...                  original_rate=44100, original_length=44100, frame_rate_num=75,
+...                  frame_rate_den=1, n_codebooks=8, bits_per_code=10)
+>>> h.nominal_kbps
+6.0
+>>> codes = np.zeros((1, 8, 75), dtype=np.uint16)
+>>> path = os.path.join(tempfile.mkdtemp(), "x.fdc")
+>>> write_fdc(path, h, codes)
+>>> h2, c2 = read_fdc(path, expected_model_id="0123456789abcdef")
+>>> h2.total_frames, c2.shape
+(75, (1, 8, 75))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import os
+import secrets
+import struct
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from flowdec.bitpack import pack_codes, unpack_codes
+
+__all__ = [
+    "FILE_FRAMES_PER_PACKET",
+    "FORMAT_VERSION",
+    "HEADER_SIZE",
+    "LIVE_FRAMES_PER_PACKET",
+    "MAGIC",
+    "PACKET_OVERHEAD",
+    "PACKET_SYNC",
+    "BitstreamError",
+    "BitstreamWarning",
+    "FdcReader",
+    "FdcWriter",
+    "Packet",
+    "StreamHeader",
+    "TruncatedStreamError",
+    "decode_header",
+    "decode_packet",
+    "encode_header",
+    "encode_packet",
+    "packet_size",
+    "read_fdc",
+    "write_fdc",
+]
+
+MAGIC = b"FLOWDEC\0"
+"""First 8 bytes of every stream."""
+FORMAT_VERSION = 1
+"""Format version written by this flowdec; readers refuse any other."""
+PACKET_SYNC = 0xFDC5
+"""u16 sync word that starts every packet (bytes ``C5 FD`` on disk)."""
+FILE_FRAMES_PER_PACKET = 300
+"""Default frames per packet for files: 4 s at 75 frames/s (overhead ~1.5 % at 6 kbit/s)."""
+LIVE_FRAMES_PER_PACKET = 15
+"""Frames per packet for the live path: 0.2 s at 75 frames/s (lower latency, ~11 % overhead)."""
+
+# header: magic, version, header length | model id, sample rate, original rate, original
+# length, frame rate num/den, total frames, frames per packet, channels, codebooks, bits,
+# flags | CRC-32 of everything before it.
+_HEAD = struct.Struct("<8sHH")
+_FIELDS = struct.Struct("<8sIIQIIQHBBBB")
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEAD.size + _FIELDS.size + _CRC.size
+"""Bytes in a version-1 header (62)."""
+# packet: sync, index, frames, payload length, CRC-32 of (index, frames, length, payload)
+_PACKET = struct.Struct("<HIHII")
+PACKET_OVERHEAD = _PACKET.size
+"""Bytes of framing per packet (16)."""
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+
+PathLike = str | os.PathLike[str]
+Codes = npt.NDArray[np.uint16]
+
+
+class BitstreamError(ValueError):
+    """A stream or file was refused: the message names the problem and what to do."""
+
+
+class TruncatedStreamError(BitstreamError):
+    """The data ends inside a header or packet (more bytes are needed).
+
+    :func:`decode_packet` raises it for an incomplete packet; :class:`FdcReader` turns it
+    into a :class:`BitstreamWarning` and stops at the last complete packet.
+    """
+
+
+class BitstreamWarning(UserWarning):
+    """A file was decoded only partly (it is truncated)."""
+
+
+def _int_field(name: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise BitstreamError(f"{name}: expected an int in [{lo}, {hi}], got {value!r}")
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise BitstreamError(
+            f"{name}: expected an int in [{lo}, {hi}], got {type(value).__name__}"
+        ) from None
+    if not lo <= v <= hi:
+        raise BitstreamError(f"{name}: must be in [{lo}, {hi}], got {v}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """Everything a decoder needs to know about a stream (the ``.fdc`` header).
+
+    Attributes
+    ----------
+    model_id : 16 hex digits identifying the model files (stored as 8 raw bytes; kept
+        lower-case).
+    sample_rate : codec rate in Hz (48000).
+    channels : coded channels, 1..255 (each coded independently).
+    original_rate : the input's rate in Hz (e.g. 44100); decoders resample back to it.
+    original_length : samples per channel of the input, at ``original_rate``.
+    frame_rate_num, frame_rate_den : codec frames per second as an exact fraction
+        (75/1 for hop 640 at 48 kHz).
+    n_codebooks : codebooks used per frame, 1..255 (8 for 6 kbit/s).
+    bits_per_code : bits per code, 1..16 (10 for 1024-entry codebooks).
+    frames_per_packet : frames per packet, 1..65535; :data:`FILE_FRAMES_PER_PACKET` (300,
+        4 s) by default, :data:`LIVE_FRAMES_PER_PACKET` (15, 0.2 s) for the live path.
+    total_frames : frames per channel in the whole stream; 0 means unknown (live).
+        :class:`FdcWriter` and :func:`write_fdc` store the real count.
+
+    Example
+    -------
+    >>> h = StreamHeader("0123456789ABCDEF", 48000, 2, 44100, 441000, 75, 1, 4, 10)
+    >>> h.model_id, h.nominal_kbps, h.frame_rate
+    ('0123456789abcdef', 3.0, Fraction(75, 1))
+    """
+
+    model_id: str
+    sample_rate: int
+    channels: int
+    original_rate: int
+    original_length: int
+    frame_rate_num: int
+    frame_rate_den: int
+    n_codebooks: int
+    bits_per_code: int
+    frames_per_packet: int = FILE_FRAMES_PER_PACKET
+    total_frames: int = 0
+
+    def __post_init__(self) -> None:
+        mid = self.model_id
+        if not isinstance(mid, str) or len(mid) != 16:
+            raise BitstreamError(f"model_id: expected 16 hex digits, got {mid!r}")
+        try:
+            bytes.fromhex(mid)
+        except ValueError:
+            raise BitstreamError(f"model_id: expected 16 hex digits, got {mid!r}") from None
+        object.__setattr__(self, "model_id", mid.lower())
+        limits = {
+            "sample_rate": (1, _U32),
+            "channels": (1, 255),
+            "original_rate": (1, _U32),
+            "original_length": (0, _U64),
+            "frame_rate_num": (1, _U32),
+            "frame_rate_den": (1, _U32),
+            "n_codebooks": (1, 255),
+            "bits_per_code": (1, 16),
+            "frames_per_packet": (1, 2**16 - 1),
+            "total_frames": (0, _U64),
+        }
+        for name, (lo, hi) in limits.items():
+            object.__setattr__(self, name, _int_field(name, getattr(self, name), lo, hi))
+
+    @property
+    def frame_rate(self) -> Fraction:
+        """Codec frames per second, exactly (e.g. ``Fraction(75, 1)``)."""
+        return Fraction(self.frame_rate_num, self.frame_rate_den)
+
+    @property
+    def nominal_kbps(self) -> float:
+        """Payload bitrate in kbit/s: ``n_codebooks * bits_per_code * frame_rate / 1000``."""
+        return float(self.n_codebooks * self.bits_per_code * self.frame_rate / 1000)
+
+    @property
+    def duration_s(self) -> float:
+        """Duration of the original input in seconds (``original_length / original_rate``)."""
+        return self.original_length / self.original_rate
+
+
+@dataclass
+class Packet:
+    """One packet of codes.
+
+    Attributes
+    ----------
+    index : packet sequence number (uint32), 0 for the first packet of a stream.
+    codes : ``[channels, n_codebooks, frames]`` uint16, ``1 <= frames <= frames_per_packet``.
+
+    Example
+    -------
+    >>> Packet(0, np.zeros((1, 8, 15), dtype=np.uint16)).frames
+    15
+    """
+
+    index: int
+    codes: Codes
+
+    @property
+    def frames(self) -> int:
+        """Frames in this packet (per channel)."""
+        return int(self.codes.shape[-1])
+
+
+def _payload_size(h: StreamHeader, frames: int) -> int:
+    return (h.channels * h.n_codebooks * frames * h.bits_per_code + 7) // 8
+
+
+def packet_size(h: StreamHeader, frames: int) -> int:
+    """Bytes of a packet holding ``frames`` frames: 16 bytes framing + bit-packed payload.
+
+    Example
+    -------
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
+    >>> packet_size(h, 15)  # 0.2 s at 6 kbit/s
+    166
+    """
+    return PACKET_OVERHEAD + _payload_size(h, frames)
+
+
+def encode_header(h: StreamHeader) -> bytes:
+    """Serialise a header (62 bytes for format version 1).
+
+    Example
+    -------
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
+    >>> data = encode_header(h)
+    >>> len(data), data[:8]
+    (62, b'FLOWDEC\\x00')
+    """
+    body = _HEAD.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE) + _FIELDS.pack(
+        bytes.fromhex(h.model_id),
+        h.sample_rate,
+        h.original_rate,
+        h.original_length,
+        h.frame_rate_num,
+        h.frame_rate_den,
+        h.total_frames,
+        h.frames_per_packet,
+        h.channels,
+        h.n_codebooks,
+        h.bits_per_code,
+        0,  # flags: none defined in version 1
+    )
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _header_truncated(have: int) -> TruncatedStreamError:
+    return TruncatedStreamError(
+        f"stream is truncated inside the header ({have} of {HEADER_SIZE} bytes); the file "
+        "is incomplete: re-encode or re-download it"
+    )
+
+
+def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, int]:
+    """Parse a header from the start of ``data``.
+
+    Returns
+    -------
+    ``(header, bytes consumed)``; packets start at that byte.
+
+    Raises
+    ------
+    BitstreamError : wrong magic ("not a flowdec .fdc file"), a format version written by a
+        newer flowdec, a corrupt header ("header is corrupt": CRC mismatch or impossible
+        field), or :class:`TruncatedStreamError` when ``data`` ends inside the header.
+
+    Example
+    -------
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
+    >>> decode_header(encode_header(h) + b"packets...") == (h, 62)
+    True
+    """
+    buf = bytes(data[:HEADER_SIZE])
+    if len(buf) < len(MAGIC):
+        if MAGIC.startswith(buf):
+            raise _header_truncated(len(buf))
+        raise BitstreamError(f"not a flowdec .fdc file (starts with {buf!r}, expected {MAGIC!r})")
+    if buf[: len(MAGIC)] != MAGIC:
+        raise BitstreamError(
+            f"not a flowdec .fdc file (starts with {buf[:8]!r}, expected {MAGIC!r})"
+        )
+    if len(buf) < _HEAD.size:
+        raise _header_truncated(len(buf))
+    _, version, header_len = _HEAD.unpack_from(buf)
+    if version > FORMAT_VERSION:
+        raise BitstreamError(
+            f"this stream was written by a newer flowdec (format version {version}; this "
+            f"flowdec reads version {FORMAT_VERSION}); upgrade flowdec"
+        )
+    if version != FORMAT_VERSION:
+        raise BitstreamError(
+            f"header is corrupt (format version {version} does not exist; this flowdec "
+            f"reads version {FORMAT_VERSION}); the file is damaged: re-encode it"
+        )
+    if header_len != HEADER_SIZE:
+        raise BitstreamError(
+            f"header is corrupt (header length {header_len}, expected {HEADER_SIZE} for "
+            "format version 1); the file is damaged: re-encode it"
+        )
+    if len(buf) < HEADER_SIZE:
+        raise _header_truncated(len(buf))
+    body = buf[: HEADER_SIZE - _CRC.size]
+    (crc,) = _CRC.unpack_from(buf, HEADER_SIZE - _CRC.size)
+    if zlib.crc32(body) != crc:
+        raise BitstreamError(
+            "header is corrupt (CRC-32 mismatch); the file is damaged: re-encode it"
+        )
+    (mid, sr, orig_sr, orig_len, num, den, total, fpp, ch, nq, bits, flags) = _FIELDS.unpack_from(
+        buf, _HEAD.size
+    )
+    if flags != 0:
+        raise BitstreamError(
+            f"header is corrupt (flags {flags:#x} are not defined in format version 1); "
+            "it may come from a newer flowdec: upgrade flowdec"
+        )
+    try:
+        h = StreamHeader(mid.hex(), sr, ch, orig_sr, orig_len, num, den, nq, bits, fpp, total)
+    except BitstreamError as e:
+        raise BitstreamError(f"header is corrupt ({e}); the file is damaged") from None
+    return h, HEADER_SIZE
+
+
+def _check_codes(h: StreamHeader, codes: object, what: str) -> Codes:
+    """Validate ``[channels, n_codebooks, frames]`` integer codes and return them as uint16."""
+    arr = np.asarray(codes)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise BitstreamError(f"{what}: expected an integer array, got dtype {arr.dtype}")
+    if arr.ndim != 3 or arr.shape[0] != h.channels or arr.shape[1] != h.n_codebooks:
+        raise BitstreamError(
+            f"{what}: expected shape [channels={h.channels}, n_codebooks={h.n_codebooks}, "
+            f"frames], got {list(arr.shape)}; codes must match the header"
+        )
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= 2**h.bits_per_code:
+            bad = lo if lo < 0 else hi
+            raise BitstreamError(
+                f"{what}: code {bad} does not fit in {h.bits_per_code} bits (must be in "
+                f"[0, {2**h.bits_per_code - 1}]); raise bits_per_code or fix the codes"
+            )
+    return np.ascontiguousarray(arr, dtype=np.uint16)
+
+
+def encode_packet(h: StreamHeader, p: Packet) -> bytes:
+    """Serialise one packet: 16 bytes framing + the codes bit-packed.
+
+    The payload packs ``p.codes[c, q, t]`` in C order (channel, then codebook, then frame
+    fastest), ``bits_per_code`` bits each, LSB-first, the last byte zero-padded.
+
+    Raises
+    ------
+    BitstreamError : wrong shape, 0 or more than ``frames_per_packet`` frames, a code that
+        does not fit in ``bits_per_code`` bits, or an index outside uint32.
+
+    Example
+    -------
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10, 15)
+    >>> len(encode_packet(h, Packet(0, np.zeros((1, 8, 15), dtype=np.uint16))))
+    166
+    """
+    index = _int_field("packet index", p.index, 0, _U32)
+    codes = _check_codes(h, p.codes, f"packet {index} codes")
+    frames = codes.shape[2]
+    if not 1 <= frames <= h.frames_per_packet:
+        raise BitstreamError(
+            f"packet {index}: has {frames} frames; a packet holds 1..{h.frames_per_packet} "
+            "(frames_per_packet)"
+        )
+    payload = pack_codes(codes, h.bits_per_code)
+    fields = _PACKET.pack(PACKET_SYNC, index, frames, len(payload), 0)[2:12]
+    crc = zlib.crc32(payload, zlib.crc32(fields))
+    return _PACKET.pack(PACKET_SYNC, index, frames, len(payload), crc) + payload
+
+
+def _check_framing(h: StreamHeader, head: bytes, at: int, label: str) -> None:
+    """Check the packet framing fields present in ``head`` (a prefix of the 16 bytes).
+
+    Each field is checked as soon as it is available, so a prefix of a valid packet is
+    reported as truncated by the caller and anything else as corrupt here.
+    """
+    if len(head) >= 2:
+        (sync,) = struct.unpack_from("<H", head)
+        if sync != PACKET_SYNC:
+            raise BitstreamError(
+                f"{label} at byte offset {at} is corrupt (bad sync word {sync:#06x}, expected "
+                f"{PACKET_SYNC:#06x}); the stream is damaged"
+            )
+    if len(head) >= 8:
+        (frames,) = struct.unpack_from("<H", head, 6)
+        if not 1 <= frames <= h.frames_per_packet:
+            raise BitstreamError(
+                f"{label} at byte offset {at} is corrupt (claims {frames} frames, a packet "
+                f"holds 1..{h.frames_per_packet}); the stream is damaged"
+            )
+        if len(head) >= 12:
+            (length,) = struct.unpack_from("<I", head, 8)
+            if length != _payload_size(h, frames):
+                raise BitstreamError(
+                    f"{label} at byte offset {at} is corrupt (payload length {length}, "
+                    f"expected {_payload_size(h, frames)} for {frames} frames); the stream "
+                    "is damaged"
+                )
+
+
+def _truncated(label: str, have: int, need: int, at: int) -> TruncatedStreamError:
+    return TruncatedStreamError(
+        f"{label} at byte offset {at} is incomplete ({have} of {need} bytes): the stream "
+        "is truncated"
+    )
+
+
+def _decode_packet(
+    h: StreamHeader, data: bytes | bytearray | memoryview, offset: int, at: int, label: str
+) -> tuple[Packet, int]:
+    """Decode the packet at ``data[offset:]``; ``at`` is its byte offset for messages."""
+    avail = max(0, len(data) - offset)
+    head = bytes(data[offset : offset + _PACKET.size])
+    _check_framing(h, head, at, label)
+    if len(head) < _PACKET.size:
+        raise _truncated(label, avail, PACKET_OVERHEAD, at)
+    _, index, frames, length, crc = _PACKET.unpack(head)
+    need = _PACKET.size + length
+    if avail < need:
+        raise _truncated(label, avail, need, at)
+    payload = bytes(data[offset + _PACKET.size : offset + need])
+    if zlib.crc32(payload, zlib.crc32(head[2:12])) != crc:
+        raise BitstreamError(
+            f"{label} (index field {index}) at byte offset {at} is corrupt (CRC-32 "
+            "mismatch); the stream is damaged: re-encode or re-download it"
+        )
+    count = h.channels * h.n_codebooks * frames
+    try:
+        flat = unpack_codes(payload, h.bits_per_code, count)
+    except ValueError as e:  # cannot happen after the length check; never escape raw
+        raise BitstreamError(f"{label} at byte offset {at} is corrupt ({e})") from None
+    return Packet(int(index), flat.reshape(h.channels, h.n_codebooks, frames)), need
+
+
+def decode_packet(
+    h: StreamHeader, data: bytes | bytearray | memoryview, offset: int = 0
+) -> tuple[Packet, int]:
+    """Decode the packet starting at ``data[offset]``.
+
+    Returns
+    -------
+    ``(packet, bytes consumed)``; the next packet starts at ``offset + consumed``.
+
+    Raises
+    ------
+    TruncatedStreamError : ``data`` ends inside the packet (for a live stream: wait for
+        more bytes). A subclass of :class:`BitstreamError`.
+    BitstreamError : bad sync word, impossible frame count or length, or CRC mismatch; the
+        message names the byte offset.
+
+    Example
+    -------
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10, 15)
+    >>> data = encode_packet(h, Packet(7, np.ones((1, 8, 3), dtype=np.uint16)))
+    >>> p, n = decode_packet(h, data)
+    >>> p.index, p.codes.shape, n == len(data)
+    (7, (1, 8, 3), True)
+    """
+    offset = _int_field("offset", offset, 0, _U64)
+    return _decode_packet(h, data, offset, offset, "packet")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+class FdcWriter:
+    """Write a ``.fdc`` file incrementally, in bounded memory.
+
+    Codes passed to :meth:`write` (any number of frames per call) are buffered into
+    packets of ``header.frames_per_packet`` frames; :meth:`close` writes the last (short)
+    packet, stores the real ``total_frames`` in the header and renames the temporary file
+    (``.NAME.XXXXXXXX.tmp`` in the same folder) to ``path``. An exception inside the
+    ``with`` block, or :meth:`abort`, removes the temporary file and leaves ``path``
+    untouched, so a half-written file never appears under the real name. The file is the
+    same byte for byte however the codes are split across :meth:`write` calls.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile, os
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 48000, 75, 1, 8, 10)
+    >>> path = os.path.join(tempfile.mkdtemp(), "live.fdc")
+    >>> with FdcWriter(path, h) as w:
+    ...     for _ in range(5):
+    ...         w.write(np.zeros((1, 8, 15), dtype=np.uint16))
+    >>> read_fdc(path)[0].total_frames
+    75
+    """
+
+    def __init__(self, path: PathLike, header: StreamHeader) -> None:
+        if not isinstance(header, StreamHeader):
+            raise BitstreamError(f"header: expected a StreamHeader, got {type(header).__name__}")
+        self.path = Path(path)
+        self.header = header
+        self._tmp = _tmp_name(self.path)
+        self._buf: list[Codes] = []
+        self._buffered = 0
+        self._index = 0
+        self._frames = 0
+        self._file: BinaryIO | None = open(self._tmp, "xb")  # noqa: SIM115 - see close()
+        try:
+            self._file.write(encode_header(dataclasses.replace(header, total_frames=0)))
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def frames_written(self) -> int:
+        """Frames per channel accepted so far (including those still buffered)."""
+        return self._frames
+
+    def _emit(self, codes: Codes) -> None:
+        assert self._file is not None
+        if self._index > _U32:
+            raise BitstreamError("stream has more than 2**32 packets; split it into files")
+        self._file.write(encode_packet(self.header, Packet(self._index, codes)))
+        self._index += 1
+
+    def write(self, codes: npt.ArrayLike) -> None:
+        """Append codes ``[channels, n_codebooks, k]`` (any ``k >= 0`` frames).
+
+        Raises
+        ------
+        BitstreamError : wrong shape, a code that does not fit in ``bits_per_code`` bits,
+            or the writer is closed.
+        """
+        if self._file is None:
+            raise BitstreamError(f"FdcWriter for {self.path} is closed; open a new one")
+        arr = _check_codes(self.header, codes, "codes")
+        if arr.shape[2] == 0:
+            return
+        self._buf.append(arr)
+        self._buffered += arr.shape[2]
+        self._frames += arr.shape[2]
+        fpp = self.header.frames_per_packet
+        if self._buffered < fpp:
+            return
+        pending = np.concatenate(self._buf, axis=2) if len(self._buf) > 1 else self._buf[0]
+        full = (pending.shape[2] // fpp) * fpp
+        for start in range(0, full, fpp):
+            self._emit(pending[:, :, start : start + fpp])
+        rest = pending[:, :, full:]
+        self._buf = [rest.copy()] if rest.shape[2] else []
+        self._buffered = rest.shape[2]
+
+    def close(self) -> None:
+        """Flush the last packet, store ``total_frames`` and rename the file to ``path``."""
+        if self._file is None:
+            return
+        try:
+            if self._buffered:
+                self._emit(np.concatenate(self._buf, axis=2))
+                self._buf, self._buffered = [], 0
+            final = dataclasses.replace(self.header, total_frames=self._frames)
+            self._file.seek(0)
+            self._file.write(encode_header(final))
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp, self.path)
+            self.header = final
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Discard everything: close and delete the temporary file; ``path`` is untouched."""
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> FdcWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike) -> None:
+    """Write codes ``[channels, n_codebooks, frames]`` to a ``.fdc`` file atomically.
+
+    The file is written under a temporary name in the same folder and renamed when
+    complete; ``header.total_frames`` is replaced by the real frame count.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile, os
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 480000, 75, 1, 8, 10)
+    >>> path = os.path.join(tempfile.mkdtemp(), "ten_seconds.fdc")
+    >>> write_fdc(path, h, np.zeros((1, 8, 750), dtype=np.uint16))
+    >>> os.path.getsize(path)  # 7500 B payload + 62 B header + 3 x 16 B packet framing
+    7610
+    """
+    with FdcWriter(path, header) as w:
+        w.write(codes)
+
+
+class FdcReader:
+    """Read a ``.fdc`` file packet by packet, in bounded memory.
+
+    ``source`` is a path, or a binary file object read from its current position (not
+    closed by the reader). The header is read and checked on construction; iterating
+    (once) yields :class:`Packet` objects in order. A truncated file stops at its last
+    complete packet with a :class:`BitstreamWarning`; a corrupt packet raises
+    :class:`BitstreamError` naming the packet and its byte offset.
+
+    Raises
+    ------
+    BitstreamError : wrong magic, newer format version, corrupt or truncated header, or
+        (with ``expected_model_id``) a file encoded by a different model.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile, os
+    >>> h = StreamHeader("0123456789abcdef", 48000, 2, 48000, 96000, 75, 1, 8, 10)
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.fdc")
+    >>> write_fdc(path, h, np.zeros((2, 8, 150), dtype=np.uint16))
+    >>> with FdcReader(path) as r:
+    ...     [p.codes.shape for p in r]
+    [(2, 8, 150)]
+    """
+
+    def __init__(self, source: PathLike | BinaryIO, expected_model_id: str | None = None) -> None:
+        self._file: BinaryIO | None
+        if isinstance(source, str | os.PathLike):
+            self._owned, self.name = True, os.fspath(source)
+            self._file = open(source, "rb")  # noqa: SIM115 - closed in close()
+        else:
+            self._owned, self.name = False, str(getattr(source, "name", "<stream>"))
+            self._file = source
+        self._started = False
+        try:
+            try:
+                self.header, self._offset = decode_header(self._file.read(HEADER_SIZE))
+            except BitstreamError as e:
+                raise type(e)(f"{self.name}: {e}") from None
+            if expected_model_id is not None:
+                want = str(expected_model_id).lower()
+                if want != self.header.model_id:
+                    have = self.header.model_id
+                    raise BitstreamError(
+                        f"{self.name}: model mismatch: the file was encoded with model {have} "
+                        f"but the loaded model is {want}; decode it with model {have} (load "
+                        f"the model files whose id is {have})"
+                    )
+        except BaseException:
+            self.close()
+            raise
+
+    def __iter__(self) -> Iterator[Packet]:
+        if self._file is None or self._started:
+            raise BitstreamError(f"{self.name}: FdcReader can be iterated once; open a new one")
+        self._started = True
+        h, f = self.header, self._file
+        frames = 0
+        k = 0
+        short_seen = False
+        while True:
+            label, at = f"{self.name}: packet #{k}", self._offset
+            head = f.read(PACKET_OVERHEAD)
+            if not head:
+                break
+            if short_seen:
+                raise BitstreamError(
+                    f"{label} at byte offset {at} follows a short packet (only the last "
+                    "packet may be short); the file is damaged"
+                )
+            # the framing is checked before the payload is read, so the read is bounded
+            _check_framing(h, head, at, label)
+            if len(head) < PACKET_OVERHEAD:
+                self._warn_truncated(str(_truncated(label, len(head), PACKET_OVERHEAD, at)))
+                return
+            (length,) = struct.unpack_from("<I", head, 8)
+            try:
+                packet, used = _decode_packet(h, head + f.read(length), 0, at, label)
+            except TruncatedStreamError as e:
+                self._warn_truncated(str(e))
+                return
+            if packet.index != k:
+                raise BitstreamError(
+                    f"{label} at byte offset {at} has index {packet.index}: packets are "
+                    "missing or out of order; the file is damaged"
+                )
+            frames += packet.frames
+            if h.total_frames and frames > h.total_frames:
+                raise BitstreamError(
+                    f"{label} at byte offset {at} goes past the {h.total_frames} frames the "
+                    "header announces; the file is damaged"
+                )
+            short_seen = packet.frames < h.frames_per_packet
+            self._offset += used
+            k += 1
+            yield packet
+        if frames < h.total_frames:
+            self._warn_truncated(
+                f"{self.name}: file ends after {frames} of the {h.total_frames} frames its "
+                "header announces"
+            )
+
+    def _warn_truncated(self, why: str) -> None:
+        warnings.warn(
+            f"{why}; the file is truncated: decoding its complete packets only",
+            BitstreamWarning,
+            stacklevel=3,
+        )
+
+    def close(self) -> None:
+        """Close the file (if the reader opened it)."""
+        f, self._file = self._file, None
+        if f is not None and self._owned:
+            f.close()
+
+    def __enter__(self) -> FdcReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_fdc(
+    path: PathLike | BinaryIO, expected_model_id: str | None = None
+) -> tuple[StreamHeader, Codes]:
+    """Read a whole ``.fdc`` file.
+
+    Returns
+    -------
+    ``(header, codes)`` with codes ``[channels, n_codebooks, frames]`` uint16. A truncated
+    file gives the frames of its complete packets, with a :class:`BitstreamWarning`.
+
+    Raises
+    ------
+    BitstreamError : see :class:`FdcReader`.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile, os
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 4, 10)
+    >>> path = os.path.join(tempfile.mkdtemp(), "empty.fdc")
+    >>> write_fdc(path, h, np.zeros((1, 4, 0), dtype=np.uint16))
+    >>> read_fdc(path)[1].shape
+    (1, 4, 0)
+    """
+    with FdcReader(path, expected_model_id) as r:
+        parts = [p.codes for p in r]
+        h = r.header
+    if not parts:
+        return h, np.zeros((h.channels, h.n_codebooks, 0), dtype=np.uint16)
+    return h, np.concatenate(parts, axis=2)

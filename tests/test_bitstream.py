@@ -1,0 +1,532 @@
+"""Bitstream container: .fdc files and packets (round trips, size, truncation, corruption, fuzz)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowdec.bitstream import (
+    FILE_FRAMES_PER_PACKET,
+    HEADER_SIZE,
+    LIVE_FRAMES_PER_PACKET,
+    MAGIC,
+    PACKET_OVERHEAD,
+    BitstreamError,
+    BitstreamWarning,
+    FdcReader,
+    FdcWriter,
+    Packet,
+    StreamHeader,
+    TruncatedStreamError,
+    decode_header,
+    decode_packet,
+    encode_header,
+    encode_packet,
+    packet_size,
+    read_fdc,
+    write_fdc,
+)
+
+MODEL = "0123456789abcdef"
+Codes = npt.NDArray[np.uint16]
+
+
+def header(
+    channels: int = 1, nq: int = 8, bits: int = 10, fpp: int = FILE_FRAMES_PER_PACKET, **kw: int
+) -> StreamHeader:
+    return StreamHeader(MODEL, 48000, channels, 44100, 44100 * 3, 75, 1, nq, bits, fpp, **kw)
+
+
+def rand_codes(seed: int, channels: int, nq: int, frames: int, bits: int) -> Codes:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2**bits, size=(channels, nq, frames)).astype(np.uint16)
+
+
+def read_quiet(source: str | Path | io.BytesIO) -> tuple[StreamHeader, Codes, bool]:
+    """read_fdc, returning whether a BitstreamWarning was raised (any other warning fails)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h, codes = read_fdc(source)
+    assert all(issubclass(w.category, BitstreamWarning) for w in caught), caught
+    return h, codes, bool(caught)
+
+
+def fdc_bytes(h: StreamHeader, codes: Codes, tmp: Path) -> bytes:
+    path = tmp / "x.fdc"
+    write_fdc(path, h, codes)
+    return path.read_bytes()
+
+
+# --- header -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "h",
+    [
+        header(),
+        header(channels=2, nq=4, total_frames=12345),
+        StreamHeader("FFFFFFFFFFFFFFFF", 48000, 255, 8000, 2**64 - 1, 44100, 512, 255, 16, 65535),
+        StreamHeader("0000000000000000", 48000, 1, 1, 0, 1, 2**32 - 1, 1, 1, 1, 2**64 - 1),
+    ],
+)
+def test_header_round_trip(h: StreamHeader) -> None:
+    data = encode_header(h)
+    assert len(data) == HEADER_SIZE == 62
+    assert data.startswith(MAGIC)
+    assert decode_header(data + b"\xc5\xfd rest") == (h, HEADER_SIZE)
+
+
+def test_header_properties() -> None:
+    assert [header(nq=n).nominal_kbps for n in (4, 6, 8, 10)] == [3.0, 4.5, 6.0, 7.5]
+    h = StreamHeader("0123456789ABCDEF", 48000, 1, 44100, 44100, 44100, 512, 8, 10)
+    assert h.model_id == MODEL  # normalised to lower case
+    assert h.frame_rate == pytest.approx(86.1328125)
+    assert h.nominal_kbps == pytest.approx(8 * 10 * 44100 / 512 / 1000)
+    assert h.duration_s == 1.0
+    assert h.frames_per_packet == FILE_FRAMES_PER_PACKET and h.total_frames == 0
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("model_id", "0123"),
+        ("model_id", "0123456789abcdeg"),
+        ("channels", 0),
+        ("channels", 256),
+        ("n_codebooks", 0),
+        ("bits_per_code", 17),
+        ("bits_per_code", 0),
+        ("frames_per_packet", 0),
+        ("frames_per_packet", 65536),
+        ("frame_rate_den", 0),
+        ("sample_rate", 0),
+        ("original_length", -1),
+        ("channels", 1.5),
+        ("channels", True),
+    ],
+)
+def test_header_refuses_bad_fields(field: str, value: object) -> None:
+    with pytest.raises(BitstreamError, match=field):
+        dataclasses.replace(header(), **{field: value})  # type: ignore[arg-type]
+
+
+# --- packets ------------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    channels=st.integers(1, 3),
+    nq=st.integers(1, 12),
+    bits=st.integers(1, 16),
+    fpp=st.integers(1, 20),
+    data=st.data(),
+)
+def test_packet_round_trip(
+    channels: int, nq: int, bits: int, fpp: int, data: st.DataObject
+) -> None:
+    h = header(channels, nq, bits, fpp)
+    frames = data.draw(st.integers(1, fpp))
+    index = data.draw(st.integers(0, 2**32 - 1))
+    codes = rand_codes(data.draw(st.integers(0, 2**32)), channels, nq, frames, bits)
+    enc = encode_packet(h, Packet(index, codes))
+    assert len(enc) == packet_size(h, frames) == PACKET_OVERHEAD + -(-codes.size * bits // 8)
+    p, used = decode_packet(h, b"junk" + enc + b"next", offset=4)
+    assert used == len(enc) and p.index == index and p.codes.dtype == np.uint16
+    np.testing.assert_array_equal(p.codes, codes)
+
+
+def test_packet_stream_parse_and_partial_data() -> None:
+    """Live use: packets back to back; a partial packet asks for more bytes."""
+    h = header(channels=2, fpp=LIVE_FRAMES_PER_PACKET)
+    packets = [Packet(i, rand_codes(i, 2, 8, 15 if i < 4 else 6, 10)) for i in range(5)]
+    stream = b"".join(encode_packet(h, p) for p in packets)
+    off, got = 0, []
+    while off < len(stream):
+        p, n = decode_packet(h, stream, off)
+        got.append(p)
+        off += n
+    assert [p.index for p in got] == list(range(5))
+    for a, b in zip(got, packets, strict=True):
+        np.testing.assert_array_equal(a.codes, b.codes)
+    for cut in range(len(stream[: len(stream) - 1])):
+        if cut < packet_size(h, 15):
+            with pytest.raises(TruncatedStreamError, match="incomplete"):
+                decode_packet(h, stream[:cut])
+
+
+def test_packet_layout() -> None:
+    """The documented bytes: sync, index, frames, length, CRC over bytes 2..12 + payload."""
+    h = header(nq=2, bits=10, fpp=4)
+    enc = encode_packet(h, Packet(258, np.array([[[1, 2, 3], [1023, 0, 5]]], dtype=np.uint16)))
+    sync, index, frames, length, crc = struct.unpack_from("<HIHII", enc)
+    assert (enc[:2], index, frames, length) == (b"\xc5\xfd", 258, 3, 8)
+    assert crc == zlib.crc32(enc[2:12] + enc[16:])
+    bits = int.from_bytes(enc[16:], "little")  # LSB-first: code k at bits [10k, 10k+10)
+    assert [(bits >> (10 * k)) & 1023 for k in range(6)] == [1, 2, 3, 1023, 0, 5]
+
+
+@pytest.mark.parametrize(
+    "codes,match",
+    [
+        (np.full((1, 8, 3), 1024), "does not fit in 10 bits"),
+        (np.full((1, 8, 3), -1), "does not fit"),
+        (np.zeros((1, 7, 3), dtype=np.uint16), "shape"),
+        (np.zeros((2, 8, 3), dtype=np.uint16), "shape"),
+        (np.zeros((8, 3), dtype=np.uint16), "shape"),
+        (np.zeros((1, 8, 3), dtype=np.float32), "integer"),
+        (np.zeros((1, 8, 0), dtype=np.uint16), "0 frames"),
+        (np.zeros((1, 8, 16), dtype=np.uint16), "16 frames"),
+    ],
+)
+def test_encode_packet_refuses(codes: npt.NDArray[np.generic], match: str) -> None:
+    with pytest.raises(BitstreamError, match=match):
+        encode_packet(header(fpp=15), Packet(0, codes))  # type: ignore[arg-type]
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "channels,nq,bits,fpp,frames",
+    [
+        (1, 8, 10, 300, 750),
+        (2, 8, 10, 300, 751),
+        (1, 4, 10, 15, 0),
+        (1, 1, 1, 1, 5),
+        (2, 3, 16, 7, 22),
+        (5, 12, 7, 4, 13),
+        (1, 10, 10, 75, 75),
+        (3, 2, 9, 6, 1),
+        (2, 255, 16, 2, 3),
+    ],
+)
+def test_file_round_trip(
+    tmp_path: Path, channels: int, nq: int, bits: int, fpp: int, frames: int
+) -> None:
+    h = header(channels, nq, bits, fpp)
+    codes = rand_codes(frames, channels, nq, frames, bits)
+    path = tmp_path / "clip.fdc"
+    write_fdc(path, h, codes)
+    h2, codes2 = read_fdc(path, expected_model_id=MODEL.upper())
+    assert h2 == dataclasses.replace(h, total_frames=frames)
+    assert codes2.dtype == np.uint16 and codes2.shape == (channels, nq, frames)
+    np.testing.assert_array_equal(codes2, codes)
+    n_packets = -(-frames // fpp)
+    expected = HEADER_SIZE + sum(
+        packet_size(h, min(fpp, frames - i * fpp)) for i in range(n_packets)
+    )
+    assert path.stat().st_size == expected
+    assert os.listdir(tmp_path) == ["clip.fdc"]  # no temp file left behind
+
+
+def test_empty_stream(tmp_path: Path) -> None:
+    h = header(channels=2)
+    path = tmp_path / "empty.fdc"
+    write_fdc(path, h, np.zeros((2, 8, 0), dtype=np.uint16))
+    assert path.stat().st_size == HEADER_SIZE
+    h2, codes, warned = read_quiet(path)
+    assert not warned and h2.total_frames == 0 and codes.shape == (2, 8, 0)
+    with FdcWriter(tmp_path / "empty2.fdc", h):
+        pass
+    assert (tmp_path / "empty2.fdc").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_streaming_writer_and_reader_match_whole_file(tmp_path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    fpp, frames = int(rng.integers(1, 12)), int(rng.integers(0, 80))
+    h = header(channels=2, nq=5, bits=11, fpp=fpp)
+    codes = rand_codes(seed, 2, 5, frames, 11)
+    write_fdc(tmp_path / "whole.fdc", h, codes)
+    with FdcWriter(tmp_path / "chunks.fdc", h) as w:
+        start = 0
+        while start < frames:
+            k = int(rng.integers(0, 2 * fpp + 2))  # includes empty and multi-packet chunks
+            w.write(codes[:, :, start : start + k])
+            start += k
+        assert w.frames_written == frames
+        assert not (tmp_path / "chunks.fdc").exists()  # not there until close
+    assert (tmp_path / "chunks.fdc").read_bytes() == (tmp_path / "whole.fdc").read_bytes()
+    with FdcReader(tmp_path / "chunks.fdc") as r:
+        assert r.header.total_frames == frames
+        packets = list(r)
+    assert [p.index for p in packets] == list(range(len(packets)))
+    assert all(p.frames == fpp for p in packets[:-1])
+    joined = np.concatenate([p.codes for p in packets], axis=2) if packets else codes
+    np.testing.assert_array_equal(joined, codes)
+
+
+def test_reader_accepts_open_file_and_iterates_once(tmp_path: Path) -> None:
+    h = header(fpp=10)
+    codes = rand_codes(1, 1, 8, 25, 10)
+    write_fdc(tmp_path / "a.fdc", h, codes)
+    with open(tmp_path / "a.fdc", "rb") as f:
+        r = FdcReader(f)
+        assert sum(p.frames for p in r) == 25
+        with pytest.raises(BitstreamError, match="once"):
+            list(r)
+        r.close()
+        assert not f.closed  # the caller's file stays open
+
+
+def test_file_size_overhead(tmp_path: Path) -> None:
+    """Issue 5: a 10 s clip is within 3 % of nominal bitrate x duration (default packets)."""
+    for nq, nominal in [(8, 7500), (4, 3750), (6, 5625), (10, 9375)]:
+        h = header(nq=nq)
+        assert h.nominal_kbps * 10 * 1000 / 8 == nominal
+        path = tmp_path / f"ten_s_{nq}.fdc"
+        write_fdc(path, h, rand_codes(nq, 1, nq, 750, 10))  # 10 s at 75 frames/s, mono
+        size = path.stat().st_size
+        assert size <= nominal * 1.03, (nq, size, nominal)
+        assert size == nominal + HEADER_SIZE + 3 * PACKET_OVERHEAD
+    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7610  # +1.47 % at 6 kbit/s
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+def test_wrong_magic_unknown_version_model_mismatch(tmp_path: Path) -> None:
+    good = fdc_bytes(header(), rand_codes(0, 1, 8, 20, 10), tmp_path)
+    bad = tmp_path / "bad.fdc"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(100))
+    with pytest.raises(BitstreamError, match="not a flowdec .fdc file"):
+        read_fdc(bad)
+    bad.write_bytes(b"")
+    with pytest.raises(BitstreamError, match="truncated inside the header"):
+        read_fdc(bad)
+    newer = bytearray(good)
+    newer[8:10] = struct.pack("<H", 2)
+    newer[58:62] = struct.pack("<I", zlib.crc32(newer[:58]))
+    bad.write_bytes(bytes(newer))
+    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 2.*upgrade flowdec"):
+        read_fdc(bad)
+    with pytest.raises(BitstreamError, match="newer flowdec"):
+        decode_header(bytes(newer[:12]))  # the version is refused before the rest is needed
+    with pytest.raises(BitstreamError) as e:
+        read_fdc(tmp_path / "x.fdc", expected_model_id="fedcba9876543210")
+    msg = str(e.value)
+    assert "model mismatch" in msg and MODEL in msg and "fedcba9876543210" in msg
+    assert f"decode it with model {MODEL}" in msg
+    assert read_fdc(tmp_path / "x.fdc", expected_model_id=MODEL)[1].shape == (1, 8, 20)
+
+
+def test_codes_out_of_range_refused_and_no_file_left(tmp_path: Path) -> None:
+    h = header(bits=10)
+    codes = rand_codes(0, 1, 8, 700, 10)
+    codes[0, 3, 650] = 1024  # in the third packet: the first two were already written
+    with pytest.raises(BitstreamError, match="1024 does not fit in 10 bits"):
+        write_fdc(tmp_path / "x.fdc", h, codes)
+    assert os.listdir(tmp_path) == []
+
+
+def test_interrupted_writer_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "out.fdc"
+    with pytest.raises(KeyboardInterrupt), FdcWriter(path, header(fpp=10)) as w:
+        w.write(rand_codes(0, 1, 8, 35, 10))  # three packets written to the temp file
+        assert len(os.listdir(tmp_path)) == 1 and not path.exists()
+        raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+    # an interrupted rewrite keeps the old complete file
+    write_fdc(path, header(), rand_codes(1, 1, 8, 5, 10))
+    old = path.read_bytes()
+    with pytest.raises(RuntimeError), FdcWriter(path, header()) as w:
+        w.write(rand_codes(2, 1, 8, 9, 10))
+        raise RuntimeError("encoder crashed")
+    assert os.listdir(tmp_path) == ["out.fdc"] and path.read_bytes() == old
+    w2 = FdcWriter(tmp_path / "gone.fdc", header())
+    w2.abort()
+    assert os.listdir(tmp_path) == ["out.fdc"]
+    with pytest.raises(BitstreamError, match="closed"):
+        w2.write(rand_codes(0, 1, 8, 1, 10))
+
+
+# --- truncation and corruption ------------------------------------------------------------
+
+SMALL = header(channels=2, nq=3, bits=10, fpp=4)
+SMALL_CODES = rand_codes(7, 2, 3, 14, 10)  # packets of 4, 4, 4, 2 frames
+
+
+def packet_offsets(h: StreamHeader, frames: int) -> list[int]:
+    """Byte offset of each packet start, plus the end of the file."""
+    offs = [HEADER_SIZE]
+    for i in range(-(-frames // h.frames_per_packet)):
+        offs.append(offs[-1] + packet_size(h, min(h.frames_per_packet, frames - i * 4)))
+    return offs
+
+
+def test_truncated_file_decodes_complete_packets(tmp_path: Path) -> None:
+    data = fdc_bytes(SMALL, SMALL_CODES, tmp_path)
+    offs = packet_offsets(SMALL, 14)
+    assert offs[-1] == len(data)
+    cut_path = tmp_path / "cut.fdc"
+    for cut in range(len(data) + 1):
+        cut_path.write_bytes(data[:cut])
+        if cut < HEADER_SIZE:
+            with pytest.raises(BitstreamError):
+                read_fdc(cut_path)
+            continue
+        h, codes, warned = read_quiet(cut_path)
+        complete = sum(1 for o in offs[1:] if o <= cut)
+        frames = min(14, 4 * complete)
+        assert warned == (cut < len(data)), cut
+        assert h == dataclasses.replace(SMALL, total_frames=14)
+        np.testing.assert_array_equal(codes, SMALL_CODES[:, :, :frames])
+    with pytest.warns(BitstreamWarning, match="truncated"):
+        read_fdc(io.BytesIO(data[:-1]))
+
+
+def test_any_flipped_byte_is_refused(tmp_path: Path) -> None:
+    data = fdc_bytes(SMALL, SMALL_CODES, tmp_path)
+    offs = packet_offsets(SMALL, 14)
+    for pos in range(len(data)):
+        for mask in (0x01, 0x80, 0xFF):
+            bad = bytearray(data)
+            bad[pos] ^= mask
+            with pytest.raises(BitstreamError) as e:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # a warning here would be a failure
+                    read_fdc(io.BytesIO(bytes(bad)))
+            msg = str(e.value)
+            if pos < HEADER_SIZE:
+                assert any(
+                    s in msg for s in ("header is corrupt", "not a flowdec", "newer flowdec")
+                ), (pos, msg)
+            else:
+                k = max(i for i, o in enumerate(offs) if o <= pos)
+                assert f"packet #{k} " in msg and f"byte offset {offs[k]}" in msg, (pos, msg)
+                assert "corrupt" in msg or "damaged" in msg
+    # and on disk, through a path
+    bad = bytearray(data)
+    bad[offs[2] + 20] ^= 0x10
+    (tmp_path / "bad.fdc").write_bytes(bytes(bad))
+    with pytest.raises(BitstreamError, match=rf"packet #2 .*byte offset {offs[2]}.*CRC-32"):
+        read_fdc(tmp_path / "bad.fdc")
+
+
+def test_structural_damage_refused() -> None:
+    h = SMALL
+    p = [encode_packet(h, Packet(i, SMALL_CODES[:, :, 4 * i : 4 * i + 4])) for i in range(4)]
+    head = encode_header(dataclasses.replace(h, total_frames=0))
+    cases = {
+        "missing or out of order": head + p[0] + p[2],
+        "follows a short packet": (
+            head + p[0] + encode_packet(h, Packet(1, SMALL_CODES[:, :, 4:6])) + p[2]
+        ),
+    }
+    for match, data in cases.items():
+        with pytest.raises(BitstreamError, match=match):
+            read_fdc(io.BytesIO(data))
+    too_many = encode_header(dataclasses.replace(h, total_frames=5)) + p[0] + p[1]
+    with pytest.raises(BitstreamError, match="goes past the 5 frames"):
+        read_fdc(io.BytesIO(too_many))
+    # total_frames = 0 (live capture): no frame count to check, no warning
+    _, codes, warned = read_quiet(io.BytesIO(head + p[0] + p[1]))
+    assert codes.shape == (2, 3, 8) and not warned
+
+
+# --- fuzz ---------------------------------------------------------------------------------
+
+
+def parse_any(data: bytes) -> None:
+    """Feed ``data`` to every parser; only results and BitstreamError/Warning are allowed."""
+    try:
+        h, n = decode_header(data)
+    except BitstreamError:
+        pass
+    else:
+        assert n == HEADER_SIZE and encode_header(h) == data[:HEADER_SIZE]
+        try:
+            decode_packet(h, data, n)
+        except BitstreamError:
+            pass
+    try:
+        read_quiet(io.BytesIO(data))
+    except BitstreamError:
+        pass
+
+
+@settings(max_examples=300, deadline=2000)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.binary(max_size=300).map(lambda b: MAGIC + b),
+        st.binary(max_size=300).map(lambda b: encode_header(SMALL)[:12] + b),
+        st.binary(max_size=300).map(lambda b: encode_header(SMALL) + b"\xc5\xfd" + b),
+    )
+)
+def test_fuzz_arbitrary_bytes(data: bytes) -> None:
+    parse_any(data)
+
+
+@st.composite
+def valid_files(draw: st.DrawFn) -> tuple[bytes, Codes]:
+    channels, nq, bits = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 16))
+    fpp, frames = draw(st.integers(1, 8)), draw(st.integers(0, 30))
+    h = header(channels, nq, bits, fpp)
+    codes = rand_codes(draw(st.integers(0, 1000)), channels, nq, frames, bits)
+    buf = [encode_header(dataclasses.replace(h, total_frames=frames))]
+    for i, start in enumerate(range(0, frames, fpp)):
+        buf.append(encode_packet(h, Packet(i, codes[:, :, start : start + fpp])))
+    return b"".join(buf), codes
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[bytes, Codes]:
+    data, codes = draw(valid_files())
+    b = bytearray(data)
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["flip", "cut", "insert", "delete", "set"]))
+        pos = draw(st.integers(0, len(b)))
+        if op == "flip" and pos < len(b):
+            b[pos] ^= draw(st.integers(1, 255))
+        elif op == "cut":
+            del b[pos:]
+        elif op == "insert":
+            b[pos:pos] = draw(st.binary(min_size=1, max_size=20))
+        elif op == "delete":
+            del b[pos : pos + draw(st.integers(1, 20))]
+        else:
+            chunk = draw(st.binary(min_size=1, max_size=8))
+            b[pos : pos + len(chunk)] = chunk
+    return bytes(b), codes
+
+
+@settings(max_examples=300, deadline=2000)
+@given(mutated())
+def test_fuzz_mutated_files_never_give_garbage(case: tuple[bytes, Codes]) -> None:
+    data, codes = case
+    parse_any(data)
+    try:
+        _, got, warned = read_quiet(io.BytesIO(data))
+    except BitstreamError:
+        return
+    # whatever decodes is a prefix of the real codes (complete, CRC-checked packets only)
+    assert got.shape[:2] == codes.shape[:2] and got.shape[2] <= codes.shape[2]
+    np.testing.assert_array_equal(got, codes[:, :, : got.shape[2]])
+    if data != b"" and got.shape[2] < codes.shape[2]:
+        assert warned
+
+
+@settings(
+    max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(mutated())
+def test_fuzz_files_on_disk(tmp_path: Path, case: tuple[bytes, Codes]) -> None:
+    data, _ = case
+    path = tmp_path / "fuzz.fdc"
+    path.write_bytes(data)
+    try:
+        read_quiet(path)
+    except BitstreamError:
+        pass
