@@ -16,4 +16,5 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_num_threads", &flowdec::num_threads, "Worker threads for batch work.");
     flowdec::register_bitpack(m);
     flowdec::register_stft(m);
+    flowdec::register_solver(m);
 }

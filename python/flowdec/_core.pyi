@@ -32,3 +32,21 @@ def ola_normalize(
 def window_envelope(
     start: int, count: int, n_frames: int, n_fft: int, hop: int
 ) -> npt.NDArray[np.float32]: ...
+
+# solver kernels
+def noise_init(
+    Y: npt.ArrayLike,
+    sigma_y: npt.ArrayLike,
+    seed: int,
+    frame_offset: int,
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]: ...
+def axpy(
+    X: npt.ArrayLike, k: npt.ArrayLike, a: float, out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]: ...
+def randn_complex(
+    seed: int, B: int, F: int, N: int, frame_offset: int = 0
+) -> npt.NDArray[np.float32]: ...
+def philox4x32_10(
+    c0: int, c1: int, c2: int, c3: int, k0: int, k1: int
+) -> tuple[int, int, int, int]: ...

@@ -7,11 +7,19 @@ bit packing, the compressed STFT Φ and its inverse Φ⁻¹, the counter-based R
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "euler_step_ref",
     "hann_periodic",
+    "midpoint_half_step_ref",
+    "midpoint_solve_ref",
+    "noise_init_ref",
+    "philox4x32_ref",
+    "randn_complex_ref",
     "pack_codes_ref",
     "istft_ref",
     "stft_ref",
@@ -98,3 +106,95 @@ def istft_ref(
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(env > 0, acc / env, 0.0)
     return out.astype(np.float32)
+
+
+# ------------------------------------------------------------- RNG and solver kernels
+
+_M0, _M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+_W0, _W1 = np.uint32(0x9E3779B9), np.uint32(0xBB67AE85)
+_LO = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32_ref(
+    counter: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike],
+    key: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Philox4x32-10 on broadcastable uint32 counter words; key is two uint32 words."""
+    c = [np.asarray(w, dtype=np.uint64) & _LO for w in counter]
+    c = list(np.broadcast_arrays(*c))
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    for rnd in range(10):
+        if rnd:
+            k0 = (k0 + np.uint64(_W0)) & _LO
+            k1 = (k1 + np.uint64(_W1)) & _LO
+        p0 = _M0 * c[0]
+        p1 = _M1 * c[2]
+        hi0, hi1 = p0 >> np.uint64(32), p1 >> np.uint64(32)
+        c = [hi1 ^ c[1] ^ k0, p1 & _LO, hi0 ^ c[3] ^ k1, p0 & _LO]
+    a, b, d, e = (w.astype(np.uint32) for w in c)
+    return a, b, d, e
+
+
+def randn_complex_ref(seed: int, B: int, F: int, N: int, frame_offset: int = 0) -> np.ndarray:
+    """The z of noise_init, float32 ``[B, 2, F, N]`` (Re, Im each N(0, ½))."""
+    n = np.arange(N, dtype=np.uint64) + np.uint64(frame_offset)
+    b = np.arange(B, dtype=np.uint64)[:, None, None]
+    f = np.arange(F, dtype=np.uint64)[None, :, None]
+    key = (seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
+    nn = n[None, None, :]
+    r0, r1, _, _ = philox4x32_ref((nn & _LO, nn >> np.uint64(32), f, b), key)
+    u1 = ((r0 >> np.uint32(8)).astype(np.float64) + 0.5) / 16777216.0
+    u2 = (r1 >> np.uint32(8)).astype(np.float64) / 16777216.0
+    radius = np.sqrt(-np.log(u1))
+    theta = 2.0 * np.pi * u2
+    return np.stack([radius * np.cos(theta), radius * np.sin(theta)], axis=1).astype(np.float32)
+
+
+def noise_init_ref(
+    Y: npt.ArrayLike, sigma_y: npt.ArrayLike, seed: int, frame_offset: int = 0
+) -> np.ndarray:
+    """X₀ = Y + σ_y[f]·z in numpy."""
+    feats = np.asarray(Y, dtype=np.float32)
+    B, _, F, N = feats.shape
+    s = np.broadcast_to(np.asarray(sigma_y, dtype=np.float32), (F,))
+    z = randn_complex_ref(seed, B, F, N, frame_offset)
+    out: np.ndarray = (feats + s[None, None, :, None] * z).astype(np.float32)
+    return out
+
+
+def midpoint_half_step_ref(X: npt.ArrayLike, k1: npt.ArrayLike, h: float) -> np.ndarray:
+    """X + (h/2)·k1 in float32."""
+    out: np.ndarray = np.asarray(X, np.float32) + np.float32(0.5 * h) * np.asarray(k1, np.float32)
+    return out
+
+
+def euler_step_ref(X: npt.ArrayLike, k: npt.ArrayLike, h: float) -> np.ndarray:
+    """X + h·k in float32 (a new array)."""
+    out: np.ndarray = np.asarray(X, np.float32) + np.float32(h) * np.asarray(k, np.float32)
+    return out
+
+
+def midpoint_solve_ref(
+    Y: npt.ArrayLike,
+    sigma_y: npt.ArrayLike,
+    velocity: Callable[[np.ndarray, np.ndarray, float], npt.ArrayLike],
+    nfe: int = 6,
+    seed: int = 0,
+    frame_offset: int = 0,
+    solver: str = "midpoint",
+) -> np.ndarray:
+    """The midpoint (or Euler) solve of :func:`flowdec.solver.midpoint_solve` in numpy."""
+    feats = np.asarray(Y, dtype=np.float32)
+    X = noise_init_ref(feats, sigma_y, seed, frame_offset)
+    if solver == "euler":
+        h = 1.0 / nfe
+        for i in range(nfe):
+            X = euler_step_ref(X, velocity(X, feats, i * h), h)
+        return X
+    steps = nfe // 2
+    h = 1.0 / steps
+    for i in range(steps):
+        t = i * h
+        Xm = midpoint_half_step_ref(X, velocity(X, feats, t), h)
+        X = euler_step_ref(X, velocity(Xm, feats, t + 0.5 * h), h)
+    return X
