@@ -17,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
     flowdec::register_bitpack(m);
     flowdec::register_stft(m);
     flowdec::register_solver(m);
+    flowdec::register_cuda(m);
 }

@@ -50,3 +50,19 @@ def randn_complex(
 def philox4x32_10(
     c0: int, c1: int, c2: int, c3: int, k0: int, k1: int
 ) -> tuple[int, int, int, int]: ...
+
+# CUDA (raw device pointers; RuntimeError when built without CUDA)
+def cuda_compiled() -> bool: ...
+def cuda_device_count() -> int: ...
+def cuda_noise_init(
+    Y: int,
+    sigma_y: int,
+    out: int,
+    B: int,
+    F: int,
+    N: int,
+    seed: int,
+    frame_offset: int,
+    stream: int,
+) -> None: ...
+def cuda_axpy(X: int, k: int, a: float, out: int, n: int, stream: int) -> None: ...
