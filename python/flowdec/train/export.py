@@ -134,16 +134,66 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     return update_card(out, "codec", section)
 
 
+def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                      metrics: dict[str, Any] | None = None) -> Path:
+    """Export the postfilter's EMA weights to ``out_dir/postfilter.onnx`` + card section."""
+    from .postfilter_model import PostfilterConfig, PostfilterNet
+
+    state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    conf = state["config"]
+    cfg = PostfilterConfig(**conf["net"])
+    net = PostfilterNet(cfg)
+    net.load_state_dict(state["ema"])
+    net.eval()
+    out = Path(out_dir)
+    x = torch.randn(1, 2, cfg.n_freq, 4 * cfg.patch_t)
+    tmp = out / "postfilter.part.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, (x, x, torch.zeros(1)), str(tmp), input_names=["x", "y", "t"],
+                          output_names=["v"],
+                          dynamic_axes={"x": {0: "batch", 3: "frames"},
+                                        "y": {0: "batch", 3: "frames"},
+                                        "v": {0: "batch", 3: "frames"}},
+                          opset_version=OPSET, dynamo=False)
+    os.replace(tmp, out / "postfilter.onnx")
+    sig = conf["sigma"]
+    section = {
+        "architecture": f"patchified ({cfg.patch_f} bins × {cfg.patch_t} frames) ConvNeXt-2D, "
+                        f"{cfg.channels} channels, {cfg.blocks} blocks, FiLM time conditioning",
+        "n_fft": cfg.n_fft, "hop": cfg.hop, "alpha": cfg.alpha, "beta": cfg.beta,
+        "sigma_y": sig["sigma_y"], "sigma_y_global": sig["sigma_y_global"],
+        "sigma_estimation": {k: v for k, v in sig.items() if k not in ("sigma_y", "beta")},
+        "frames_multiple": cfg.patch_t,
+        "lookahead_frames": cfg.lookahead_frames,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "config": conf["net"],
+        "training": {
+            "steps": int(state["step"]),
+            "wall_hours": round(float(state.get("wall_s", 0.0)) / 3600, 3),
+            "train_config": conf["train"],
+            "codec_run": conf.get("codec_run"),
+            "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores)"
+            if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "metrics": metrics or {},
+    }
+    return update_card(out, "postfilter", section)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["codec"])
+    p.add_argument("what", choices=["codec", "postfilter"])
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--data-note", help="JSON file describing the training data (hours per domain)")
     args = p.parse_args(argv)
     note = json.loads(Path(args.data_note).read_text()) if args.data_note else None
     t0 = time.time()
-    card = export_codec(args.run, args.out, note)
+    if args.what == "codec":
+        card = export_codec(args.run, args.out, note)
+    else:
+        card = export_postfilter(args.run, args.out)
     print(f"exported to {args.out} in {time.time() - t0:.1f} s; card {card}")
 
 

@@ -1,0 +1,222 @@
+"""The codec as a library: encode audio to a :class:`Bitstream`, decode it back.
+
+Example:
+    >>> import numpy as np, flowdec
+    >>> codec = flowdec.Codec.load()                          # the shipped model
+    >>> audio = np.random.default_rng(0).standard_normal((2, 44100)).astype(np.float32) * 0.1
+    >>> stream = codec.encode(audio, 44100, bitrate=6.0)       # kbit/s per channel
+    >>> out = codec.decode(stream, nfe=6, seed=1)              # [2, 44100] at 44.1 kHz
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from . import features, solver
+from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
+from .bitstream import FILE_FRAMES_PER_PACKET, StreamHeader, read_fdc, write_fdc
+from .model_files import PostfilterCard, load_cards, resolve
+from .sessions import DecoderNet, EncoderNet, PostfilterNet
+from .stages import DecoderStage, EncoderStage, PostfilterStage
+
+DEFAULT_CHUNK_SECONDS = 10.0
+"""Offline processing unit: memory is bounded by this, whatever the file length."""
+
+
+@dataclass
+class Bitstream:
+    """Codes of a whole clip plus the header that describes them.
+
+    ``codes`` is ``[channels, n_codebooks, frames]`` uint16 at ``header.frame_rate``.
+    """
+
+    header: StreamHeader
+    codes: np.ndarray
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write an ``.fdc`` file (atomically: a temporary name renamed when complete)."""
+        write_fdc(path, self.header, self.codes)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], expected_model_id: str | None = None) -> Bitstream:
+        header, codes = read_fdc(path, expected_model_id=expected_model_id)
+        return cls(header, codes)
+
+    @property
+    def bitrate_kbps(self) -> float:
+        return self.header.nominal_kbps
+
+    @property
+    def seconds(self) -> float:
+        return self.header.original_length / self.header.original_rate
+
+
+class Codec:
+    """A loaded model: ONNX sessions created once and reused.
+
+    Args:
+        model: a model folder, a shipped model name, or None for the shipped default.
+        device: "cpu" or "cuda" (onnxruntime-gpu).
+        threads: onnxruntime intra-op threads (default: up to 4, the machine's cores).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        self.folder = resolve(model)
+        self.card, self.post_card = load_cards(self.folder)
+        self.device = device
+        self.threads = threads
+        self.encoder = EncoderNet(self.folder / "encoder.onnx", device, threads)
+        self.decoder = DecoderNet(self.folder / "decoder.onnx", device, threads)
+        self.postfilter_net = (
+            PostfilterNet(self.folder / "postfilter.onnx", device, threads)
+            if self.post_card is not None else None
+        )
+        if threads:
+            features.set_num_threads(threads)
+
+    @classmethod
+    def load(cls, model: str | os.PathLike[str] | None = None, device: str = "cpu",
+             threads: int | None = None) -> Codec:
+        return cls(model, device, threads)
+
+    # -- facts -----------------------------------------------------------------------------
+    @property
+    def model_id(self) -> str:
+        return self.card.model_id
+
+    @property
+    def bitrates(self) -> list[float]:
+        """Available bitrates in kbit/s per channel, ascending."""
+        return sorted(self.card.bitrates_kbps.values())
+
+    @property
+    def has_postfilter(self) -> bool:
+        return self.postfilter_net is not None
+
+    # -- stages ----------------------------------------------------------------------------
+    def encoder_stage(self, channels: int, chunk_frames: int) -> EncoderStage:
+        return EncoderStage(self.encoder, self.card, channels, chunk_frames)
+
+    def decoder_stage(self, channels: int, n_codebooks: int, chunk_frames: int) -> DecoderStage:
+        return DecoderStage(self.decoder, self.card, channels, n_codebooks, chunk_frames)
+
+    def stft_config(self) -> features.STFTConfig:
+        p = self._post()
+        return features.STFTConfig(n_fft=p.n_fft, hop=p.hop, alpha=p.alpha, beta=p.beta)
+
+    def _post(self) -> PostfilterCard:
+        if self.post_card is None:
+            raise ValueError(f"model {self.folder} has no postfilter; use postfilter=False")
+        return self.post_card
+
+    def postfilter_stage(self, channels: int, chunk_frames: int, nfe: int, seed: int,
+                         solver_name: str = "midpoint", context: int = 16,
+                         sigma: str = "band") -> PostfilterStage:
+        """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of hop 384)."""
+        p = self._post()
+        cfg = self.stft_config()
+        net = self.postfilter_net
+        assert net is not None
+        sigma_y = np.asarray(p.sigma_y if sigma == "band" else [p.sigma_y_global] * len(p.sigma_y),
+                             np.float32)
+
+        def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
+            return solver.midpoint_solve(Y, sigma_y, net, nfe=nfe, seed=seed,
+                                         frame_offset=frame_offset, solver=solver_name)
+
+        return PostfilterStage(lambda x: features.analysis(x, cfg),
+                               lambda X, n: features.synthesis(X, n, cfg), solve, p, channels,
+                               chunk_frames, context)
+
+    # -- whole clips -----------------------------------------------------------------------
+    def encode(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
+               chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Bitstream:
+        """Encode ``[channels, samples]`` (or mono ``[samples]``) at ``sample_rate`` Hz."""
+        a = as_audio(audio)
+        sr = check_rate(sample_rate)
+        n_q = self.card.codebooks_for(bitrate)
+        x = resample(a, sr, CODEC_RATE)
+        stage = self.encoder_stage(a.shape[0], self._chunk_frames(chunk_seconds))
+        codes = np.concatenate([stage.push(x), stage.finish()], axis=2)[:, :n_q]
+        return Bitstream(self.header(a.shape[0], sr, a.shape[1], n_q, codes.shape[2]),
+                         codes.astype(np.uint16))
+
+    def header(self, channels: int, original_rate: int, original_length: int, n_codebooks: int,
+               total_frames: int = 0, frames_per_packet: int = FILE_FRAMES_PER_PACKET
+               ) -> StreamHeader:
+        c = self.card
+        return StreamHeader(
+            model_id=c.model_id, sample_rate=c.sample_rate, channels=channels,
+            original_rate=original_rate, original_length=original_length,
+            frame_rate_num=c.sample_rate, frame_rate_den=c.hop, n_codebooks=n_codebooks,
+            bits_per_code=c.bits_per_code, frames_per_packet=frames_per_packet,
+            total_frames=total_frames,
+        )
+
+    def check_stream(self, header: StreamHeader) -> None:
+        if header.model_id != self.model_id:
+            raise ValueError(
+                f"the stream was made by model {header.model_id}, this is model {self.model_id}: "
+                "decode it with the flowdec version/model that encoded it"
+            )
+
+    def _chunk_frames(self, chunk_seconds: float) -> int:
+        return max(1, int(chunk_seconds * self.card.frame_rate))
+
+    def decode(self, stream: Bitstream, nfe: int = 6, seed: int | None = None,
+               postfilter: bool = True, solver_name: str = "midpoint",
+               chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> np.ndarray:
+        """Decode to ``[channels, original_length]`` float32 at the original rate."""
+        h = stream.header
+        self.check_stream(h)
+        out = list(self.decode_chunks(iter([stream.codes]), h, nfe, seed, postfilter, solver_name,
+                                      chunk_seconds))
+        y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)
+        t48 = self.length_at_codec_rate(h)
+        y = fit_length(y, t48)
+        return fit_length(resample(y, CODEC_RATE, h.original_rate), h.original_length)
+
+    def length_at_codec_rate(self, h: StreamHeader) -> int:
+        return int(-(-h.original_length * CODEC_RATE // h.original_rate))
+
+    def decode_chunks(self, code_chunks: Iterator[np.ndarray], h: StreamHeader, nfe: int = 6,
+                      seed: int | None = None, postfilter: bool = True,
+                      solver_name: str = "midpoint",
+                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[np.ndarray]:
+        """Yield 48 kHz audio ``[channels, n]`` for successive code chunks (bounded memory)."""
+        dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
+        post = None
+        if postfilter:
+            if seed is None:
+                seed = secrets.randbits(32)
+            pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
+            post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name)
+        for codes in code_chunks:
+            y = dec.push(codes.astype(np.int64))
+            yield post.push(y) if post is not None else y
+        y = dec.finish()
+        if post is not None:
+            yield post.push(y)
+            yield post.finish()
+        else:
+            yield y
+
+    def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
+                  nfe: int = 6, seed: int | None = None, postfilter: bool = True) -> np.ndarray:
+        """Encode then decode; returns audio shaped like the input, at its rate."""
+        a = as_audio(audio)
+        out = self.decode(self.encode(a, sample_rate, bitrate), nfe, seed, postfilter)
+        return out[0] if np.ndim(audio) == 1 else out
+
+
+def example_clip() -> Path:
+    """Path of the bundled example clip (see ``flowdec/data/LICENSE-example.md``)."""
+    return Path(__file__).resolve().parent / "data" / "example.flac"

@@ -1,0 +1,231 @@
+"""Incremental processing stages with exact, bounded context: encoder, decoder, postfilter.
+
+Every path — a short clip in one go, a long file in chunks with bounded memory, a live stream
+— pushes audio or codes through these three stages; only the chunk size differs. Each stage
+consumes any amount of input and returns what is now final; ``finish`` flushes the end.
+Sample ``i`` of a stage's output always corresponds to sample ``i`` of its input (the
+stages add no delay of their own; what they need is *availability*: a stage can emit output
+only once the future context it needs has arrived).
+
+Context rules (frames of hop 640 for the codec, hop 384 for the postfilter):
+
+- The encoder's code for frame k depends on samples [640·(k−1−P_e), 640·(k+1+A_e)), P_e and
+  A_e from the model card. Running the network on a window that starts at frame s gives exact
+  codes for frames ≥ s + 1 + P_e, and at the true start (s = 0) for all frames.
+- The decoder's output hop k depends on codes [k − P_d, k + 1 + A_d].
+- The postfilter solves on a window of STFT frames with ``context`` frames on each side and
+  cross-fades chunk seams; its result depends weakly on the window (each of the NFE network
+  evaluations widens the dependence), so chunked output matches one-shot output within a
+  small tolerance, not exactly. The prior noise is keyed by the global frame index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from .model_files import CodecCard, PostfilterCard
+
+ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _cat(parts: list[np.ndarray], shape_head: tuple[int, ...], dtype: type) -> np.ndarray:
+    if not parts:
+        return np.zeros((*shape_head, 0), dtype)
+    return np.concatenate(parts, axis=-1)
+
+
+class EncoderStage:
+    """48 kHz audio [C, n] → codes [C, n_q, k] (int64), exact for any push pattern.
+
+    ``finish()`` ends the stream: the total frame count is ceil(T / hop) + 1 so that the
+    decoder's output covers every input sample.
+    """
+
+    def __init__(self, encode: ArrayFn, card: CodecCard, channels: int, chunk_frames: int) -> None:
+        self.encode, self.card, self.channels = encode, card, channels
+        self.hop = card.hop
+        self.past = card.encoder_past_frames + 1
+        self.future = card.encoder_future_frames
+        self.chunk = max(1, chunk_frames)
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = np.zeros((self.channels, 0), np.float32)
+        self.buf_start = 0  # global sample index of buf[:, 0]
+        self.received = 0
+        self.next_frame = 0
+
+    @staticmethod
+    def total_frames(samples: int, hop: int) -> int:
+        return -(-samples // hop) + 1
+
+    def _run(self, a: int, b: int, end: int) -> np.ndarray:
+        s = max(0, a - self.past)
+        lo, hi = s * self.hop - self.buf_start, end * self.hop - self.buf_start
+        codes = self.encode(self.buf[:, lo:hi])
+        self.next_frame = b
+        drop = max(0, (b - self.past) * self.hop - self.buf_start)
+        self.buf = self.buf[:, drop:]
+        self.buf_start += drop
+        return codes[:, :, a - s : b - s]
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, np.asarray(audio, np.float32)], axis=1)
+        self.received += audio.shape[1]
+        out = []
+        while (self.next_frame + self.chunk + self.future) * self.hop <= self.received:
+            a = self.next_frame
+            out.append(self._run(a, a + self.chunk, a + self.chunk + self.future))
+        return _cat(out, (self.channels, self.card.codebooks), np.int64)
+
+    def finish(self) -> np.ndarray:
+        k = self.total_frames(self.received, self.hop)
+        pad = k * self.hop - self.buf_start - self.buf.shape[1]
+        self.buf = np.pad(self.buf, ((0, 0), (0, pad)))
+        out = []
+        while self.next_frame < k:
+            a = self.next_frame
+            b = min(a + self.chunk, k)
+            out.append(self._run(a, b, min(b + self.future, k)))
+        return _cat(out, (self.channels, self.card.codebooks), np.int64)
+
+
+class DecoderStage:
+    """Codes [C, n, k] → 48 kHz audio [C, k·hop], exact for any push pattern."""
+
+    def __init__(self, decode: ArrayFn, card: CodecCard, channels: int, n_codebooks: int,
+                 chunk_frames: int) -> None:
+        self.decode, self.card = decode, card
+        self.channels, self.n = channels, n_codebooks
+        self.hop = card.hop
+        self.past = card.decoder_past_frames
+        self.future = card.decoder_future_frames + 1  # output hop k also uses segment k+1
+        self.chunk = max(1, chunk_frames)
+        self.reset()
+
+    def reset(self) -> None:
+        self.codes = np.zeros((self.channels, self.n, 0), np.int64)
+        self.codes_start = 0
+        self.received = 0
+        self.next_hop = 0
+
+    def _run(self, a: int, b: int, end: int) -> np.ndarray:
+        s = max(0, a - self.past)
+        audio = self.decode(self.codes[:, :, s - self.codes_start : end - self.codes_start])
+        self.next_hop = b
+        drop = max(0, b - self.past - self.codes_start)
+        self.codes = self.codes[:, :, drop:]
+        self.codes_start += drop
+        return audio[:, (a - s) * self.hop : (b - s) * self.hop]
+
+    def push(self, codes: np.ndarray) -> np.ndarray:
+        self.codes = np.concatenate([self.codes, np.asarray(codes, np.int64)], axis=2)
+        self.received += codes.shape[2]
+        out = []
+        while self.next_hop + self.chunk + self.future <= self.received:
+            a = self.next_hop
+            out.append(self._run(a, a + self.chunk, a + self.chunk + self.future))
+        return _cat(out, (self.channels,), np.float32)
+
+    def finish(self) -> np.ndarray:
+        k = self.received
+        out = []
+        while self.next_hop < k:
+            a = self.next_hop
+            b = min(a + self.chunk, k)
+            out.append(self._run(a, b, min(b + self.future, k)))
+        return _cat(out, (self.channels,), np.float32)
+
+
+SolveFn = Callable[[np.ndarray, int], np.ndarray]
+"""solve(Y [C, 2, F, N], frame_offset) → X̂ [C, 2, F, N] (the postfilter's ODE solve)."""
+
+
+class PostfilterStage:
+    """48 kHz audio y [C, n] → enhanced audio [C, n], in windows of STFT frames.
+
+    Output samples [h·n0, h·n1) come from a window of frames [n0 − 2 − L, n1 + 2 + R + X/h)
+    with L = R = ``context`` frames; the first X = 2·h samples of each chunk are cross-faded
+    with the previous chunk's tail.
+    """
+
+    def __init__(self, analysis: Callable[[np.ndarray], np.ndarray],
+                 synthesis: Callable[[np.ndarray, int], np.ndarray], solve: SolveFn,
+                 card: PostfilterCard, channels: int, chunk_frames: int, context: int) -> None:
+        self.analysis, self.synthesis, self.solve = analysis, synthesis, solve
+        self.channels = channels
+        self.h = card.hop
+        self.half = card.n_fft // 2
+        self.m = card.frames_multiple
+        self.chunk = max(self.m, -(-chunk_frames // self.m) * self.m)
+        self.context = -(-context // self.m) * self.m
+        self.fade_frames = 2
+        self.fade = self.fade_frames * self.h
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = np.zeros((self.channels, 0), np.float32)
+        self.buf_start = 0
+        self.received = 0
+        self.next_frame = 0  # output emitted up to sample h·next_frame
+        self.tail: np.ndarray | None = None
+
+    @property
+    def future_frames(self) -> int:
+        """Frames after a chunk's end whose samples must have arrived before it runs."""
+        return 2 + self.context + self.fade_frames + 2  # +2: last frame's window half
+
+    def _segment(self, g0: int, g1: int) -> np.ndarray:
+        """y over global samples [g0, g1), zero outside the signal received so far."""
+        out = np.zeros((self.channels, g1 - g0), np.float32)
+        lo, hi = max(g0, self.buf_start), min(g1, self.buf_start + self.buf.shape[1])
+        if hi > lo:
+            out[:, lo - g0 : hi - g0] = self.buf[:, lo - self.buf_start : hi - self.buf_start]
+        return out
+
+    def _run(self, n0: int, n1: int, total_frames: int | None) -> np.ndarray:
+        h = self.h
+        m0 = max(0, (n0 - 2 - self.context) // self.m * self.m)
+        m1 = n1 + 2 + self.context + self.fade_frames
+        if total_frames is not None:
+            m1 = min(m1, total_frames)
+        m1 = m0 + -(-(m1 - m0) // self.m) * self.m  # whole patches; extra frames are zeros
+        seg = self._segment(m0 * h - self.half, (m1 + 1) * h)
+        feats = self.analysis(seg)[..., 2 : 2 + (m1 - m0)]
+        x = self.synthesis(self.solve(np.ascontiguousarray(feats), m0), (m1 - m0 - 1) * h)
+        lo = (n0 - m0) * h
+        out = x[:, lo : lo + (n1 - n0) * h + self.fade].copy()
+        if self.tail is not None:
+            ramp = (np.arange(self.fade, dtype=np.float32) + 0.5) / self.fade
+            out[:, : self.fade] = self.tail * (1 - ramp) + out[:, : self.fade] * ramp
+        self.tail = out[:, (n1 - n0) * h :].copy()
+        self.next_frame = n1
+        keep_from = max(0, (n1 - 4 - self.context - self.m) * h - self.half)
+        drop = max(0, keep_from - self.buf_start)
+        self.buf = self.buf[:, drop:]
+        self.buf_start += drop
+        return out[:, : (n1 - n0) * h]
+
+    def push(self, y: np.ndarray) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, np.asarray(y, np.float32)], axis=1)
+        self.received += y.shape[1]
+        out = []
+        while (self.next_frame + self.chunk + self.future_frames) * self.h <= self.received:
+            a = self.next_frame
+            out.append(self._run(a, a + self.chunk, None))
+        return _cat(out, (self.channels,), np.float32)
+
+    def finish(self) -> np.ndarray:
+        total = self.received // self.h + 1  # frames of the one-shot analysis
+        end_frame = math.ceil(self.received / self.h)
+        out = []
+        while self.next_frame < end_frame:
+            a = self.next_frame
+            b = min(a + self.chunk, end_frame)
+            out.append(self._run(a, b, total))
+        res = _cat(out, (self.channels,), np.float32)
+        emitted = self.next_frame * self.h
+        return res[:, : res.shape[1] - max(0, emitted - self.received)]
