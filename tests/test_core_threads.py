@@ -1,0 +1,47 @@
+"""Two Python threads calling the core at once get the same results as one at a time."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from flowdec.bitpack import pack_codes
+from flowdec.features import analysis, synthesis
+from flowdec.solver import midpoint_solve
+
+
+def test_concurrent_calls_are_correct() -> None:
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((2, 30000)).astype(np.float32) for _ in range(2)]
+    codes = rng.integers(0, 1024, 5000)
+
+    def work(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, bytes]:
+        X = analysis(x)
+        y = synthesis(X, x.shape[1])
+        Z = midpoint_solve(X, 0.3, lambda A, B, t: B - A, nfe=4, seed=1)
+        return X, y, Z, pack_codes(codes, 10)
+
+    expected = [work(x) for x in xs]
+    results: list[object] = [None] * 8
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work(xs[i % 2])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i, res in enumerate(results):
+        assert isinstance(res, tuple)
+        for got, want in zip(res, expected[i % 2], strict=True):
+            if isinstance(want, bytes):
+                assert got == want
+            else:
+                assert np.array_equal(got, want)
