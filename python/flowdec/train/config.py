@@ -22,7 +22,7 @@ class CodecConfig:
     dim: int = 256  # channels of the ConvNeXt trunk
     enc_blocks: int = 6
     dec_blocks: int = 8
-    kernel: int = 7  # depthwise kernel (frames)
+    kernel: int = 5  # depthwise kernel (frames)
     enc_lookahead_blocks: int = 2  # first blocks see 1 future frame each
     dec_lookahead_blocks: int = 2
     mlp_ratio: int = 3

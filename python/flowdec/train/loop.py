@@ -220,7 +220,7 @@ class Trainer:
                     after_step(self.step)
                 dt = time.time() - t0
                 self.wall_s += dt
-                logs = {"loss": float(loss), "grad_norm": float(gn), **logs}
+                logs = {"loss": float(loss.detach()), "grad_norm": float(gn), **logs}
                 for k, v in logs.items():
                     acc[k] = acc.get(k, 0.0) + v
                 n_acc += 1

@@ -4,7 +4,9 @@
         --sigma sigma.json --run runs/postfilter [--steps N] [--max-minutes M]
 
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
-loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| before Φ. Pairs
+loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
+random peak level in [−18, 0] dBFS, so the runtime needs no whole-file normalisation (which
+would break chunked and streaming processing). Pairs
 (x, y = D0(E(x))) are made on the fly at random bitrates. Resumes from RUN/checkpoint.pt.
 """
 
@@ -124,10 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     levels = np.array(codec_cfg.model.bitrates_codebooks)
     sigma = torch.tensor(sig["sigma_y"], dtype=torch.float32, device=d.device)[None, None, :, None]
 
-    def make_batch(x: np.ndarray, n_q: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_batch(x: np.ndarray, n_q: np.ndarray, level_db: float = -18.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pairs at peak levels drawn from [level_db, 0] dBFS (runtime applies no gain)."""
         y = codec_pairs(codec, x, n_q)
         x, y = x[:, ctx : ctx + seg], y[:, ctx : ctx + seg]
         peak = np.abs(y).max(1, keepdims=True) + 1e-8
+        peak = peak / 10 ** (rng.uniform(level_db, 0.0, (x.shape[0], 1)) / 20)
         xt = torch.from_numpy(x / peak).float().to(d.device)
         yt = torch.from_numpy(y / peak).float().to(d.device)
         return stft_features(xt, net_cfg), stft_features(yt, net_cfg)
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         out: dict[str, float] = {}
         gen = torch.Generator().manual_seed(0)
         for dom, xs in val.items():
-            X, Y = make_batch(xs, np.full(xs.shape[0], 8))
+            X, Y = make_batch(xs, np.full(xs.shape[0], 8), level_db=0.0)
             x = istft_features(X, seg, net_cfg)
             y = istft_features(Y, seg, net_cfg)
             e = istft_features(midpoint(ema, Y, sigma, 6, gen), seg, net_cfg)
