@@ -57,6 +57,12 @@ int device_count() {
     return count;
 }
 
+std::string synchronize(std::uintptr_t stream) {
+    cudaError_t e = stream == 0 ? cudaDeviceSynchronize()
+                                : cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream));
+    return e == cudaSuccess ? std::string() : std::string(cudaGetErrorString(e));
+}
+
 std::string noise_init(const float* Y, const float* sigma, float* out, std::uint32_t B,
                        std::uint32_t F, std::uint32_t N, std::uint64_t seed,
                        std::uint64_t frame_offset, std::uintptr_t stream) {

@@ -9,6 +9,9 @@ namespace flowdec::cuda {
 
 int device_count();  // 0 when no driver/device (never throws)
 
+// Wait for all work queued on ``stream`` (0: the whole device) to finish.
+std::string synchronize(std::uintptr_t stream);
+
 // out = Y + sigma[f] * z(seed, b, f, frame_offset + n); Y, out: [B, 2, F, N]; sigma: [F].
 std::string noise_init(const float* Y, const float* sigma, float* out, std::uint32_t B,
                        std::uint32_t F, std::uint32_t N, std::uint64_t seed,

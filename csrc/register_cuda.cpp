@@ -41,6 +41,22 @@ void register_cuda(py::module_& m) {
 #endif
     });
     m.def(
+        "cuda_synchronize",
+        [](std::uintptr_t stream) {
+#if defined(FLOWDEC_WITH_CUDA)
+            std::string err;
+            {
+                py::gil_scoped_release release;
+                err = cuda::synchronize(stream);
+            }
+            check(err);
+#else
+            (void)stream;
+            not_built();
+#endif
+        },
+        py::arg("stream"), "Wait for the work queued on a stream (0: the whole device).");
+    m.def(
         "cuda_noise_init",
         [](std::uintptr_t Y, std::uintptr_t sigma, std::uintptr_t out, std::uint32_t B,
            std::uint32_t F, std::uint32_t N, std::uint64_t seed, std::uint64_t frame_offset,

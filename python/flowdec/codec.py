@@ -128,9 +128,18 @@ class Codec:
         sigma_y = np.asarray(p.sigma_y if sigma == "band" else [p.sigma_y_global] * len(p.sigma_y),
                              np.float32)
 
-        def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
-            return solver.midpoint_solve(Y, sigma_y, net, nfe=nfe, seed=seed,
-                                         frame_offset=frame_offset, solver=solver_name)
+        if self.device == "cuda":
+            from .gpu import CudaSolver
+
+            gpu = CudaSolver(net.session, sigma_y)
+
+            def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
+                return gpu.solve(Y, nfe, seed, frame_offset, solver_name)
+        else:
+
+            def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
+                return solver.midpoint_solve(Y, sigma_y, net, nfe=nfe, seed=seed,
+                                             frame_offset=frame_offset, solver=solver_name)
 
         return PostfilterStage(lambda x: features.analysis(x, cfg),
                                lambda X, n: features.synthesis(X, n, cfg), solve, p, channels,

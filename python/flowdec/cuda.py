@@ -23,6 +23,7 @@ __all__ = [
     "is_compiled",
     "midpoint_half_step",
     "noise_init",
+    "synchronize",
 ]
 
 
@@ -137,6 +138,12 @@ def _axpy(X: object, k: object, a: float, out: object, stream: int) -> None:
 def midpoint_half_step(X: object, k1: object, h: float, out: object, stream: int = 0) -> None:
     """out = X + (h/2)·k1 on the GPU (device buffers of equal shape)."""
     _axpy(X, k1, 0.5 * float(h), out, stream)
+
+
+def synchronize(stream: int = 0) -> None:
+    """Block until the kernels queued on ``stream`` (0: the whole device) have finished."""
+    _require()
+    _core.cuda_synchronize(int(stream))
 
 
 def euler_step(X: object, k: object, h: float, stream: int = 0) -> None:

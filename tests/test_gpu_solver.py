@@ -1,0 +1,50 @@
+"""The GPU solve (onnxruntime-gpu IO binding + flowdec CUDA kernels) equals the CPU solve.
+
+Skipped where there is no CUDA GPU, no onnxruntime CUDA provider, or no CUDA build.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import flowdec.cuda
+from flowdec import features, solver
+from flowdec.sessions import DeviceError
+
+needs_gpu = pytest.mark.skipif(
+    not (flowdec.cuda.is_available()
+         and "CUDAExecutionProvider" in ort.get_available_providers()),
+    reason="needs a CUDA GPU, flowdec built with CUDA, and onnxruntime-gpu",
+)
+
+
+@pytest.mark.cuda
+@needs_gpu
+def test_gpu_solve_matches_cpu(model_dir: object) -> None:
+    from flowdec.codec import Codec
+    from flowdec.gpu import CudaSolver
+
+    cpu = Codec(str(model_dir), device="cpu", threads=2)
+    gpu = Codec(str(model_dir), device="cuda")
+    assert cpu.post_card is not None and cpu.postfilter_net is not None
+    assert gpu.postfilter_net is not None
+    rng = np.random.default_rng(0)
+    y = (rng.standard_normal((2, 48000)) * 0.1).astype(np.float32)
+    Y = features.analysis(y, cpu.stft_config())[..., :100]
+    sigma = np.asarray(cpu.post_card.sigma_y, np.float32)
+    ref = solver.midpoint_solve(Y, sigma, cpu.postfilter_net, nfe=6, seed=5, frame_offset=10)
+    out = CudaSolver(gpu.postfilter_net.session, sigma).solve(Y, 6, 5, 10)
+    scale = np.abs(ref).max()
+    assert np.abs(out - ref).max() <= 1e-3 * scale
+
+
+def test_cpu_only_machine_says_so(model_dir: object) -> None:
+    """On a machine without onnxruntime's CUDA provider, device='cuda' is a clear error."""
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    from flowdec.codec import Codec
+
+    with pytest.raises(DeviceError, match="onnxruntime-gpu"):
+        Codec(str(model_dir), device="cuda")
