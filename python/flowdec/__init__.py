@@ -3,3 +3,29 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "Codec": "flowdec.codec",
+    "Stream": "flowdec.stream",
+    "FlowDecEffect": "flowdec.effect",
+    "Pipeline": "flowdec.effect",
+}
+"""Public names loaded on first use (PEP 562) so ``import flowdec`` stays light."""
+
+if TYPE_CHECKING:
+    from .codec import Codec
+    from .effect import FlowDecEffect, Pipeline
+    from .stream import Stream
+
+__all__ = ["Codec", "FlowDecEffect", "Pipeline", "Stream", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'flowdec' has no attribute {name!r}")

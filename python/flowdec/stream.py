@@ -1,0 +1,540 @@
+"""Block-buffering streaming engine: the one processing contract on live audio.
+
+:class:`Stream` implements ``prepare(sample_rate, max_block, channels)``,
+``process(block) -> block``, ``reset()`` and ``latency_samples`` around the three
+incremental stages of :mod:`flowdec.stages` (encoder → decoder → postfilter).
+
+How it works:
+
+- Host audio (any rate soxr supports) is resampled to 48 kHz in fixed pieces of
+  :data:`RESAMPLE_PIECE` host samples, so the result never depends on the host's block
+  sizes, and back to the host rate after processing (soxr streams are delay-compensated:
+  the resamplers only add *availability* delay, which is included in the latency).
+- The model works on chunks of ``chunk`` samples at 48 kHz (a multiple of 3840 =
+  lcm(codec hop 640, 2 × STFT hop 384)). Chunk ``k`` produces output samples
+  ``[k·chunk, (k+1)·chunk)`` once input up to ``(k+1)·chunk + lookahead`` has arrived;
+  ``lookahead`` is the sum of the stages' future context (encoder, decoder, postfilter
+  window + cross-fade), rounded to codec frames. Each stage runs exactly once per chunk.
+- The output is preloaded with ``latency_samples`` of silence and every output sample is
+  written at ``its index + latency_samples``: a late worker leaves gaps (zeros, counted as
+  under-runs) but never shifts timing. ``latency = availability delay (one chunk + lookahead
+  + resamplers) + one chunk + one host block`` (processing margin), in host samples; it is
+  the same with and without the worker thread.
+- ``worker=True``: ``process`` only copies into an input ring and out of an output ring and
+  wakes the worker thread; the worker pulls whole chunks. When it falls behind it degrades one
+  step per late chunk — fewer postfilter steps (NFE 6 → 4 → 2), then the plain decoder output
+  (the postfilter's seams stay cross-faded), then dropped chunks (silence) — and recovers one
+  step after :data:`RECOVER_AFTER` chunks on time. ``worker=False`` does the work inside
+  ``process`` (deterministic: used by tests, pedalboard effects and offline bounces).
+
+Chunk invariance (tested): with ``worker=False``, the output does not depend on the host
+block sizes at all, and after removing the latency it equals :meth:`flowdec.Codec.roundtrip`
+to float precision for the codec path (postfilter=False) at 44.1/48/96 kHz; the postfilter
+path differs from the offline one only by its shorter window context (see ``tests/test_stream.py``
+for the measured tolerance).
+
+Example:
+    >>> import numpy as np, flowdec
+    >>> s = flowdec.Stream(flowdec.Codec.load(), bitrate=6.0, worker=False)
+    >>> s.prepare(44100, max_block=512, channels=2)
+    >>> out = s.process(np.zeros((2, 512), np.float32))   # [2, 512], delayed by s.latency_samples
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import features, solver
+from .audio import CODEC_RATE, check_rate
+from .bitstream import LIVE_FRAMES_PER_PACKET, Packet, StreamHeader, encode_packet
+from .codec import Codec
+from .stages import PostfilterStage
+
+CHUNK_QUANTUM = 3840
+"""Chunks are multiples of this many samples at 48 kHz (80 ms)."""
+DEFAULT_CHUNK_MS = 160.0
+"""Default chunk (7680 samples at 48 kHz); see :class:`Stream` and benchmarks/README.md."""
+DEFAULT_CONTEXT = 4
+"""Default postfilter window context in STFT frames (hop 384) on each side of a chunk."""
+RESAMPLE_PIECE = 256
+"""Host samples per resampler call (fixed, so the output is independent of block sizes)."""
+RECOVER_AFTER = 4
+"""Chunks on time before the engine recovers one degradation step."""
+MAX_BLOCK = 8192
+
+
+@dataclass
+class StreamStats:
+    """Counters of a :class:`Stream` (read them any time; they are updated in place)."""
+
+    underrun_samples: int = 0  # output samples (per channel) filled with zeros: not ready
+    underrun_blocks: int = 0  # process() calls that had at least one such sample
+    chunks: int = 0  # chunks processed by the model
+    dropped_chunks: int = 0  # chunks replaced by silence (too late or overloaded)
+    degradations: int = 0  # steps taken towards cheaper processing
+    recoveries: int = 0  # steps back
+    overflow_samples: int = 0  # input samples lost because the worker stalled (input ring full)
+    errors: int = 0  # exceptions in the worker (the chunk is dropped, the stream goes on)
+    last_error: str = ""
+    level: int = 0  # 0 = full quality; see Stream.levels
+    nfe: int = 0  # postfilter evaluations now (0: postfilter bypassed or off)
+    work_seconds: float = 0.0  # worker time spent on chunks
+    audio_seconds: float = 0.0  # audio time of those chunks
+    rtf_last: float = 0.0  # real-time factor of the last chunk
+    rtf_history: list[float] = field(default_factory=list)  # last 64 chunks
+
+    @property
+    def rtf(self) -> float:
+        """Worker real-time factor over all chunks so far (work time / audio time)."""
+        return self.work_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+
+class _Chain:
+    """The three stages at 48 kHz, one run each per chunk; chunk k (counted from ``origin``)
+    covers output samples [origin + k·chunk, origin + (k+1)·chunk)."""
+
+    def __init__(self, codec: Codec, channels: int, n_q: int, chunk: int, nfe: int, seed: int,
+                 postfilter: bool, context: int) -> None:
+        self.codec, self.channels, self.n_q, self.chunk = codec, channels, n_q, chunk
+        self.seed = seed
+        self.hop = codec.card.hop
+        self.enc = codec.encoder_stage(channels, 1)
+        self.dec = codec.decoder_stage(channels, n_q, 1)
+        self.nfe = nfe  # current evaluations; 0 = bypass (plain decoder output)
+        self.post: PostfilterStage | None = None
+        self.origin = 0
+        if postfilter:
+            p = codec._post()
+            cfg = codec.stft_config()
+            net = codec.postfilter_net
+            assert net is not None
+            sigma = np.asarray(p.sigma_y, np.float32)
+
+            def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
+                if self.nfe <= 0:
+                    return Y  # bypass: Φ⁻¹(Φ(y)) = y, seams still cross-faded by the stage
+                return solver.midpoint_solve(Y, sigma, net, nfe=self.nfe, seed=self.seed,
+                                             frame_offset=frame_offset + self.origin // p.hop)
+
+            self.post = PostfilterStage(lambda x: features.analysis(x, cfg),
+                                        lambda X, n: features.synthesis(X, n, cfg), solve, p,
+                                        channels, chunk // p.hop, context)
+            if self.post.chunk * p.hop != chunk:
+                raise ValueError("chunk must be a multiple of 2 postfilter hops")
+        y_need = self.post.future_frames * self.post.h if self.post is not None else 0
+        self.dec_frames_extra = -(-y_need // self.hop)  # decoder hops beyond the chunk end
+        self.lookahead = (self.dec_frames_extra + self.dec.future + self.enc.future) * self.hop
+        self.reset(0)
+
+    def reset(self, origin: int) -> None:
+        self.origin = origin
+        self.enc.reset()
+        self.dec.reset()
+        if self.post is not None:
+            self.post.reset()
+        self.k = 0  # next chunk (relative to origin)
+        self.pending = np.zeros((self.channels, 0), np.float32)  # input not yet in the encoder
+        self.pending_start = origin  # global 48 kHz index of pending[:, 0]
+
+    def need(self, k: int) -> int:
+        """Global 48 kHz input count needed to run chunk k."""
+        return self.origin + (k + 1) * self.chunk + self.lookahead
+
+    def add_input(self, x: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, x], axis=1) if self.pending.size else x
+
+    @property
+    def received(self) -> int:
+        return self.pending_start + self.pending.shape[1]
+
+    def ready(self) -> bool:
+        return self.received >= self.need(self.k)
+
+    def skip_to(self, origin: int) -> None:
+        """Restart the stages at global 48 kHz sample ``origin`` (after dropped chunks)."""
+        keep = self.pending[:, max(0, origin - self.pending_start):]
+        self.reset(origin)
+        self.pending = keep.copy()
+
+    def run(self) -> tuple[np.ndarray, np.ndarray]:
+        """Run chunk k; returns (audio [C, chunk], codes [C, n_q, frames] emitted)."""
+        k = self.k
+        hop = self.hop
+        y_end = (k + 1) * self.chunk // hop + self.dec_frames_extra  # decoder hops needed
+        code_end = y_end + self.dec.future
+        in_end = (code_end + self.enc.future) * hop
+        take = self.origin + in_end - self.pending_start
+        x, self.pending = self.pending[:, :take], self.pending[:, take:]
+        self.pending_start += take
+        self.enc.chunk = code_end - self.enc.next_frame
+        codes = self.enc.push(x)[:, : self.n_q]
+        self.dec.chunk = y_end - self.dec.next_hop
+        y = self.dec.push(codes)
+        out = self.post.push(y) if self.post is not None else y
+        self.k = k + 1
+        if out.shape[1] != self.chunk:
+            raise RuntimeError(f"chain produced {out.shape[1]} samples, expected {self.chunk}")
+        return out, codes
+
+
+class _Resampler:
+    """soxr stream fed in fixed pieces (identity at equal rates)."""
+
+    def __init__(self, from_rate: int, to_rate: int, channels: int, piece: int) -> None:
+        self.identity = from_rate == to_rate
+        self.channels, self.piece = channels, piece
+        self.rs = None
+        if not self.identity:
+            import soxr
+
+            self.rs = soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32",
+                                          quality="HQ")
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        if self.rs is None:
+            return x
+        out = self.rs.resample_chunk(np.ascontiguousarray(x.T))
+        return np.ascontiguousarray(np.asarray(out, np.float32).T.reshape(self.channels, -1))
+
+
+def _counts(from_rate: int, to_rate: int, piece: int, pieces: int) -> list[int]:
+    """Cumulative output counts of a fresh soxr stream fed ``pieces`` pieces of zeros."""
+    r = _Resampler(from_rate, to_rate, 1, piece)
+    z = np.zeros((1, piece), np.float32)
+    total, out = 0, []
+    for _ in range(pieces):
+        total += r.push(z).shape[1]
+        out.append(total)
+    return out
+
+
+def _worker_main(ref: weakref.ReferenceType[Stream], wake: threading.Event) -> None:
+    """Worker thread body; holds the stream only weakly so an abandoned stream is collected."""
+    while True:
+        wake.wait(0.05)
+        wake.clear()
+        s = ref()
+        if s is None or s._stop:
+            return
+        s._service()
+        del s
+
+
+class Stream:
+    """Streaming codec round trip with fixed, exact latency (see the module docstring).
+
+    Args:
+        codec: a loaded :class:`flowdec.Codec`.
+        bitrate: kbit/s per channel (one the model lists).
+        nfe: postfilter network evaluations (even; degraded to 4, 2 under load).
+        postfilter: run the postfilter (else the plain decoder output).
+        seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible).
+        chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 80 ms.
+        worker: process on a worker thread (real time) or inside ``process`` (deterministic).
+        degrade: allow the worker to degrade under load (no effect with ``worker=False``).
+        context: postfilter window context in STFT frames each side (more = closer to offline,
+            more work and latency).
+        on_packet: called from the worker with each ``.fdc`` packet (bytes) of
+            :data:`~flowdec.bitstream.LIVE_FRAMES_PER_PACKET` frames the encoder produced; the
+            matching header is :attr:`header` (after ``prepare``).
+
+    Latency (host samples) = one chunk + lookahead + resampler delays (availability) + one
+    chunk + ``max_block`` (margin); at 48 kHz with the defaults and ``max_block=512``:
+    see :attr:`latency_samples` (≈ 0.49 s with the postfilter, ≈ 0.40 s without).
+    """
+
+    def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int = 6, postfilter: bool = True,
+                 seed: int = 0, chunk_ms: float = DEFAULT_CHUNK_MS, worker: bool = True,
+                 degrade: bool = True, context: int = DEFAULT_CONTEXT,
+                 on_packet: Callable[[bytes], None] | None = None) -> None:
+        if nfe < 2 or nfe % 2:
+            raise ValueError(f"nfe: must be an even number >= 2, got {nfe}")
+        if postfilter and not codec.has_postfilter:
+            raise ValueError("this model has no postfilter; use postfilter=False")
+        self.codec = codec
+        self.bitrate = bitrate
+        self.n_q = codec.card.codebooks_for(bitrate)
+        self.nfe, self.postfilter, self.seed = nfe, postfilter, seed
+        q = CHUNK_QUANTUM
+        self.chunk = max(q, math.ceil(chunk_ms * CODEC_RATE / 1000 / q - 1e-9) * q)
+        self.worker, self.degrade, self.context = worker, degrade, context
+        self.on_packet = on_packet
+        self.levels: list[int] = (
+            list(range(nfe, 0, -2)) + [0] if postfilter else [0]
+        )  # postfilter evaluations per level; past the last level chunks are dropped
+        self.stats = StreamStats()
+        self.header: StreamHeader | None = None
+        self._prepared = False
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        self._lock = threading.Lock()  # serialises the chain (worker vs reset)
+
+    # -- contract ----------------------------------------------------------------------------
+    def prepare(self, sample_rate: int, max_block: int, channels: int) -> None:
+        """Allocate for ``channels`` at ``sample_rate`` Hz, blocks of up to ``max_block``."""
+        self._shutdown()
+        sr = check_rate(sample_rate)
+        if not 1 <= max_block <= 1 << 20:
+            raise ValueError(f"max_block: must be in 1..{1 << 20}, got {max_block}")
+        if not 1 <= channels <= 255:
+            raise ValueError(f"channels: must be in 1..255, got {channels}")
+        self.sample_rate, self.max_block, self.channels = sr, int(max_block), int(channels)
+        self.chain = _Chain(self.codec, channels, self.n_q, self.chunk, self.nfe, self.seed,
+                            self.postfilter, self.context)
+        self.piece = 1 if sr == CODEC_RATE else RESAMPLE_PIECE
+        self.chunk_host = -(-self.chunk * sr // CODEC_RATE)
+        self.availability = self._availability()
+        self.latency = self.availability + self.chunk_host + self.max_block
+        self.header = self.codec.header(channels, sr, 0, self.n_q,
+                                        frames_per_packet=LIVE_FRAMES_PER_PACKET)
+        cap_in = 4 * sr + 4 * self.max_block  # seconds of stall before input is lost
+        self._in = np.zeros((channels, cap_in), np.float32)
+        cap_out = self.latency + 4 * self.max_block + 4 * self.chunk_host + sr
+        self._out = np.zeros((channels, cap_out), np.float32)
+        self._prepared = True
+        self.reset()
+
+    def _availability(self) -> int:
+        """Worst-case host samples between an input sample's arrival and its output being
+        ready (synchronous processing, fixed resampler pieces), by simulating the counts."""
+        c, la, sr = self.chunk, self.chain.lookahead, self.sample_rate
+        if sr == CODEC_RATE:
+            return c + la - 1
+        p = self.piece
+        seconds = 4.0 + 2 * (c + la) / CODEC_RATE
+        n_pieces = int(seconds * sr / p) + 1
+        ins = _counts(sr, CODEC_RATE, p, n_pieces)
+        units = [max(0, (a - la) // c) for a in ins]
+        outs = _counts(CODEC_RATE, sr, c, units[-1] + 1)
+        worst = 0
+        for j, u in enumerate(units):
+            have = outs[u - 1] if u > 0 else 0
+            worst = max(worst, (j + 2) * p - 1 - have)  # call ending just before piece j+1
+        return worst
+
+    @property
+    def latency_samples(self) -> int:
+        """Host samples: ``output[n + latency_samples]`` corresponds to ``input[n]``."""
+        self._check_prepared()
+        return self.latency
+
+    def reset(self) -> None:
+        """Forget all audio (and statistics); the latency stays the same."""
+        self._check_prepared()
+        self._shutdown()
+        with self._lock:
+            self.chain.reset(0)
+            self.chain.nfe = self.levels[0]
+            self._rs_in = _Resampler(self.sample_rate, CODEC_RATE, self.channels, self.piece)
+            self._rs_out = _Resampler(CODEC_RATE, self.sample_rate, self.channels, self.chunk)
+            self._in.fill(0)
+            self._out.fill(0)
+            self._in_write = 0  # host samples written by process
+            self._in_read = 0  # host samples taken by the worker
+            self._out_read = 0  # host output samples returned by process
+            self._out_written = self.latency  # output ready below this (preloaded silence)
+            self._out_count = 0  # host samples produced by the output resampler
+            self._level = 0
+            self._on_time = 0
+            self._packet_codes: list[np.ndarray] = []
+            self._packet_index = 0
+            self.stats = StreamStats(nfe=self.levels[0])
+        if self.worker:
+            self._stop = False
+            self._thread = threading.Thread(target=_worker_main, name="flowdec-stream",
+                                            args=(weakref.ref(self), self._wake), daemon=True)
+            self._thread.start()
+
+    def process(self, block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Push ``[channels, n]`` float32 host samples; return ``[channels, n]`` (into ``out``
+        when given). Never waits on the model when ``worker=True``."""
+        self._check_prepared()
+        n = block.shape[-1]
+        if block.ndim != 2 or block.shape[0] != self.channels or not 1 <= n <= self.max_block:
+            raise ValueError(f"block: expected [{self.channels}, 1..{self.max_block}], "
+                             f"got {block.shape}")
+        # input ring
+        cap = self._in.shape[1]
+        w = self._in_write % cap
+        k = min(n, cap - w)
+        self._in[:, w : w + k] = block[:, :k]
+        if k < n:
+            self._in[:, : n - k] = block[:, k:]
+        self._in_write += n
+        if self.worker:
+            self._wake.set()
+        else:
+            self._service()
+        # output ring
+        if out is None:
+            out = np.empty((self.channels, n), np.float32)
+        r = self._out_read
+        ready = min(n, max(0, self._out_written - r))
+        cap = self._out.shape[1]
+        s = r % cap
+        k = min(ready, cap - s)
+        out[:, :k] = self._out[:, s : s + k]
+        if k < ready:
+            out[:, k:ready] = self._out[:, : ready - k]
+        if ready < n:
+            out[:, ready:] = 0.0
+            self.stats.underrun_samples += n - ready
+            self.stats.underrun_blocks += 1
+        self._out_read = r + n
+        return out
+
+    def close(self) -> None:
+        """Stop the worker thread (also done by ``prepare``/``reset`` and at exit)."""
+        self._shutdown()
+
+    def __del__(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    # -- worker -------------------------------------------------------------------------------
+    def _check_prepared(self) -> None:
+        if not self._prepared:
+            raise RuntimeError("call prepare(sample_rate, max_block, channels) first")
+
+    def _shutdown(self) -> None:
+        t = self._thread
+        if t is not None:
+            self._stop = True
+            self._wake.set()
+            t.join()
+            self._thread = None
+
+    def _pull_input(self) -> None:
+        """Move host input from the ring through the input resampler into the chain."""
+        cap = self._in.shape[1]
+        end = self._in_write
+        if end - self._in_read > cap:  # stalled so long that the ring wrapped: lose input
+            lost = end - cap - self._in_read
+            self.stats.overflow_samples += lost
+            self._feed(np.zeros((self.channels, lost - lost % self.piece), np.float32))
+            self._in_read += lost - lost % self.piece
+        n = (end - self._in_read) // self.piece * self.piece
+        if n <= 0:
+            return
+        s = self._in_read % cap
+        k = min(n, cap - s)
+        x = self._in[:, s : s + k]
+        if k < n:
+            x = np.concatenate([x, self._in[:, : n - k]], axis=1)
+        else:
+            x = x.copy()
+        self._in_read += n
+        self._feed(x)
+
+    def _feed(self, x: np.ndarray) -> None:
+        p = self.piece
+        if p == 1 or x.shape[1] == 0:
+            if x.shape[1]:
+                self.chain.add_input(self._rs_in.push(x))
+            return
+        parts = [self._rs_in.push(x[:, i : i + p]) for i in range(0, x.shape[1], p)]
+        self.chain.add_input(np.concatenate(parts, axis=1))
+
+    def _deadline_passed(self, k: int) -> bool:
+        """True when the caller has already read past the end of chunk k's output."""
+        end48 = self.chain.origin + (k + 1) * self.chain.chunk
+        return self._out_read >= end48 * self.sample_rate // CODEC_RATE + self.latency
+
+    def _service(self) -> None:
+        with self._lock:
+            self._pull_input()
+            ch = self.chain
+            while ch.ready():
+                live = self.worker and self.degrade
+                if live and self._deadline_passed(ch.k):
+                    self._drop()
+                    continue
+                if live and self._level >= len(self.levels):
+                    self._drop()
+                    self._level = len(self.levels) - 1  # retry the cheapest processing next
+                    continue
+                ch.nfe = self.levels[min(self._level, len(self.levels) - 1)]
+                self.stats.nfe = ch.nfe
+                t0 = time.perf_counter()
+                try:
+                    y, codes = ch.run()
+                except Exception as e:  # never crash the audio path: drop and go on
+                    self.stats.errors += 1
+                    self.stats.last_error = f"{type(e).__name__}: {e}"
+                    if not self.worker:
+                        raise
+                    self._drop()
+                    continue
+                dt = time.perf_counter() - t0
+                self._emit(y)
+                self._send_packets(codes)
+                st = self.stats
+                st.chunks += 1
+                st.work_seconds += dt
+                st.audio_seconds += ch.chunk / CODEC_RATE
+                st.rtf_last = dt * CODEC_RATE / ch.chunk
+                st.rtf_history = (st.rtf_history + [st.rtf_last])[-64:]
+                if live:
+                    self._pull_input()
+                    self._adapt(late=ch.ready())
+
+    def _adapt(self, late: bool) -> None:
+        """One step down when the next chunk is already waiting, one up after a calm spell."""
+        if late:
+            self._on_time = 0
+            if self._level < len(self.levels):
+                self._level += 1
+                self.stats.degradations += 1
+        else:
+            self._on_time += 1
+            if self._on_time >= RECOVER_AFTER and self._level > 0:
+                self._level -= 1
+                self._on_time = 0
+                self.stats.recoveries += 1
+        self.stats.level = self._level
+
+    def _drop(self) -> None:
+        """Replace chunk k with silence and restart the stages after it."""
+        ch = self.chain
+        self.stats.dropped_chunks += 1
+        self._emit(np.zeros((self.channels, ch.chunk), np.float32))
+        ch.skip_to(ch.origin + (ch.k + 1) * ch.chunk)
+
+    def _emit(self, y48: np.ndarray) -> None:
+        y = self._rs_out.push(y48)
+        n = y.shape[1]
+        if n == 0:
+            return
+        pos = self._out_count + self.latency
+        self._out_count += n
+        lo = max(pos, self._out_read)  # samples the caller already passed are not written
+        if lo < pos + n:
+            cap = self._out.shape[1]
+            seg = y[:, lo - pos :]
+            s, m = lo % cap, seg.shape[1]
+            k = min(m, cap - s)
+            self._out[:, s : s + k] = seg[:, :k]
+            if k < m:
+                self._out[:, : m - k] = seg[:, k:]
+        self._out_written = pos + n
+
+    def _send_packets(self, codes: np.ndarray) -> None:
+        if self.on_packet is None or self.header is None or codes.shape[2] == 0:
+            return
+        self._packet_codes.append(codes.astype(np.uint16))
+        buf = np.concatenate(self._packet_codes, axis=2)
+        f = LIVE_FRAMES_PER_PACKET
+        full = buf.shape[2] // f * f
+        for i in range(0, full, f):
+            packet = Packet(self._packet_index, buf[:, :, i : i + f])
+            self.on_packet(encode_packet(self.header, packet))
+            self._packet_index += 1
+        self._packet_codes = [buf[:, :, full:]]
