@@ -6,6 +6,7 @@ void register_bitpack(py::module_& m);
 void register_stft(py::module_& m);
 void register_solver(py::module_& m);
 void register_cuda(py::module_& m);
+void register_protocol(py::module_& m);
 }  // namespace flowdec
 
 PYBIND11_MODULE(_core, m) {
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_core, m) {
     flowdec::register_stft(m);
     flowdec::register_solver(m);
     flowdec::register_cuda(m);
+    flowdec::register_protocol(m);
 }
