@@ -199,8 +199,10 @@ class PostfilterStage:
         lo = (n0 - m0) * h
         out = x[:, lo : lo + (n1 - n0) * h + self.fade].copy()
         if self.tail is not None:
-            ramp = (np.arange(self.fade, dtype=np.float32) + 0.5) / self.fade
-            out[:, : self.fade] = self.tail * (1 - ramp) + out[:, : self.fade] * ramp
+            # near the end of the signal the previous tail or this chunk can be shorter
+            k = min(self.fade, self.tail.shape[1], out.shape[1])
+            ramp = (np.arange(k, dtype=np.float32) + 0.5) / self.fade
+            out[:, :k] = self.tail[:, :k] * (1 - ramp) + out[:, :k] * ramp
         self.tail = out[:, (n1 - n0) * h :].copy()
         self.next_frame = n1
         keep_from = max(0, (n1 - 4 - self.context - self.m) * h - self.half)
