@@ -1,0 +1,730 @@
+"""Audio files in and out of the codec: encode, decode, round-trip and bounce, streaming.
+
+Every function here reads and writes in chunks of ``chunk_seconds`` (10 s by default), so
+memory is bounded whatever the file length (a 1-hour stereo file needs what a 10-s one
+does, roughly 100-200 MB with the postfilter). The path is always the same:
+
+    file ─ pedalboard.io.AudioFile ─ StreamResampler (→ 48 kHz) ─ EncoderStage ─ codes
+    codes ─ DecoderStage ─ PostfilterStage ─ StreamResampler (→ original rate) ─ file
+
+and the chunked result equals :meth:`flowdec.Codec.roundtrip` on the whole clip: exactly on
+the codec path (``postfilter=False``) and within the postfilter stage's seam tolerance with
+the postfilter (same ``seed``; see ``tests/test_files.py`` for the measured numbers).
+
+Inputs are anything pedalboard.io reads (wav, flac, ogg, mp3, aiff), at any rate from 8 kHz
+to 768 kHz, any channel count; outputs keep the input's rate, channels and length. Outputs
+are written under a temporary name in the destination folder and renamed when complete, so
+an error or Ctrl-C never leaves a partial file under the real name (an existing file is left
+untouched). The output format follows the extension: ``.wav`` is 32-bit float, ``.flac`` and
+``.aiff`` 24-bit, ``.ogg``/``.mp3`` lossy.
+
+Problems the caller can fix are :class:`FlowdecError` with a one-line message; a clipping
+input gives a :class:`FlowdecWarning`, digital silence a log note (it is encoded anyway).
+
+Example:
+    >>> from flowdec.codec import Codec
+    >>> from flowdec.files import encode_file, decode_file
+    >>> codec = Codec.load()
+    >>> r = encode_file(codec, "song.flac", "song.fdc", bitrate=6.0)   # kbit/s per channel
+    >>> print(r.summary())
+    >>> decode_file(codec, "song.fdc", "song.wav", nfe=6, seed=1)       # 44.1 kHz if the input was
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from .audio import CODEC_RATE, StreamResampler, check_rate
+from .bitstream import BitstreamError, FdcReader, FdcWriter, StreamHeader
+from .codec import Codec
+from .model_files import ModelError, load_cards, resolve
+from .sessions import DeviceError
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "BounceResult",
+    "FileResult",
+    "FlowdecError",
+    "FlowdecWarning",
+    "Progress",
+    "StreamInfo",
+    "bounce",
+    "decode_file",
+    "encode_file",
+    "roundtrip_file",
+    "stream_info",
+]
+
+log = logging.getLogger("flowdec")
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".bwf")
+"""Extensions :func:`bounce` picks up inside folders (what pedalboard.io reads)."""
+WRITE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff")
+_BIT_DEPTH = {".wav": 32, ".flac": 24, ".aiff": 24}  # 32-bit wav is float
+PROGRESS_MIN_SECONDS = 5.0
+"""Audio shorter than this gets no progress bar."""
+CLIP_LEVEL = 0.999
+"""Three consecutive samples at or above this magnitude (or any above 1) count as clipping."""
+
+Progress = bool | Callable[[float, float], None] | None
+"""``None``: a tqdm bar when stderr is a terminal and the audio is longer than 5 s;
+``False``: none; ``True``: always a bar; a callable: called as ``f(done_s, total_s)``
+(seconds of audio) after each chunk instead of a bar (it may raise to stop the run)."""
+
+PathLike = str | os.PathLike[str]
+
+
+class FlowdecError(Exception):
+    """A problem the user can fix (missing or unreadable file, bad option, damaged stream).
+
+    ``str(error)`` is one line naming the file and the problem.
+    """
+
+
+class FlowdecWarning(UserWarning):
+    """Something is probably wrong with the input (e.g. it is clipped) but it was processed."""
+
+
+# -- results ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileResult:
+    """What one file operation did. ``seconds`` is audio time, ``wall_seconds`` real time."""
+
+    verb: str
+    input: Path
+    output: Path
+    seconds: float
+    wall_seconds: float
+    sample_rate: int
+    channels: int
+    bitrate: float  # kbit/s per channel (nominal: codebooks × bits × frame rate)
+    output_bytes: int
+    postfilter: bool = False
+    nfe: int = 0
+    seed: int | None = None
+
+    @property
+    def speed(self) -> float:
+        """Audio seconds processed per wall-clock second ("x real time")."""
+        return self.seconds / max(self.wall_seconds, 1e-9)
+
+    def summary(self) -> str:
+        """One line: verb, paths, bitrate, duration, speed.
+
+        Example: ``encoded a.wav -> a.fdc: 12.0 s, 2 ch, 44100 Hz, 6 kbit/s per channel,
+        18.3 kB, 41.2x real time``
+        """
+        parts = [f"{self.seconds:.1f} s", f"{self.channels} ch", f"{self.sample_rate} Hz",
+                 f"{self.bitrate:g} kbit/s per channel"]
+        if self.verb != "encoded":
+            parts.append(f"postfilter nfe {self.nfe} seed {self.seed}" if self.postfilter
+                         else "no postfilter")
+        parts += [_size(self.output_bytes), f"{self.speed:.1f}x real time"]
+        return f"{self.verb} {self.input} -> {self.output}: " + ", ".join(parts)
+
+
+@dataclass
+class BounceResult:
+    """Outputs of :func:`bounce` and the inputs that failed (path, one-line reason)."""
+
+    outputs: list[Path] = field(default_factory=list)
+    results: list[FileResult] = field(default_factory=list)
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+    def summary(self) -> str:
+        speed = self.seconds / max(self.wall_seconds, 1e-9)
+        s = (f"bounced {len(self.outputs)} file{'s' if len(self.outputs) != 1 else ''} "
+             f"({self.seconds:.1f} s of audio) in {self.wall_seconds:.1f} s, "
+             f"{speed:.1f}x real time")
+        return s + (f"; {len(self.failures)} failed" if self.failures else "")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+# -- progress --------------------------------------------------------------------------------
+class _Progress:
+    def __init__(self, progress: Progress, total_seconds: float, desc: str) -> None:
+        self.total = total_seconds
+        self.callback = progress if callable(progress) else None
+        self.t0 = time.perf_counter()
+        self.bar: Any = None
+        show = progress is True or (progress is None and total_seconds > PROGRESS_MIN_SECONDS
+                                    and sys.stderr.isatty())
+        if show and self.callback is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=round(total_seconds, 1), desc=desc, unit="s", file=sys.stderr,
+                            leave=False,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                                       "[{elapsed}<{remaining}{postfix}]")
+
+    def update(self, done_seconds: float) -> None:
+        if self.callback is not None:
+            self.callback(done_seconds, self.total)
+        if self.bar is not None:
+            speed = done_seconds / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.set_postfix_str(f"{speed:.1f}x real time", refresh=False)
+            self.bar.update(round(done_seconds, 1) - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- input -----------------------------------------------------------------------------------
+def _input_path(path: PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FlowdecError(f"{p}: no such file")
+    if p.is_dir():
+        raise FlowdecError(f"{p}: is a folder, not a file")
+    return p
+
+
+class _AudioIn:
+    """A pedalboard.io reader yielding checked float32 chunks ``[channels, n]``."""
+
+    def __init__(self, path: PathLike, chunk_seconds: float) -> None:
+        from pedalboard.io import AudioFile
+
+        self.path = _input_path(path)
+        try:
+            self.file: Any = AudioFile(str(self.path))
+        except Exception as e:  # pedalboard raises ValueError/RuntimeError with long text
+            raise FlowdecError(f"{self.path}: cannot read audio ({_oneline(e)})") from None
+        try:
+            self.rate = check_rate(self.file.samplerate)
+        except ValueError as e:
+            self.file.close()
+            raise FlowdecError(f"{self.path}: {e}") from None
+        self.channels = int(self.file.num_channels)
+        self._estimate = int(self.file.frames)
+        self.read = 0
+        self.done = False
+        self.peak = 0.0
+        self.clipped = 0
+        self.chunk = max(1, int(chunk_seconds * self.rate))
+        if self._estimate == 0:
+            self.file.close()
+            raise FlowdecError(f"{self.path}: the file has no audio samples")
+
+    @property
+    def frames(self) -> int:
+        """Samples per channel: exact once read to the end, else a lower-bounded estimate."""
+        return self.read if self.done else max(self._estimate, self.read)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        while True:
+            try:
+                x = np.asarray(self.file.read(self.chunk), dtype=np.float32)
+            except Exception as e:
+                raise FlowdecError(f"{self.path}: cannot read audio at {self.read / self.rate:.1f}"
+                                   f" s ({_oneline(e)})") from None
+            if x.shape[-1] == 0:
+                break
+            self._check(x)
+            self.read += x.shape[-1]
+            yield x
+        self.done = True
+        if self.read == 0:
+            raise FlowdecError(f"{self.path}: the file has no audio samples")
+        if self.peak == 0.0:
+            log.info("%s is digital silence; encoding it anyway", self.path)
+        if self.clipped:
+            warnings.warn(f"{self.path}: the input looks clipped ({self.clipped} samples at full "
+                          "scale); the codec will reproduce the distortion", FlowdecWarning,
+                          stacklevel=2)
+
+    def _check(self, x: np.ndarray) -> None:
+        a = np.abs(x)
+        peak = float(a.max())
+        if not np.isfinite(peak):
+            bad = int(np.argmax(~np.isfinite(x).all(axis=0)))
+            raise FlowdecError(f"{self.path}: NaN or infinite sample at "
+                               f"{(self.read + bad) / self.rate:.3f} s; the file is damaged")
+        self.peak = max(self.peak, peak)
+        if peak >= CLIP_LEVEL:
+            m = a >= CLIP_LEVEL
+            self.clipped += int((a > 1.0).sum()) + int((m[:, :-2] & m[:, 1:-1] & m[:, 2:]).sum())
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> _AudioIn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _oneline(e: BaseException) -> str:
+    s = " ".join(str(e).split())
+    for prefix in ("Failed to open audio file: ",):
+        s = s.removeprefix(prefix)
+    return s or type(e).__name__
+
+
+# -- output ----------------------------------------------------------------------------------
+def _prepare_output(path: PathLike, allowed: Sequence[str]) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in allowed:
+        raise FlowdecError(f"{p}: cannot write '{p.suffix or p.name}' files; use one of "
+                           + ", ".join(allowed))
+    if p.is_dir():
+        raise FlowdecError(f"{p}: is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FlowdecError(f"{p.parent}: cannot create the folder ({e.strerror})") from None
+    return p
+
+
+class _AudioOut:
+    """Writes ``path`` via a temporary file in the same folder, renamed on success only."""
+
+    def __init__(self, path: Path, sample_rate: int, channels: int) -> None:
+        from pedalboard.io import AudioFile
+
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        self.samples = 0
+        self.peak = 0.0
+        kw: dict[str, Any] = {}
+        if path.suffix.lower() in _BIT_DEPTH:
+            kw["bit_depth"] = _BIT_DEPTH[path.suffix.lower()]
+        try:
+            self.file: Any = AudioFile(str(self.tmp), "w", sample_rate, channels, **kw)
+        except Exception as e:
+            self._unlink()
+            raise FlowdecError(f"{path}: cannot write {path.suffix} at {sample_rate} Hz, "
+                               f"{channels} ch ({_oneline(e)})") from None
+
+    def write(self, audio: np.ndarray) -> None:
+        if audio.shape[1]:
+            a = np.ascontiguousarray(audio, dtype=np.float32)
+            if self.samples == 0 and a.shape[0] == a.shape[1] > 1:
+                # pedalboard cannot tell [C, n] from [n, C] when C == n in the first write
+                self.file.write(np.ascontiguousarray(a[:, :1]))
+                a = np.ascontiguousarray(a[:, 1:])
+            self.file.write(a)
+            self.samples += audio.shape[1]
+            self.peak = max(self.peak, float(np.abs(audio).max()))
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> _AudioOut:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self.file.close()
+        except Exception:
+            if exc_type is None:
+                self._unlink()
+                raise
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+            if self.peak > 1.0 and self.path.suffix.lower() != ".wav":
+                log.warning("%s: the output peaks at %.2f, above full scale, and was clipped; "
+                            "write a .wav (32-bit float) to keep it", self.path, self.peak)
+        else:
+            self._unlink()
+
+
+# -- checks ----------------------------------------------------------------------------------
+def _codebooks(codec: Codec, bitrate: float) -> int:
+    try:
+        return codec.card.codebooks_for(float(bitrate))
+    except ValueError as e:
+        raise FlowdecError(str(e)) from None
+
+
+def _check_decode(codec: Codec, nfe: int, solver: str, postfilter: bool, chunk_seconds: float
+                  ) -> None:
+    if not chunk_seconds > 0:
+        raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    if not postfilter:
+        return
+    if not codec.has_postfilter:
+        raise FlowdecError(f"model {codec.folder} has no postfilter; use postfilter=False "
+                           "(--no-postfilter)")
+    if solver not in ("midpoint", "euler"):
+        raise FlowdecError(f"solver must be 'midpoint' or 'euler', not {solver!r}")
+    if nfe < 1 or (solver == "midpoint" and nfe % 2):
+        raise FlowdecError(f"nfe must be a positive{' even' if solver == 'midpoint' else ''} "
+                           f"number for the {solver} solver, got {nfe}")
+
+
+def _seed(seed: int | None, postfilter: bool) -> int | None:
+    if not postfilter:
+        return None
+    return secrets.randbits(32) if seed is None else int(seed)
+
+
+class _Translate:
+    """Turn library refusals (damaged stream, model, device, OS) into :class:`FlowdecError`."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc is None or isinstance(exc, FlowdecError):
+            return
+        if isinstance(exc, BitstreamError | ModelError | DeviceError):
+            raise FlowdecError(_oneline(exc)) from exc
+        if isinstance(exc, OSError) and exc.strerror:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise FlowdecError(f"{where}{exc.strerror}") from exc
+
+
+# -- the pipeline pieces ---------------------------------------------------------------------
+def _chunk_frames(codec: Codec, chunk_seconds: float) -> int:
+    return max(1, int(chunk_seconds * codec.card.frame_rate))
+
+
+def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float
+                  ) -> Iterator[np.ndarray]:
+    """Codes ``[C, n_q, k]`` int64 for successive input chunks (48 kHz resampling inside)."""
+    rs = StreamResampler(src.rate, CODEC_RATE, src.channels)
+    stage = codec.encoder_stage(src.channels, _chunk_frames(codec, chunk_seconds))
+    for x in src.chunks():
+        codes = stage.push(rs.push(x))
+        if codes.shape[2]:
+            yield codes[:, :n_q]
+    if not rs.identity:
+        yield stage.push(rs.push(np.zeros((src.channels, 0), np.float32), last=True))[:, :n_q]
+    yield stage.finish()[:, :n_q]
+
+
+def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
+                 length: Callable[[], int], out: _AudioOut, progress: _Progress) -> None:
+    """Resample 48 kHz chunks to ``rate`` and write exactly ``length()`` samples.
+
+    Mirrors :meth:`Codec.decode`: the 48 kHz signal is cut (or zero-padded) to
+    ceil(length·48000/rate) samples, resampled, and cut to ``length`` samples. A stream that
+    ends early (a truncated file) gives only the audio it holds.
+    """
+    rs = StreamResampler(CODEC_RATE, rate, channels)
+    fed = 0
+
+    def t48() -> int:
+        return -(-length() * CODEC_RATE // rate)
+
+    def emit(z: np.ndarray) -> None:
+        out.write(z[:, : max(0, length() - out.samples)])
+        progress.update(out.samples / rate)
+
+    for y in audio48:
+        y = y[:, : max(0, t48() - fed)]
+        if y.shape[1]:
+            fed += y.shape[1]
+            emit(rs.push(y))
+    if fed < t48():
+        target = fed * rate // CODEC_RATE  # truncated stream: keep what was decoded
+    else:
+        target = length()
+    if not rs.identity:
+        emit(rs.push(np.zeros((channels, 0), np.float32), last=True))
+    if out.samples < target:
+        out.write(np.zeros((channels, target - out.samples), np.float32))
+    progress.update(out.samples / rate)
+
+
+# -- public API ------------------------------------------------------------------------------
+def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: float = 6.0,
+                chunk_seconds: float = 10.0, progress: Progress = None) -> FileResult:
+    """Encode an audio file to a ``.fdc`` bitstream, streaming in chunks of ``chunk_seconds``.
+
+    Args:
+        bitrate: kbit/s per channel, one of ``codec.bitrates`` (3, 4.5, 6, 7.5).
+
+    Raises:
+        FlowdecError: missing/unreadable/empty input, NaN samples, unknown bitrate, write error.
+
+    Example:
+        >>> encode_file(codec, "in.flac", "out.fdc", bitrate=6.0).summary()  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    n_q = _codebooks(codec, bitrate)
+    out = _prepare_output(out_path, (".fdc",))
+    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+        header = codec.header(src.channels, src.rate, src.frames, n_q)
+        bar = _Progress(progress, src.seconds, f"encode {src.path.name}")
+        try:
+            with FdcWriter(out, header) as w:
+                for codes in _encode_codes(codec, src, n_q, chunk_seconds):
+                    w.write(codes)
+                    bar.update(src.read / src.rate)
+                if src.frames != header.original_length:  # e.g. an mp3's estimated length
+                    w.header = dataclasses.replace(w.header, original_length=src.frames)
+        finally:
+            bar.close()
+        return FileResult("encoded", src.path, out, src.seconds, time.perf_counter() - t0,
+                          src.rate, src.channels, header.nominal_kbps, out.stat().st_size)
+
+
+def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 6,
+                seed: int | None = None, postfilter: bool = True, solver: str = "midpoint",
+                chunk_seconds: float = 10.0, progress: Progress = None) -> FileResult:
+    """Decode a ``.fdc`` file to audio at its original rate, channels and length.
+
+    The output format follows ``out_path``'s extension (.wav float32, .flac 24-bit, ...).
+    A truncated file decodes up to its last complete packet, with a
+    :class:`flowdec.bitstream.BitstreamWarning`.
+
+    Args:
+        nfe: postfilter network evaluations (even for the midpoint solver).
+        seed: postfilter noise seed; None picks one (reported in the result).
+        postfilter: False gives the plain codec output.
+
+    Raises:
+        FlowdecError: missing file, not an .fdc file, corrupt packet, model mismatch, ...
+
+    Example:
+        >>> decode_file(codec, "x.fdc", "x.wav", seed=1).summary()  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
+    src = _input_path(in_path)
+    with _Translate(), FdcReader(src, expected_model_id=codec.model_id) as reader:
+        h = reader.header
+        out = _prepare_output(out_path, WRITE_EXTENSIONS)
+        used_seed = _seed(seed, postfilter)
+        bar = _Progress(progress, h.duration_s, f"decode {src.name}")
+        try:
+            codes = (p.codes for p in reader)
+            audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
+                                        chunk_seconds)
+            with _AudioOut(out, h.original_rate, h.channels) as w:
+                _write_audio(audio, h.original_rate, h.channels, lambda: h.original_length, w,
+                             bar)
+                seconds = w.samples / h.original_rate
+        finally:
+            bar.close()
+    return FileResult("decoded", src, out, seconds, time.perf_counter() - t0, h.original_rate,
+                      h.channels, h.nominal_kbps, out.stat().st_size, postfilter, nfe, used_seed)
+
+
+def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: float = 6.0,
+                   nfe: int = 6, seed: int | None = None, postfilter: bool = True,
+                   solver: str = "midpoint", chunk_seconds: float = 10.0,
+                   progress: Progress = None) -> FileResult:
+    """Encode and decode a file without an intermediate ``.fdc`` (what a listener hears).
+
+    Equals ``decode_file(encode_file(...))`` with the same seed and chunking; the output
+    keeps the input's rate, channels and length.
+
+    Example:
+        >>> roundtrip_file(codec, "in.wav", "out.wav", bitrate=3.0, seed=0)  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    n_q = _codebooks(codec, bitrate)
+    _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
+    out = _prepare_output(out_path, WRITE_EXTENSIONS)
+    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+        h = codec.header(src.channels, src.rate, src.frames, n_q)
+        used_seed = _seed(seed, postfilter)
+        bar = _Progress(progress, src.seconds, f"roundtrip {src.path.name}")
+        try:
+            codes = _encode_codes(codec, src, n_q, chunk_seconds)
+            audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
+                                        chunk_seconds)
+            with _AudioOut(out, src.rate, src.channels) as w:
+                _write_audio(audio, src.rate, src.channels, lambda: src.frames, w, bar)
+        finally:
+            bar.close()
+        return FileResult("round-tripped", src.path, out, src.seconds, time.perf_counter() - t0,
+                          src.rate, src.channels, h.nominal_kbps, out.stat().st_size, postfilter,
+                          nfe, used_seed)
+
+
+def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str
+                 ) -> tuple[list[tuple[Path, Path]], list[tuple[Path, str]]]:
+    jobs: list[tuple[Path, Path]] = []
+    failures: list[tuple[Path, str]] = []
+    out_abs = out_dir.resolve()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = [f for f in sorted(p.rglob("*")) if f.is_file()
+                     and f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")
+                     and not f.resolve().is_relative_to(out_abs)]
+            if not found:
+                failures.append((p, f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)})"))
+            jobs += [(f, out_dir / f.relative_to(p).with_suffix(suffix)) for f in found]
+        elif p.exists():
+            jobs.append((p, out_dir / p.with_suffix(suffix).name))
+        else:
+            failures.append((p, f"{p}: no such file or folder"))
+    seen: dict[Path, Path] = {}
+    unique = []
+    for src, dst in jobs:
+        if dst in seen:
+            failures.append((src, f"{src}: skipped, its output {dst} is also the output of "
+                                  f"{seen[dst]}"))
+        else:
+            seen[dst] = src
+            unique.append((src, dst))
+    return unique, failures
+
+
+def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate: float = 6.0,
+           nfe: int = 6, seed: int | None = None, postfilter: bool = True,
+           solver: str = "midpoint", chunk_seconds: float = 10.0, progress: Progress = None,
+           suffix: str = ".wav",
+           on_result: Callable[[FileResult], None] | None = None) -> BounceResult:
+    """Round-trip files and whole folders into ``out_dir``, keeping the folder tree.
+
+    A file ``IN/a/b.flac`` under a folder input ``IN`` goes to ``out_dir/a/b.wav`` (the
+    extension is ``suffix``); a file input goes to ``out_dir/<name>.wav``. A file that fails
+    is logged (logger ``flowdec``, level ERROR) and skipped; the result lists the outputs
+    and the failures. ``on_result`` is called after each file (e.g. to print a line).
+
+    Example:
+        >>> r = bounce(codec, ["album/"], "album-6k/", bitrate=6.0, seed=0)  # doctest: +SKIP
+        >>> print(r.summary())                                              # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    if not suffix.startswith("."):
+        suffix = "." + suffix
+    if suffix.lower() not in WRITE_EXTENSIONS:
+        raise FlowdecError(f"cannot write '{suffix}' files; use one of "
+                           + ", ".join(WRITE_EXTENSIONS))
+    _codebooks(codec, bitrate)
+    _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
+    dest = Path(out_dir)
+    if dest.exists() and not dest.is_dir():
+        raise FlowdecError(f"{dest}: exists and is not a folder")
+    jobs, failures = _bounce_jobs(inputs, dest, suffix)
+    result = BounceResult(failures=list(failures))
+    for _, msg in failures:
+        log.error("%s", msg)
+    for src, dst in jobs:
+        try:
+            r = roundtrip_file(codec, src, dst, bitrate, nfe, seed, postfilter, solver,
+                               chunk_seconds, progress)
+        except FlowdecError as e:
+            log.error("%s", e)
+            result.failures.append((src, str(e)))
+            continue
+        result.outputs.append(dst)
+        result.results.append(r)
+        if on_result is not None:
+            on_result(r)
+    result.wall_seconds = time.perf_counter() - t0
+    return result
+
+
+# -- info ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamInfo:
+    """What :func:`stream_info` found in a ``.fdc`` file."""
+
+    path: Path
+    header: StreamHeader
+    file_bytes: int
+    packets: int
+    frames: int  # frames per channel actually present
+    complete: bool  # False: truncated (fewer frames than the header announces)
+    installed_model: str | None  # id of the model we compare with, None if none found
+    problem: str | None = None  # a corrupt packet, if any
+
+    @property
+    def seconds(self) -> float:
+        return self.header.duration_s
+
+    @property
+    def file_kbps(self) -> float:
+        """Whole-file bitrate in kbit/s (all channels, header and packet framing included)."""
+        return self.file_bytes * 8 / 1000 / max(self.seconds, 1e-9)
+
+    @property
+    def model_matches(self) -> bool | None:
+        return None if self.installed_model is None else (
+            self.installed_model == self.header.model_id)
+
+    def lines(self) -> list[str]:
+        h = self.header
+        match = {True: "matches the installed model", False:
+                 f"does NOT match the installed model {self.installed_model}",
+                 None: "no installed model to compare with"}[self.model_matches]
+        status = "complete" if self.complete else (
+            f"truncated: {self.frames} of {h.total_frames} frames present")
+        if self.problem:
+            status = f"damaged: {self.problem}"
+        return [
+            f"file:            {self.path} ({_size(self.file_bytes)}, {status})",
+            f"model id:        {h.model_id} ({match})",
+            f"duration:        {self.seconds:.3f} s ({h.original_length} samples at "
+            f"{h.original_rate} Hz)",
+            f"channels:        {h.channels}",
+            f"bitrate:         {h.nominal_kbps:g} kbit/s per channel nominal, "
+            f"{self.file_kbps:.2f} kbit/s for the whole file",
+            f"codec:           {h.sample_rate} Hz, {float(h.frame_rate):g} frames/s, "
+            f"{h.n_codebooks} codebooks x {h.bits_per_code} bits",
+            f"packets:         {self.packets} of up to {h.frames_per_packet} frames, "
+            f"{self.frames} frames",
+        ]
+
+
+def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
+    """Read a ``.fdc`` file's header and walk its packets (bounded memory).
+
+    ``model`` is the model folder to compare the file's model id with (default: the shipped
+    model, if installed). Only ``model_card.json`` is read, no network is loaded.
+
+    Raises:
+        FlowdecError: missing file, not a .fdc file, or a corrupt header.
+    """
+    p = _input_path(path)
+    installed: str | None = None
+    with _Translate():
+        try:
+            installed = load_cards(resolve(model))[0].model_id
+        except ModelError:
+            if model is not None:
+                raise
+    packets = frames = 0
+    problem = None
+    with _Translate(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation is reported in the result
+        with FdcReader(p) as r:
+            h = r.header
+            try:
+                for pk in r:
+                    packets += 1
+                    frames += pk.frames
+            except BitstreamError as e:
+                problem = _oneline(e)
+    return StreamInfo(p, h, p.stat().st_size, packets, frames,
+                      problem is None and frames >= h.total_frames, installed, problem)

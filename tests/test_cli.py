@@ -1,0 +1,149 @@
+"""The ``flowdec`` command: end to end through ``python -m flowdec``, errors in-process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pedalboard.io import AudioFile
+
+from flowdec import cli, files
+from flowdec.codec import Bitstream, Codec
+
+
+def make_audio(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(rate * seconds))) / rate
+    f = 330.0 * (1 + np.arange(channels))[:, None]
+    x = 0.3 * np.sin(2 * np.pi * f * t) + 0.03 * rng.standard_normal((channels, t.size))
+    return x.astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int) -> Path:
+    with AudioFile(str(path), "w", rate, audio.shape[0]) as f:
+        f.write(audio)
+    return path
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, float]:
+    with AudioFile(str(path)) as f:
+        return f.read(f.frames), f.samplerate
+
+
+def flowdec(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flowdec", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_end_to_end(model_dir: Path, codec: Codec, tmp_path: Path) -> None:
+    m = ("--model", model_dir, "--threads", "2")
+    write_audio(tmp_path / "in.flac", make_audio(44100, 2, 1.2), 44100)
+
+    r = flowdec("encode", "in.flac", "x.fdc", "-b", "4.5", *m, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("encoded in.flac -> x.fdc: 1.2 s, 2 ch, 44100 Hz, 4.5 kbit/s")
+    assert "x real time" in r.stdout and r.stdout.count("\n") == 1
+
+    r = flowdec("info", "x.fdc", *m, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for text in ("matches the installed model", "4.5 kbit/s per channel", "44100 Hz",
+                 "channels:        2", "6 codebooks x 10 bits", "complete"):
+        assert text in r.stdout
+
+    # global options after the verb too; the postfilter with a fixed seed is reproducible
+    r = flowdec("decode", "x.fdc", "a.wav", "--nfe", "2", "--seed", "3", "--solver", "euler",
+                *m, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "postfilter nfe 2 seed 3" in r.stdout
+    a, rate = read_audio(tmp_path / "a.wav")
+    assert rate == 44100 and a.shape == (2, 52920) and np.isfinite(a).all()
+    ref = codec.decode(Bitstream.load(tmp_path / "x.fdc"), nfe=2, seed=3, solver_name="euler")
+    np.testing.assert_array_equal(a, ref)
+
+    r = flowdec(*m, "--quiet", "roundtrip", "in.flac", "rt.flac", "-b", "4.5",
+                "--no-postfilter", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == ""
+    rt, rate = read_audio(tmp_path / "rt.flac")
+    ref = codec.roundtrip(read_audio(tmp_path / "in.flac")[0], 44100, 4.5, postfilter=False)
+    assert rate == 44100 and rt.shape == ref.shape
+    assert float(np.abs(rt - ref).max()) < 1e-5  # 24-bit flac quantisation
+
+    tree = tmp_path / "music"
+    (tree / "live" / "day1").mkdir(parents=True)
+    write_audio(tree / "intro.wav", make_audio(48000, 1, 0.5), 48000)
+    write_audio(tree / "live" / "day1" / "song.ogg", make_audio(32000, 2, 0.6), 32000)
+    r = flowdec("bounce", "music", "-o", "out", "--format", "flac", "--no-postfilter", *m,
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*")
+                  ) == ["intro.flac", "live/day1/song.flac"]
+    assert r.stdout.splitlines()[-1].startswith("bounced 2 files")
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_errors_are_one_line(model_dir: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    m = ["--model", str(model_dir)]
+    (tmp_path / "x.wav").write_text("this is text, not audio")
+    write_audio(tmp_path / "ok.wav", make_audio(48000, 1, 4.5), 48000)
+    assert run_main([*m, "encode", str(tmp_path / "ok.wav"), str(tmp_path / "ok.fdc")],
+                    capsys)[0] == 0
+    data = bytearray((tmp_path / "ok.fdc").read_bytes())
+    data[100] ^= 0x55  # inside packet 0's payload
+    (tmp_path / "bad.fdc").write_bytes(bytes(data))
+    (tmp_path / "cut.fdc").write_bytes(bytes(data[:40]))  # inside the header
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    cases = [
+        (["encode", "missing.wav", "o.fdc"], "missing.wav: no such file"),
+        (["encode", "x.wav", "o.fdc"], "x.wav: cannot read audio"),
+        (["decode", "bad.fdc", "o.wav"], "packet #0 (index field 0) at byte offset 62 is corrupt"),
+        (["decode", "cut.fdc", "o.wav"], "truncated inside the header"),
+        (["decode", "ok.wav", "o.wav"], "not a flowdec .fdc file"),
+        (["roundtrip", "ok.wav", "o.wav", "-b", "5"], "bitrate 5 kbit/s is not available"),
+        (["info", "x.wav"], "not a flowdec .fdc file"),
+    ]
+    for args, message in cases:
+        args = [str(tmp_path / a) if a.endswith((".wav", ".fdc")) else a for a in args]
+        code, out, err = run_main([*m, *args], capsys)
+        assert code == 1, (args, err)
+        assert out == "" and err.count("\n") == 1 and err.startswith("flowdec: error: "), err
+        assert message in err
+    code, _, err = run_main(["--model", str(tmp_path / "nowhere"), "info",
+                             str(tmp_path / "ok.fdc")], capsys)
+    assert code == 1 and "nowhere" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output files
+
+    for usage in (["encode", "a.wav"], ["decode", "a", "b", "--nfe", "0"], ["frobnicate"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(usage)
+        assert e.value.code == 2
+    capsys.readouterr()
+
+
+def test_cli_ctrl_c_exits_130_without_output(model_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in the middle of writing: exit 130, no file under the real name or a temp."""
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 3.0), 48000)
+    real = files.roundtrip_file
+
+    def interrupted(*args: object, **kw: object) -> files.FileResult:
+        def stop(done: float, total: float) -> None:
+            raise KeyboardInterrupt
+
+        return real(*args, **{**kw, "progress": stop, "chunk_seconds": 1.0})  # type: ignore
+
+    monkeypatch.setattr(files, "roundtrip_file", interrupted)
+    code, out, err = run_main(["--model", str(model_dir), "roundtrip", str(tmp_path / "in.wav"),
+                               str(tmp_path / "out.wav"), "--no-postfilter"], capsys)
+    assert code == 130 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]

@@ -1,0 +1,262 @@
+"""flowdec.files: streaming encode/decode/round-trip/bounce of real files with a real model.
+
+The test model may be untrained (its postfilter output is loud noise), so these tests check
+behaviour — lengths, rates, channels, equality of paths, errors — never quality.
+
+Measured with /work/testmodel (untrained), chunked file path vs one-shot ``Codec``:
+codec path exactly equal (max |diff| = 0, 44.1 kHz stereo, 3-s chunks); postfilter path,
+same seed, nfe 2, 1-3 s chunks: relative RMS error ~1e-7 (max |diff| 3e-5 on a peak of 127),
+asserted at 1e-3.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pedalboard.io import AudioFile
+
+from flowdec.bitstream import BitstreamWarning, read_fdc
+from flowdec.codec import Codec
+from flowdec.files import (
+    FlowdecError,
+    FlowdecWarning,
+    bounce,
+    decode_file,
+    encode_file,
+    roundtrip_file,
+    stream_info,
+)
+
+POSTFILTER_REL_RMS = 1e-3
+
+
+def make_audio(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Sines (a different pitch per channel) plus a little noise, float32 [C, n]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(rate * seconds))) / rate
+    f = 220.0 * (1 + np.arange(channels))[:, None]
+    x = 0.3 * np.sin(2 * np.pi * f * t) + 0.03 * rng.standard_normal((channels, t.size))
+    return x.astype(np.float32)
+
+
+def write_audio(path: Path, audio: np.ndarray, rate: int) -> Path:
+    """float32 wav (read back bit-exactly), other formats at their defaults."""
+    depth = 32 if path.suffix == ".wav" else 16
+    with AudioFile(str(path), "w", rate, audio.shape[0], bit_depth=depth) as f:
+        f.write(audio)
+    return path
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, float]:
+    with AudioFile(str(path)) as f:
+        return f.read(f.frames), f.samplerate
+
+
+def rel_rms(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2)))
+
+
+def folder_files(d: Path) -> list[str]:
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
+
+def test_file_path_equals_in_memory_codec(codec: Codec, tmp_path: Path) -> None:
+    """encode → .fdc → decode == codec.decode(codec.encode(x)); stereo 44.1 kHz kept."""
+    x = make_audio(44100, 2, 2.5)
+    src = write_audio(tmp_path / "in.wav", x, 44100)
+    r = encode_file(codec, src, tmp_path / "x.fdc", bitrate=6.0, progress=False)
+    assert (r.seconds, r.channels, r.sample_rate, r.bitrate) == (2.5, 2, 44100, 6.0)
+    stream = codec.encode(x, 44100, 6.0)
+    header, codes = read_fdc(tmp_path / "x.fdc")
+    assert header == stream.header
+    np.testing.assert_array_equal(codes, stream.codes)
+
+    d = decode_file(codec, tmp_path / "x.fdc", tmp_path / "out.wav", postfilter=False,
+                    progress=False)
+    y, rate = read_audio(tmp_path / "out.wav")
+    assert rate == 44100 and y.shape == x.shape and y.dtype == np.float32
+    assert np.isfinite(y).all()
+    np.testing.assert_array_equal(y, codec.decode(stream, postfilter=False))
+    assert d.seed is None and d.output == tmp_path / "out.wav"
+    assert folder_files(tmp_path) == ["in.wav", "out.wav", "x.fdc"]  # no temporary left
+
+
+def test_postfilter_file_path_equals_in_memory(codec: Codec, tmp_path: Path) -> None:
+    x = make_audio(48000, 1, 1.5, seed=1)
+    src = write_audio(tmp_path / "in.wav", x, 48000)
+    encode_file(codec, src, tmp_path / "x.fdc", bitrate=3.0, progress=False)
+    r = decode_file(codec, tmp_path / "x.fdc", tmp_path / "out.wav", nfe=2, seed=11,
+                    progress=False)
+    assert (r.seed, r.nfe, r.postfilter) == (11, 2, True)
+    y, _ = read_audio(tmp_path / "out.wav")
+    ref = codec.decode(codec.encode(x, 48000, 3.0), nfe=2, seed=11)
+    assert y.shape == ref.shape == x.shape
+    assert rel_rms(y, ref) <= POSTFILTER_REL_RMS
+
+
+def test_long_file_chunked_equals_one_shot_codec_path(codec: Codec, tmp_path: Path) -> None:
+    """20 s of stereo 44.1 kHz in 3-s chunks: codes identical, audio within 1e-4."""
+    x = make_audio(44100, 2, 20.0, seed=2)
+    src = write_audio(tmp_path / "long.wav", x, 44100)
+    stream = codec.encode(x, 44100, 6.0)
+    encode_file(codec, src, tmp_path / "long.fdc", chunk_seconds=3.0, progress=False)
+    header, codes = read_fdc(tmp_path / "long.fdc")
+    assert header == stream.header
+    np.testing.assert_array_equal(codes, stream.codes)
+
+    roundtrip_file(codec, src, tmp_path / "rt.wav", bitrate=6.0, postfilter=False,
+                   chunk_seconds=3.0, progress=False)
+    y, rate = read_audio(tmp_path / "rt.wav")
+    ref = codec.decode(stream, postfilter=False)
+    assert rate == 44100 and y.shape == x.shape
+    assert float(np.abs(y - ref).max()) <= 1e-4
+
+
+def test_long_file_chunked_postfilter_within_tolerance(codec: Codec, tmp_path: Path) -> None:
+    x = make_audio(48000, 1, 5.0, seed=3)
+    src = write_audio(tmp_path / "in.wav", x, 48000)
+    seen: list[float] = []
+    roundtrip_file(codec, src, tmp_path / "rt.wav", bitrate=6.0, nfe=2, seed=5,
+                   chunk_seconds=1.5, progress=lambda done, total: seen.append(done))
+    y, _ = read_audio(tmp_path / "rt.wav")
+    ref = codec.roundtrip(x, 48000, 6.0, nfe=2, seed=5)
+    assert y.shape == x.shape and np.isfinite(y).all()
+    assert rel_rms(y, ref) <= POSTFILTER_REL_RMS
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(5.0)
+
+
+def test_fdc_size_matches_bitrate(codec: Codec, tmp_path: Path) -> None:
+    src = write_audio(tmp_path / "in.wav", make_audio(32000, 1, 10.0), 32000)
+    # overhead: 62-byte header, 16 bytes per 4-s packet, one extra frame (ceil(T/hop) + 1)
+    for kbps, overhead in ((6.0, 0.03), (3.0, 0.035)):
+        out = tmp_path / f"{kbps}.fdc"
+        encode_file(codec, src, out, bitrate=kbps, progress=False)
+        nominal = kbps * 1000 / 8 * 10.0
+        size = os.path.getsize(out)
+        assert nominal <= size <= nominal * (1 + overhead), (kbps, size, nominal)
+        info = stream_info(out, codec.folder)
+        assert info.complete and info.model_matches and info.header.nominal_kbps == kbps
+        assert info.packets == 3 and info.seconds == 10.0
+
+
+def test_truncated_fdc_decodes_with_warning(codec: Codec, tmp_path: Path) -> None:
+    src = write_audio(tmp_path / "in.wav", make_audio(48000, 1, 9.0), 48000)
+    encode_file(codec, src, tmp_path / "x.fdc", progress=False)
+    data = (tmp_path / "x.fdc").read_bytes()
+    (tmp_path / "cut.fdc").write_bytes(data[: len(data) * 2 // 3])  # inside packet 2 of 3
+    with pytest.warns(BitstreamWarning, match="truncated"):
+        decode_file(codec, tmp_path / "cut.fdc", tmp_path / "out.wav", postfilter=False,
+                    progress=False)
+    y, _ = read_audio(tmp_path / "out.wav")
+    assert y.shape == (1, 4 * 48000)  # the first packet: 300 frames of 640 samples
+    info = stream_info(tmp_path / "cut.fdc", codec.folder)
+    assert not info.complete and info.packets == 1 and info.problem is None
+
+
+def test_corrupt_fdc_is_refused_without_output(codec: Codec, tmp_path: Path) -> None:
+    src = write_audio(tmp_path / "in.wav", make_audio(48000, 1, 5.0), 48000)
+    encode_file(codec, src, tmp_path / "x.fdc", progress=False)
+    data = bytearray((tmp_path / "x.fdc").read_bytes())
+    data[-10] ^= 0xFF  # a byte in the last packet's payload
+    (tmp_path / "bad.fdc").write_bytes(bytes(data))
+    with pytest.raises(FlowdecError, match="corrupt"):
+        decode_file(codec, tmp_path / "bad.fdc", tmp_path / "out.wav", postfilter=False,
+                    progress=False)
+    assert folder_files(tmp_path) == ["bad.fdc", "in.wav", "x.fdc"]
+
+
+def test_interrupted_decode_leaves_no_partial_file(codec: Codec, tmp_path: Path) -> None:
+    src = write_audio(tmp_path / "in.wav", make_audio(48000, 1, 6.0), 48000)
+    encode_file(codec, src, tmp_path / "x.fdc", progress=False)
+    (tmp_path / "out.wav").write_bytes(b"previous output")
+
+    def interrupt(done: float, total: float) -> None:
+        raise KeyboardInterrupt
+
+    for fn in (decode_file, roundtrip_file):
+        with pytest.raises(KeyboardInterrupt):
+            fn(codec, tmp_path / ("x.fdc" if fn is decode_file else "in.wav"),
+               tmp_path / "out.wav", postfilter=False, chunk_seconds=1.0, progress=interrupt)
+        assert (tmp_path / "out.wav").read_bytes() == b"previous output"
+        assert folder_files(tmp_path) == ["in.wav", "out.wav", "x.fdc"]
+    with pytest.raises(KeyboardInterrupt):
+        encode_file(codec, src, tmp_path / "x.fdc", chunk_seconds=1.0, progress=interrupt)
+    assert folder_files(tmp_path) == ["in.wav", "out.wav", "x.fdc"]
+
+
+def test_input_errors_are_one_line(codec: Codec, tmp_path: Path) -> None:
+    (tmp_path / "text.wav").write_text("not audio\n")
+    write_audio(tmp_path / "empty.wav", np.zeros((1, 0), np.float32), 48000)
+    nan = make_audio(48000, 1, 0.5)
+    nan[0, 1000] = np.nan
+    write_audio(tmp_path / "nan.wav", nan, 48000)
+    write_audio(tmp_path / "ok.wav", make_audio(48000, 1, 0.5), 48000)
+    cases = [("missing.wav", "no such file"), ("text.wav", "cannot read audio"),
+             ("empty.wav", "no audio samples"), ("nan.wav", "NaN")]
+    for name, match in cases:
+        with pytest.raises(FlowdecError, match=match) as e:
+            encode_file(codec, tmp_path / name, tmp_path / "x.fdc", progress=False)
+        assert "\n" not in str(e.value) and name in str(e.value)
+    with pytest.raises(FlowdecError, match="not available"):
+        encode_file(codec, tmp_path / "ok.wav", tmp_path / "x.fdc", bitrate=5.0)
+    with pytest.raises(FlowdecError, match="even"):
+        roundtrip_file(codec, tmp_path / "ok.wav", tmp_path / "y.wav", nfe=3)
+    with pytest.raises(FlowdecError, match="cannot write"):
+        roundtrip_file(codec, tmp_path / "ok.wav", tmp_path / "y.xyz", postfilter=False)
+    with pytest.raises(FlowdecError, match="not a flowdec"):
+        decode_file(codec, tmp_path / "ok.wav", tmp_path / "y.wav", postfilter=False)
+    assert not (tmp_path / "x.fdc").exists() and not (tmp_path / "y.wav").exists()
+
+
+def test_clipping_warns_and_silence_is_encoded(codec: Codec, tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    loud = np.clip(make_audio(48000, 1, 0.5) * 8, -1, 1)
+    write_audio(tmp_path / "loud.wav", loud, 48000)
+    with pytest.warns(FlowdecWarning, match="clipped"):
+        encode_file(codec, tmp_path / "loud.wav", tmp_path / "loud.fdc", progress=False)
+    write_audio(tmp_path / "silence.wav", np.zeros((2, 24000), np.float32), 48000)
+    with caplog.at_level("INFO", logger="flowdec"):
+        r = roundtrip_file(codec, tmp_path / "silence.wav", tmp_path / "s.flac",
+                           postfilter=False, progress=False)
+    assert "digital silence" in caplog.text
+    y, rate = read_audio(r.output)
+    assert y.shape == (2, 24000) and rate == 48000 and np.isfinite(y).all()
+
+
+def test_bounce_keeps_tree_and_reports_failures(codec: Codec, tmp_path: Path) -> None:
+    album = tmp_path / "album"
+    (album / "cd1").mkdir(parents=True)
+    write_audio(album / "a.wav", make_audio(48000, 1, 0.6), 48000)
+    write_audio(album / "cd1" / "b.flac", make_audio(22050, 2, 0.7), 22050)
+    write_audio(album / "cd1" / "c.ogg", make_audio(44100, 1, 0.8), 44100)
+    (album / "cd1" / "broken.wav").write_text("not audio")
+    (album / "notes.txt").write_text("ignored")
+    single = write_audio(tmp_path / "single.wav", make_audio(16000, 1, 0.5), 16000)
+    out = tmp_path / "out"
+    r = bounce(codec, [album, single], out, bitrate=4.5, postfilter=False, progress=False)
+    assert folder_files(out) == ["a.wav", "cd1/b.wav", "cd1/c.wav", "single.wav"]
+    assert r.outputs == [out / "a.wav", out / "cd1" / "b.wav", out / "cd1" / "c.wav",
+                         out / "single.wav"]
+    assert [p.name for p, _ in r.failures] == ["broken.wav"]
+    assert "1 failed" in r.summary()
+    y, rate = read_audio(out / "cd1" / "b.wav")
+    assert rate == 22050 and y.shape == (2, round(0.7 * 22050))
+    y, rate = read_audio(out / "cd1" / "c.wav")  # ogg length is what pedalboard reads back
+    with AudioFile(str(album / "cd1" / "c.ogg")) as f:
+        assert rate == 44100 and y.shape == (1, f.frames)
+
+
+@pytest.mark.parametrize(("rate", "shape"), [(48000, (2, 2)), (8000, (3, 5001)), (96000, (1, 1))])
+def test_tiny_odd_and_multichannel_inputs(codec: Codec, tmp_path: Path, rate: int,
+                                          shape: tuple[int, int]) -> None:
+    x = make_audio(rate, shape[0], shape[1] / rate)
+    with AudioFile(str(tmp_path / "in.wav"), "w", rate, shape[0], bit_depth=32) as f:
+        f.write(x[:, :1])  # pedalboard needs a non-square first block
+        f.write(x[:, 1:])
+    r = roundtrip_file(codec, tmp_path / "in.wav", tmp_path / "out.wav", nfe=2, seed=0,
+                       progress=False)
+    y, out_rate = read_audio(r.output)
+    assert out_rate == rate and y.shape == shape and np.isfinite(y).all()
