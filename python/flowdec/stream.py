@@ -397,7 +397,9 @@ class Stream:
 
     def __del__(self) -> None:
         self._stop = True
-        self._wake.set()
+        wake = getattr(self, "_wake", None)
+        if wake is not None:
+            wake.set()
 
     # -- worker -------------------------------------------------------------------------------
     def _check_prepared(self) -> None:
@@ -484,16 +486,22 @@ class Stream:
                 st.rtf_history = (st.rtf_history + [st.rtf_last])[-64:]
                 if live:
                     self._pull_input()
-                    self._adapt(late=ch.ready())
+                    self._adapt(ch.ready(), self._slack(ch.k))
 
-    def _adapt(self, late: bool) -> None:
-        """One step down when the next chunk is already waiting, one up after a calm spell."""
-        if late:
+    def _slack(self, k: int) -> int:
+        """Host samples left before the caller reaches the start of chunk k's output."""
+        start48 = self.chain.origin + k * self.chain.chunk
+        return start48 * self.sample_rate // CODEC_RATE + self.latency - self._out_read
+
+    def _adapt(self, ready: bool, slack: int) -> None:
+        """One step cheaper when the next chunk is waiting and less than a chunk of the
+        margin is left; one step back after :data:`RECOVER_AFTER` chunks with the worker idle."""
+        if ready and slack < self.chunk_host:
             self._on_time = 0
             if self._level < len(self.levels):
                 self._level += 1
                 self.stats.degradations += 1
-        else:
+        elif not ready:
             self._on_time += 1
             if self._on_time >= RECOVER_AFTER and self._level > 0:
                 self._level -= 1

@@ -1,0 +1,239 @@
+"""flowdec.Stream: chunk invariance, exact latency, worker overload/recovery, packets.
+
+Measured tolerances (48 kHz, 0.6 s noise clip, /work/testmodel): codec path max |diff| vs
+``Codec.roundtrip`` ≈ 3e-7 at 44.1/48/96 kHz; postfilter path relative RMS diff vs offline
+≈ 6e-7 with ``context=16`` (the offline context) and ≈ 9e-4 with the default ``context=4``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from flowdec.bitstream import decode_header, decode_packet, encode_header
+from flowdec.codec import Codec
+from flowdec.stream import Stream
+
+BLOCKS = [3, 17, 128, 441, 512, 1024, 8192, -1]  # -1: random varying sizes
+TAIL = 8000  # host samples at the end whose offline reference sees the end-of-file padding
+
+
+def _clip(sr: int, seconds: float, channels: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 2 * t)
+    x = tone + 0.05 * rng.standard_normal((channels, n))
+    return x.astype(np.float32)
+
+
+def _run(s: Stream, x: np.ndarray, block: int, seed: int = 1) -> np.ndarray:
+    """Stream x plus latency of silence; returns the latency-compensated output."""
+    lat = s.latency_samples
+    full = np.concatenate([x, np.zeros((x.shape[0], lat), np.float32)], axis=1)
+    rng = np.random.default_rng(seed)
+    out, i = [], 0
+    while i < full.shape[1]:
+        n = int(rng.integers(1, 2000)) if block < 0 else block
+        out.append(s.process(full[:, i : i + n]))
+        i += n
+    return np.concatenate(out, axis=1)[:, lat : lat + x.shape[1]]
+
+
+@pytest.mark.parametrize(
+    ("sr", "blocks"),
+    [(48000, BLOCKS), (44100, [17, 441, -1]), (96000, [3, 8192, -1])],
+)
+def test_codec_path_equals_offline(codec: Codec, sr: int, blocks: list[int]) -> None:
+    x = _clip(sr, 0.4, channels=2)
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)
+    s = Stream(codec, postfilter=False, worker=False)
+    s.prepare(sr, 8192, 2)
+    first = None
+    for b in blocks:
+        s.reset()
+        y = _run(s, x, b)
+        assert s.stats.underrun_samples == 0
+        np.testing.assert_allclose(y[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
+        if first is None:
+            first = y
+        else:  # fixed resampler pieces: independent of the host blocks, bit for bit
+            np.testing.assert_array_equal(y, first)
+
+
+def test_block_size_one(codec: Codec) -> None:
+    x = _clip(48000, 0.3)
+    ref = codec.roundtrip(x, 48000, 6.0, postfilter=False)
+    s = Stream(codec, postfilter=False, worker=False)
+    s.prepare(48000, 1, 1)
+    y = _run(s, x, 1)
+    assert s.stats.underrun_samples == 0
+    np.testing.assert_allclose(y[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("context", "tol"), [(16, 1e-5), (4, 5e-3)])
+def test_postfilter_path_close_to_offline(codec: Codec, context: int, tol: float) -> None:
+    if not codec.has_postfilter:
+        pytest.skip("model has no postfilter")
+    x = _clip(48000, 0.6)
+    ref = codec.roundtrip(x, 48000, 6.0, nfe=6, seed=3, postfilter=True)
+    s = Stream(codec, postfilter=True, nfe=6, seed=3, worker=False, context=context)
+    s.prepare(48000, 2048, 1)
+    y = _run(s, x, -1)
+    d = (y - ref)[:, :-TAIL]
+    rel = float(np.sqrt(np.mean(d**2) / np.mean(ref[:, :-TAIL] ** 2)))
+    assert rel < tol, rel
+
+
+@pytest.mark.parametrize("sr", [44100, 48000, 96000])
+def test_latency_measured_with_impulse(codec: Codec, sr: int) -> None:
+    """The stream's output is the offline (zero-delay) output shifted by exactly latency."""
+    n = int(0.5 * sr)
+    x = np.zeros((1, n), np.float32)
+    x[0, n // 3] = 1.0
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)[0]
+    s = Stream(codec, postfilter=False, worker=False)
+    s.prepare(sr, 256, 1)
+    lat = s.latency_samples
+    total = n + lat
+    raw = np.concatenate([s.process(np.pad(x, ((0, 0), (0, lat)))[:, i : i + 256])
+                          for i in range(0, total, 256)], axis=1)[0]
+    seg = ref[n // 3 - 2000 : n // 3 + 4000]
+    lo = n // 3 - 2000
+    scores = [float(np.dot(seg, raw[lo + d : lo + d + seg.size]))
+              for d in range(lat - 50, lat + 51)]
+    assert int(np.argmax(scores)) + lat - 50 == lat
+    assert lat > s.chunk * sr // 48000  # at least one chunk
+
+
+def test_latency_independent_of_mode(codec: Codec) -> None:
+    a = Stream(codec, postfilter=False, worker=False)
+    b = Stream(codec, postfilter=False, worker=True)
+    a.prepare(44100, 512, 1)
+    b.prepare(44100, 512, 1)
+    try:
+        assert a.latency_samples == b.latency_samples
+    finally:
+        b.close()
+
+
+class _SlowNet:
+    """A velocity network stand-in whose speed the test controls."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.calls = 0
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
+        self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return np.zeros_like(x)
+
+
+def _paced(s: Stream, seconds: float, speed: float, block: int = 512,
+           check: Callable[[], None] | None = None) -> float:
+    """Drive process() from a simulated clock running ``speed`` × real time; returns the
+    longest time one call took (seconds)."""
+    sr = s.sample_rate
+    x = _clip(sr, 0.5)
+    t0 = time.perf_counter()
+    done, worst = 0, 0.0
+    while done < seconds * sr:
+        blk = x[:, done % (x.shape[1] - block) :][:, :block]
+        c0 = time.perf_counter()
+        out = s.process(blk)
+        worst = max(worst, time.perf_counter() - c0)
+        assert out.shape == blk.shape and np.isfinite(out).all()
+        done += block
+        wait = t0 + done / sr / speed - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+    return worst
+
+
+def test_overload_degrades_counts_and_recovers(codec: Codec,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    if not codec.has_postfilter:
+        pytest.skip("model has no postfilter")
+    net = _SlowNet(0.1)  # 6 evaluations = 0.6 s per 0.16 s chunk: far too slow
+    monkeypatch.setattr(codec, "postfilter_net", net)
+    s = Stream(codec, postfilter=True, nfe=6, worker=True, degrade=True)
+    s.prepare(48000, 512, 1)
+    try:
+        worst = _paced(s, seconds=3.0, speed=2.0)
+        st = s.stats
+        assert st.degradations >= 1
+        assert st.underrun_samples > 0 or st.dropped_chunks > 0
+        assert st.errors == 0, st.last_error
+        assert worst < 0.05  # the caller never waits for the model
+        net.delay = 0.0  # the load goes away: the engine must step back to full quality
+        _paced(s, seconds=2.0, speed=0.5)
+        assert s.stats.recoveries >= 1
+        assert s.stats.level < len(s.levels)
+        assert s._thread is not None and s._thread.is_alive()
+    finally:
+        s.close()
+    assert s._thread is None
+
+
+def test_worker_matches_sync_when_fast_enough(codec: Codec) -> None:
+    """With time to spare the threaded engine gives the deterministic engine's output."""
+    sr = 48000
+    x = _clip(sr, 0.6)
+    a = Stream(codec, postfilter=False, worker=False)
+    a.prepare(sr, 512, 1)
+    ya = _run(a, x, 512)
+    b = Stream(codec, postfilter=False, worker=True)
+    b.prepare(sr, 512, 1)
+    lat = b.latency_samples
+    full = np.concatenate([x, np.zeros((1, lat), np.float32)], axis=1)
+    outs = []
+    for i in range(0, full.shape[1], 512):
+        outs.append(b.process(full[:, i : i + 512]))
+        deadline = time.perf_counter() + 5.0
+        while b._out_written < min(i + 512 + 512, full.shape[1]) and \
+                time.perf_counter() < deadline:  # give the worker time: no under-runs
+            time.sleep(0.001)
+    b.close()
+    yb = np.concatenate(outs, axis=1)[:, lat : lat + x.shape[1]]
+    assert b.stats.underrun_samples == 0
+    np.testing.assert_array_equal(ya, yb)
+
+
+def test_packets_carry_the_codes(codec: Codec) -> None:
+    got: list[bytes] = []
+    lock = threading.Lock()
+
+    def on_packet(p: bytes) -> None:
+        with lock:
+            got.append(p)
+
+    sr = 48000
+    x = _clip(sr, 0.8)
+    s = Stream(codec, postfilter=False, worker=False, on_packet=on_packet)
+    s.prepare(sr, 1024, 1)
+    _run(s, x, 1024)
+    assert s.header is not None and got
+    h, _ = decode_header(encode_header(s.header))
+    codes = np.concatenate([decode_packet(h, p)[0].codes for p in got], axis=2)
+    ref = codec.encode(x, sr, 6.0).codes
+    k = min(codes.shape[2], ref.shape[2]) - 10
+    np.testing.assert_array_equal(codes[:, :, :k], ref[:, :, :k])
+
+
+def test_contract_errors(codec: Codec) -> None:
+    s = Stream(codec, postfilter=False, worker=False)
+    with pytest.raises(RuntimeError, match="prepare"):
+        s.process(np.zeros((1, 4), np.float32))
+    s.prepare(48000, 64, 1)
+    with pytest.raises(ValueError, match="block"):
+        s.process(np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="block"):
+        s.process(np.zeros((1, 65), np.float32))
+    with pytest.raises(ValueError, match="nfe"):
+        Stream(codec, nfe=3)
