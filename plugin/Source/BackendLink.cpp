@@ -1,0 +1,314 @@
+#include "BackendLink.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+extern char** environ;
+
+namespace flowdec {
+
+namespace {
+
+void logLine(const std::string& s) { std::fprintf(stderr, "flowdec plugin: %s\n", s.c_str()); }
+
+std::int64_t nowMs() {
+    using namespace std::chrono;
+    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string backendSocketPath() {
+    if (const char* env = std::getenv("FLOWDEC_SOCKET"); env && *env) return env;
+    if (const char* rt = std::getenv("XDG_RUNTIME_DIR"); rt && *rt)
+        return std::string(rt) + "/flowdec/backend.sock";
+    return "/tmp/flowdec-" + std::to_string(getuid()) + "/backend.sock";
+}
+
+std::string defaultBackendCommand() {
+    if (const char* env = std::getenv("FLOWDEC_BACKEND_CMD"); env) return env;
+    return "python3 -m flowdec serve";
+}
+
+// ---- SharedRegion -----------------------------------------------------------------------------
+SharedRegion::~SharedRegion() { destroy(); }
+
+bool SharedRegion::create(protocol::Layout layout, std::uint32_t rate, std::string* error) {
+    destroy();
+    memFd = memfd_create("flowdec-plugin", MFD_CLOEXEC);
+    if (memFd < 0 || ftruncate(memFd, static_cast<off_t>(layout.total_bytes())) != 0) {
+        *error = std::string("shared memory: ") + std::strerror(errno);
+        destroy();
+        return false;
+    }
+    void* p = mmap(nullptr, layout.total_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, memFd, 0);
+    if (p == MAP_FAILED) {
+        *error = std::string("mmap: ") + std::strerror(errno);
+        destroy();
+        return false;
+    }
+    std::memset(p, 0, layout.total_bytes());
+    mlock(p, layout.total_bytes());  // best effort: no page faults on the audio thread
+    region = protocol::Region(p, layout);
+    region.initialise(rate);
+    sampleRate = rate;
+    inEvent = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    outEvent = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (inEvent < 0 || outEvent < 0) {
+        *error = std::string("eventfd: ") + std::strerror(errno);
+        destroy();
+        return false;
+    }
+    return true;
+}
+
+void SharedRegion::destroy() {
+    if (region.mapped()) munmap(region.control(), region.layout().total_bytes());
+    region = protocol::Region();
+    for (int* fd : {&memFd, &inEvent, &outEvent}) {
+        if (*fd >= 0) ::close(*fd);
+        *fd = -1;
+    }
+}
+
+// ---- BackendLink ------------------------------------------------------------------------------
+void BackendLink::start(const SharedRegion* shm, Config config) {
+    stop();
+    shm_ = shm;
+    config_ = std::move(config);
+    quit_ = false;
+    gaveUp_ = false;
+    wakeFd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    thread_ = std::thread([this] { run(); });
+}
+
+void BackendLink::stop() {
+    if (!thread_.joinable()) return;
+    quit_ = true;
+    if (wakeFd_ >= 0) {
+        const std::uint64_t one = 1;
+        (void)!write(wakeFd_, &one, sizeof(one));
+    }
+    cv_.notify_all();
+    thread_.join();
+    ::close(wakeFd_);
+    wakeFd_ = -1;
+    connected_ = false;
+    reapChild();
+}
+
+std::string BackendLink::lastError() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return error_;
+}
+
+void BackendLink::setError(const std::string& e) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (e == error_) return;
+        error_ = e;
+    }
+    logLine(e);
+}
+
+bool BackendLink::waitConnected(int timeoutMs) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait_for(lock, std::chrono::milliseconds(timeoutMs),
+                 [this] { return connected_.load() || gaveUp_.load() || quit_.load(); });
+    return connected_.load();
+}
+
+bool BackendLink::sleepFor(int ms) {
+    pollfd p{wakeFd_, POLLIN, 0};
+    poll(&p, 1, ms);
+    return !quit_.load();
+}
+
+int BackendLink::tryConnect() {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, config_.socketPath.c_str(), sizeof(addr.sun_path) - 1);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+        ::close(fd);
+        return -1;
+    }
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != getuid()) {
+        setError("refusing a backend socket owned by another user: " + config_.socketPath);
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+bool BackendLink::handshake(int fd) {
+    const auto& lay = shm_->region.layout();
+    const protocol::Hello hello = protocol::make_hello(lay.channels, shm_->sampleRate, lay.chunk_frames,
+                                                       lay.slots, config_.maxBlock,
+                                                       static_cast<std::uint32_t>(getpid()), "flowdec-plugin");
+    int fds[3] = {shm_->memFd, shm_->inEvent, shm_->outEvent};
+    char control[CMSG_SPACE(sizeof(fds))] = {};
+    iovec iov{const_cast<protocol::Hello*>(&hello), sizeof(hello)};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(fds));
+    std::memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    if (sendmsg(fd, &msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof(hello))) {
+        setError(std::string("handshake send failed: ") + std::strerror(errno));
+        return false;
+    }
+    protocol::Reply reply{};
+    std::size_t got = 0;
+    const std::int64_t deadline = nowMs() + config_.replyTimeoutMs;
+    while (got < sizeof(reply)) {
+        pollfd p[2] = {{fd, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+        const int left = static_cast<int>(std::max<std::int64_t>(0, deadline - nowMs()));
+        if (poll(p, 2, std::min(left, 200)) < 0 && errno != EINTR) return false;
+        if (quit_) return false;
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            const ssize_t n = recv(fd, reinterpret_cast<char*>(&reply) + got, sizeof(reply) - got, 0);
+            if (n <= 0) {
+                setError("backend closed the connection during the handshake");
+                return false;
+            }
+            got += static_cast<std::size_t>(n);
+        } else if (left == 0) {
+            setError("backend did not answer the handshake in time");
+            return false;
+        }
+    }
+    reply.message[sizeof(reply.message) - 1] = '\0';
+    if (reply.magic != protocol::kMagic) {
+        setError("malformed reply from the backend");
+        return false;
+    }
+    if (reply.status != protocol::kStatusOk) {
+        setError(std::string("backend refused: ") + reply.message);
+        return false;
+    }
+    if (reply.version != protocol::kVersion) {
+        setError("backend speaks protocol version " + std::to_string(reply.version));
+        return false;
+    }
+    latency_.store(reply.latency_samples, std::memory_order_relaxed);
+    return true;
+}
+
+void BackendLink::reapChild() {
+    if (child_ <= 0) return;
+    int status = 0;
+    const pid_t r = waitpid(child_, &status, WNOHANG);
+    if (r == child_) {
+        // Exit status 3: another backend already serves the socket (not a failure).
+        if (!(WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3))) {
+            setError("backend command failed (" + config_.command + ")");
+            gaveUp_ = true;
+            cv_.notify_all();
+        }
+        child_ = -1;
+    } else if (r < 0) {
+        child_ = -1;
+    }
+}
+
+void BackendLink::spawnBackend() {
+    if (config_.command.empty()) {
+        gaveUp_ = true;
+        cv_.notify_all();
+        return;
+    }
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);  // survives the host's process group
+    const char* argv[] = {"/bin/sh", "-c", config_.command.c_str(), nullptr};
+    pid_t pid = -1;
+    const int rc = posix_spawn(&pid, "/bin/sh", nullptr, &attr, const_cast<char* const*>(argv), environ);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        setError(std::string("cannot start the backend: ") + std::strerror(rc));
+        gaveUp_ = true;
+        cv_.notify_all();
+        return;
+    }
+    child_ = pid;
+    logLine("started the backend: " + config_.command);
+}
+
+void BackendLink::run() {
+    int backoffMs = 50;
+    std::int64_t nextSpawn = 0;
+    int spawnBackoffMs = 2000;
+    while (!quit_) {
+        reapChild();
+        const int fd = tryConnect();
+        if (fd < 0) {
+            if (child_ < 0 && nowMs() >= nextSpawn) {
+                spawnBackend();
+                nextSpawn = nowMs() + spawnBackoffMs;
+                spawnBackoffMs = std::min(spawnBackoffMs * 2, 30000);
+            }
+            if (!sleepFor(backoffMs)) break;
+            backoffMs = std::min(backoffMs * 2, 1000);
+            continue;
+        }
+        if (!handshake(fd)) {
+            ::close(fd);
+            if (!sleepFor(2000)) break;
+            continue;
+        }
+        backoffMs = 50;
+        spawnBackoffMs = 2000;
+        gaveUp_ = false;
+        connections_.fetch_add(1);
+        everConnected_ = true;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            connected_.store(true, std::memory_order_release);
+            error_.clear();
+        }
+        cv_.notify_all();
+        // Watch the socket: any readable event is the backend going away.
+        while (!quit_) {
+            pollfd p[2] = {{fd, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
+            if (poll(p, 2, 500) < 0 && errno != EINTR) break;
+            reapChild();
+            if (p[0].revents) {
+                char buf[64];
+                if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0) break;
+            }
+        }
+        connected_.store(false, std::memory_order_release);
+        ::close(fd);
+        if (!quit_) {
+            setError("backend connection lost; reconnecting");
+            const std::uint64_t one = 1;  // wake an offline render waiting for output
+            (void)!write(shm_->outEvent, &one, sizeof(one));
+        }
+    }
+}
+
+}  // namespace flowdec

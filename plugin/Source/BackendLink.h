@@ -1,0 +1,91 @@
+// The plugin's side of the backend connection: a supervisor thread that connects to the
+// per-user flowdec backend (starting it when none answers, with back-off), sends the
+// handshake with the shared memory and eventfds, and watches the socket for hang-up.
+// Nothing here runs on the audio thread; the audio thread only reads `connected()`.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "protocol.hpp"
+
+namespace flowdec {
+
+// The per-user socket path, same rules as flowdec.serve.socket_path().
+std::string backendSocketPath();
+// The command that starts a backend: FLOWDEC_BACKEND_CMD or `python3 -m flowdec serve`.
+std::string defaultBackendCommand();
+
+// Anonymous shared memory (memfd) + two eventfds, owned by one plugin instance.
+class SharedRegion {
+public:
+    SharedRegion() = default;
+    ~SharedRegion();
+    SharedRegion(const SharedRegion&) = delete;
+    SharedRegion& operator=(const SharedRegion&) = delete;
+
+    bool create(protocol::Layout layout, std::uint32_t sampleRate, std::string* error);
+    void destroy();
+
+    protocol::Region region;
+    int memFd = -1;
+    int inEvent = -1;   // plugin -> backend: input chunks queued
+    int outEvent = -1;  // backend -> plugin: output chunks ready
+    std::uint32_t sampleRate = 0;
+};
+
+class BackendLink {
+public:
+    struct Config {
+        std::string socketPath;
+        std::string command;    // empty: never start a backend
+        std::uint32_t maxBlock = 0;
+        int replyTimeoutMs = 60000;
+    };
+
+    BackendLink() = default;
+    ~BackendLink() { stop(); }
+
+    void start(const SharedRegion* shm, Config config);
+    void stop();
+
+    // Wait (not on the audio thread) until connected, the backend was found unstartable,
+    // or the timeout expires. Returns connected().
+    bool waitConnected(int timeoutMs);
+
+    bool connected() const { return connected_.load(std::memory_order_acquire); }
+    std::uint32_t latency() const { return latency_.load(std::memory_order_relaxed); }
+    bool everConnected() const { return everConnected_.load(std::memory_order_relaxed); }
+    std::uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
+    std::string lastError() const;
+
+private:
+    void run();
+    bool sleepFor(int ms);  // false when asked to quit
+    int tryConnect();
+    bool handshake(int fd);
+    void spawnBackend();
+    void reapChild();
+    void setError(const std::string& e);
+
+    const SharedRegion* shm_ = nullptr;
+    Config config_;
+    std::thread thread_;
+    int wakeFd_ = -1;
+    std::atomic<bool> quit_{false};
+    std::atomic<bool> connected_{false};
+    std::atomic<bool> everConnected_{false};
+    std::atomic<bool> gaveUp_{false};  // the start command failed and nothing answers
+    std::atomic<std::uint32_t> latency_{0};
+    std::atomic<std::uint64_t> connections_{0};
+    mutable std::mutex mutex_;
+    std::condition_variable cv_;
+    std::string error_;
+    int child_ = -1;
+};
+
+}  // namespace flowdec
