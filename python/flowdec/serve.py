@@ -226,6 +226,7 @@ class Client:
             self.key = key
             self.engine = None
             _epoch, bitrate, nfe, postfilter, seed = key
+            nfe = max(2, nfe + nfe % 2)  # the solver takes an even number of evaluations
             s = Settings(ch.sample_rate, ch.chunk_frames, ch.channels, round(bitrate, 3), nfe,
                          postfilter, seed)
             self.engine = engines.make(s)
