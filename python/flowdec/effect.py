@@ -152,7 +152,21 @@ class Pipeline:
         self.reset()
         lat = self.latency_samples(sr, bs, channels)
         skip = lat
-        for c in chunks:
+        carry = np.zeros((channels, 0), np.float32)
+
+        def pieces() -> Iterator[np.ndarray]:
+            # whole multiples of bs per call: the same block grid however the input is split
+            nonlocal carry
+            for c in chunks:
+                buf = np.concatenate([carry, c], axis=1) if carry.shape[1] else c
+                n = buf.shape[1] // bs * bs
+                carry = buf[:, n:]
+                if n:
+                    yield buf[:, :n]
+            if carry.shape[1]:
+                yield carry
+
+        for c in pieces():
             y = self._run(c, sr, bs)
             drop = min(skip, y.shape[1])
             skip -= drop
@@ -160,7 +174,7 @@ class Pipeline:
                 yield y[:, drop:]
         rest = lat
         while rest > 0:  # flush the latency with silence
-            m = min(rest, max(bs, 1 << 15))
+            m = min(rest, max(1, (1 << 15) // bs) * bs)
             y = self._run(np.zeros((channels, m), np.float32), sr, bs)
             drop = min(skip, m)
             skip -= drop
@@ -201,7 +215,10 @@ class Pipeline:
                     yield np.asarray(f.read(min(step, total - f.tell())), np.float32)
 
             try:
-                with AudioFile(str(tmp), "w", samplerate=sr, num_channels=ch) as w:
+                extra: dict[str, Any] = {}
+                if f.file_dtype == "float32" and out.suffix.lower() in (".wav", ".aif", ".aiff"):
+                    extra["bit_depth"] = 32  # keep float files float (no clipping at 0 dBFS)
+                with AudioFile(str(tmp), "w", samplerate=sr, num_channels=ch, **extra) as w:
                     written = 0
                     for y in self._stream(chunks(), sr, int(buffer_size), ch):
                         y = y[:, : total - written]
