@@ -1,7 +1,7 @@
 """Train the codec (NDAC).
 
     python -m flowdec.train.train_codec --data /data/flowdec_train --cache /data/cache \
-        --run runs/codec [--steps N] [--max-minutes M]
+        --run-dir runs/codec [--steps N] [--max-minutes M]
 
 Re-running the same command resumes from ``RUN/checkpoint.pt``. ``--synthetic`` trains on
 generated sines/noise/chirps (for tests). Multi-process: ``torchrun --nproc_per_node=N -m
@@ -26,7 +26,7 @@ from .losses import CodecLoss, MelDistance, si_sdr
 
 def make_cache(args: argparse.Namespace) -> AudioCache:
     if args.synthetic:
-        cache_dir = Path(args.cache or Path(args.run) / "synthetic_cache")
+        cache_dir = Path(args.cache or Path(args.run_dir) / "synthetic_cache")
         if (cache_dir / "index.json").exists():
             return AudioCache(cache_dir)
         return AudioCache.from_arrays(synthetic_clips(30, 3.0, seed=1), cache_dir)
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", help="training audio folder (with manifest.csv or domain folders)")
     p.add_argument("--cache", help="int16 cache folder (default DATA/.flowdec_cache)")
-    p.add_argument("--run", required=True,
+    p.add_argument("--run-dir", required=True,
                    help="run folder: checkpoint.pt, train.csv, valid.csv, config.json")
     p.add_argument("--synthetic", action="store_true", help="train on generated test signals")
     p.add_argument("--steps", type=int, help="train this many more steps")
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint-minutes", type=float)
     args = p.parse_args(argv)
 
-    run_dir = Path(args.run)
+    run_dir = Path(args.run_dir)
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         cfg = CodecRun.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])

@@ -1,7 +1,7 @@
 """Train the flow-matching postfilter against a frozen codec.
 
     python -m flowdec.train.train_postfilter --codec-run runs/codec --cache CACHE \
-        --sigma sigma.json --run runs/postfilter [--steps N] [--max-minutes M]
+        --sigma sigma.json --run-dir runs/postfilter [--steps N] [--max-minutes M]
 
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--codec-run", required=True, help="codec run folder (frozen EMA weights)")
     p.add_argument("--cache", required=True, help="audio cache folder")
     p.add_argument("--sigma", required=True, help="JSON from flowdec.train.sigma")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run-dir", required=True)
     p.add_argument("--steps", type=int)
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--batch", type=int)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--validate-every", type=int)
     args = p.parse_args(argv)
 
-    run_dir = Path(args.run)
+    run_dir = Path(args.run_dir)
     ckpt = run_dir / "checkpoint.pt"
     sig = json.loads(Path(args.sigma).read_text())
     if ckpt.exists():
