@@ -1,0 +1,210 @@
+"""Evaluation: metrics with known answers, the Opus baseline, and ``flowdec eval`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowdec.evaluation import metrics as M
+from flowdec.evaluation.opus import align, estimate_delay, opus_roundtrip
+
+RATE = 48000
+
+
+def _tone(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return x + 0.02 * rng.standard_normal(t.size)
+
+
+# -- metrics ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("snr", [0.0, 10.0, 30.0])
+def test_si_sdr_matches_known_snr(snr: float) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(RATE)
+    x -= x.mean()
+    n = rng.standard_normal(RATE)
+    n -= n.mean()
+    n -= x * (n @ x) / (x @ x)  # orthogonal to x: SI-SDR is exactly the SNR
+    n *= np.sqrt((x @ x) / (n @ n) / 10 ** (snr / 10))
+    assert M.si_sdr(x, x + n) == pytest.approx(snr, abs=1e-6)
+
+
+def test_si_sdr_scale_invariant() -> None:
+    x = _tone()
+    y = x + 0.05 * np.random.default_rng(2).standard_normal(x.size)
+    assert M.si_sdr(x, 0.1 * y) == pytest.approx(M.si_sdr(x, y), abs=1e-9)
+    assert M.si_sdr(x, 7 * x) > 100
+
+
+def test_mel_and_lsd_zero_for_identical_and_grow_with_noise() -> None:
+    x = _tone()
+    assert M.mel_distance(x, x) == 0.0
+    assert M.lsd_mse(x, x) == 0.0
+    rng = np.random.default_rng(3)
+    d = [M.mel_distance(x, x + a * rng.standard_normal(x.size)) for a in (1e-3, 1e-2, 1e-1)]
+    assert d[0] < d[1] < d[2]
+    assert M.lsd_mse(x, 2 * x) == pytest.approx((20 * np.log10(2)) ** 2, rel=1e-6)
+
+
+def test_mel_distance_matches_training_loss() -> None:
+    torch = pytest.importorskip("torch")
+    from flowdec.train.config import LossConfig
+    from flowdec.train.losses import MelDistance
+
+    x, y = _tone(0.5), _tone(0.5, seed=5)
+    cfg = LossConfig()
+    ref = MelDistance(cfg.mel_windows, cfg.mel_bands, RATE)(
+        torch.from_numpy(y[None]).float(), torch.from_numpy(x[None]).float())
+    assert M.mel_distance(x, y) == pytest.approx(float(ref), rel=1e-3)
+
+
+def test_frechet_distance_identities() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((40, 6))
+    assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+    # same covariance, mean shifted by 2 in every dim: distance ≈ 4·d
+    assert M.frechet_distance(a, a + 2.0) == pytest.approx(24.0, rel=1e-6)
+
+
+def test_availability_reports_every_metric() -> None:
+    avail = M.availability()
+    assert set(avail) == set(M.ALL_METRICS)
+    assert all(v.startswith(("ok", "not installed")) for v in avail.values())
+
+
+def test_score_skips_speech_metrics_for_other_domains() -> None:
+    x = _tone()
+    out = M.score(x, x, ["si_sdr", "pesq_wb", "stoi"], speech=False)
+    assert set(out) == {"si_sdr"}
+
+
+@pytest.mark.skipif(not M.available("visqol"), reason="visqol: not installed")
+def test_visqol_orders_degradations() -> None:
+    x = _tone(1.0)
+    rng = np.random.default_rng(6)
+    clean = M.visqol(x, x + 1e-3 * rng.standard_normal(x.size))
+    noisy = M.visqol(x, x + 1e-1 * rng.standard_normal(x.size))
+    assert 1.0 <= noisy < clean <= 5.0
+
+
+@pytest.mark.skipif(not M.available("pesq_wb") or not M.available("stoi"),
+                    reason="pesq/pystoi: not installed")
+def test_pesq_stoi_identity_is_best() -> None:
+    t = np.arange(RATE) / RATE
+    ph = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 3 * t)) / RATE
+    x = 0.3 * sum(np.sin(k * ph) / k for k in range(1, 15)) * np.sin(2 * np.pi * 2 * t) ** 2
+    noisy = x + 0.05 * np.random.default_rng(7).standard_normal(x.size)
+    assert M.stoi(x, x) == pytest.approx(1.0, abs=1e-3)
+    assert M.stoi(x, noisy) < M.stoi(x, x)
+    assert M.pesq_wb(x, x) > M.pesq_wb(x, noisy)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not M.available("fad"), reason="fad: aisfx or torch not installed")
+@pytest.mark.skipif(not os.environ.get("FLOWDEC_SLOW_TESTS"),
+                    reason="loads torch + aisfx (10-20 s here): set FLOWDEC_SLOW_TESTS=1")
+def test_fad_zero_for_same_set_positive_otherwise() -> None:
+    a = [_tone(1.0)]
+    b = [x + 0.2 * np.random.default_rng(9).standard_normal(x.size) for x in a]
+    assert M.fad(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert M.fad(a, b) > 0.0
+
+
+# -- opus ---------------------------------------------------------------------------------------
+def test_estimate_delay_and_align() -> None:
+    x = np.random.default_rng(8).standard_normal((1, 4000))
+    late = np.concatenate([np.zeros((1, 37)), x], axis=1)
+    assert estimate_delay(x, late, 100) == 37
+    early = x[:, 11:]
+    y, d = align(x, early, 100)
+    assert d == -11 and y.shape == x.shape
+    np.testing.assert_array_equal(y[:, 11:], early[:, : x.shape[1] - 11])
+
+
+@pytest.mark.skipif(shutil.which("opusenc") is None, reason="opusenc not installed")
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_opus_roundtrip_is_aligned(rate: int) -> None:
+    t = np.arange(rate) / rate
+    x = (0.3 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 2 * t)).astype(np.float32)
+    r = opus_roundtrip(np.stack([x, 0.5 * x]), rate, 32.0)
+    assert r.audio.shape == (2, rate)
+    assert r.kbps > 20
+    # aligned: after a further alignment search the residual lag is 0
+    assert estimate_delay(np.stack([x, 0.5 * x]), r.audio, 200) == 0
+    assert M.si_sdr(x, r.audio[0]) > 10
+
+
+# -- flowdec eval end to end --------------------------------------------------------------------
+def make_clips(folder: Path, seconds: float = 1.5) -> None:
+    from scipy.io import wavfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    rng = np.random.default_rng(0)
+    music = sum(np.sin(2 * np.pi * f * t) for f in (220, 277, 330, 440)) * (
+        0.6 + 0.4 * np.sin(2 * np.pi * 1.5 * t))
+    ph = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 3 * t)) / RATE
+    env = (0.5 + 0.5 * np.sin(8 * np.pi * t)) ** 2
+    speech = sum(np.sin(k * ph) / k for k in range(1, 20)) * env
+    sound = rng.standard_normal(n) * np.exp(-(t % 0.5) * 8)
+    for name, x in (("music_a", music), ("speech_b", speech), ("sound_c", sound)):
+        wavfile.write(folder / f"{name}.wav", RATE, (0.5 * x / np.abs(x).max()).astype(np.float32))
+
+
+@pytest.fixture(scope="session")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
+    """``flowdec eval`` run once through the CLI (one bitrate, NFE 2, fast metrics)."""
+    from flowdec.cli import main
+
+    root = tmp_path_factory.mktemp("eval")
+    make_clips(root / "clips")
+    out = root / "out"
+    baselines = ["--baselines", "opus"] if shutil.which("opusenc") else ["--baselines"]
+    rc = main(["eval", str(root / "clips"), "-b", "6", "--nfe", "2", *baselines,
+               "--metrics", "si_sdr", "mel_distance", "lsd_mse", "stoi", "-o", str(out),
+               "--model", str(model_dir), "--threads", "2", "--quiet", "--no-report"])
+    assert rc == 0
+    return out
+
+
+def test_eval_writes_csv_json_markdown(eval_dir: Path) -> None:
+    with open(eval_dir / "clips.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    settings = {r["setting"] for r in rows}
+    assert {"ndac"} <= settings
+    assert {r["clip"] for r in rows} == {"music_a", "speech_b", "sound_c"}
+    assert {r["domain"] for r in rows} == {"music", "speech", "sound"}
+    for r in rows:
+        assert np.isfinite(float(r["si_sdr"])) and float(r["mel_distance"]) >= 0
+        assert float(r["rtf"]) > 0
+    speech = [r for r in rows if r["clip"] == "speech_b"]
+    assert all(r["stoi"] != "" for r in speech)
+    assert all(r["stoi"] == "" for r in rows if r["clip"] != "speech_b")
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    assert set(summary["metrics"]) == set(M.ALL_METRICS)
+    assert summary["domains"] == ["music", "sound", "speech"]
+    names = [s["name"] for s in summary["settings"]]
+    assert names[0] == "ndac"
+    if summary["model_folder"] and any(s["system"] == "flowdec" for s in summary["settings"]):
+        assert "flowdec-nfe2" in names
+    if shutil.which("opusenc"):
+        assert [s["bitrate"] for s in summary["settings"] if s["system"] == "opus"] == [6, 12]
+    for d in ("music", "speech", "sound", "all"):
+        md = (eval_dir / f"results_{d}.md").read_text()
+        assert "| setting |" in md and "| ndac | 6 |" in md
+
+
+def test_eval_refuses_missing_folder(tmp_path: Path, model_dir: Path) -> None:
+    from flowdec.cli import main
+
+    assert main(["eval", str(tmp_path / "nope"), "--model", str(model_dir), "--quiet",
+                 "--no-report", "-o", str(tmp_path / "o")]) == 1
