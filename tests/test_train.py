@@ -122,3 +122,16 @@ def test_runtime_loads_exported_model(exported: Path) -> None:
     x = np.random.default_rng(0).standard_normal((1, 24000)).astype(np.float32) * 0.1
     y = codec.roundtrip(x, 48000, bitrate=3.0, nfe=2, seed=1)
     assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> None:
+    """A weights-only float16 file (what git keeps) starts a new run where the old one was."""
+    weights = tmp_path / "codec.pt"
+    run_module("flowdec.train.export", "weights", "--run", str(codec_run), "--out", str(weights))
+    old = torch.load(codec_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    new_run = tmp_path / "warm"
+    run_module("flowdec.train.train_codec", "--synthetic", "--run-dir", str(new_run), "--init",
+               str(weights), "--steps", "1", *SMALL)
+    new = torch.load(new_run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert new["step"] == old["step"] + 1
+    assert new["config"]["model"] == old["config"]["model"]

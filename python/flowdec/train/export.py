@@ -181,15 +181,30 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     return update_card(out, "postfilter", section)
 
 
+def checkpoint_to_weights(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """EMA weights of a run's checkpoint as a small float16 file for git (``--init`` reads it)."""
+    s = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in s["ema"].items()}
+    tmp = Path(out).with_suffix(".part")
+    torch.save({"state": state, "step": s["step"], "wall_s": s.get("wall_s", 0.0),
+                "config": s["config"]}, tmp)
+    os.replace(tmp, out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["codec", "postfilter"])
+    p.add_argument("what", choices=["codec", "postfilter", "weights"],
+                   help="weights: write the run's EMA weights (float16) to --out for git")
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--data-note", help="JSON file describing the training data (hours per domain)")
     args = p.parse_args(argv)
     note = json.loads(Path(args.data_note).read_text()) if args.data_note else None
     t0 = time.time()
+    if args.what == "weights":
+        checkpoint_to_weights(args.run, args.out)
+        print(f"wrote {args.out}")
+        return
     if args.what == "codec":
         card = export_codec(args.run, args.out, note)
     else:

@@ -100,6 +100,7 @@ class Trainer:
         ema_decay: float = 0.999,
         checkpoint_every_s: float = 300.0,
         seed: int = 0,
+        init_weights: str | os.PathLike[str] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,28 @@ class Trainer:
         if dist_info.world > 1:
             ids = [dist_info.local_rank] if dist_info.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.resume()
+        if not self.resume() and init_weights is not None:
+            self.warm_start(init_weights)
+
+    def warm_start(self, path: str | os.PathLike[str]) -> None:
+        """Start a new run from committed weights (a weights-only file from ``save_weights``)."""
+        w = torch.load(path, map_location=self.d.device, weights_only=True)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in w["state"].items()}
+        self.model.load_state_dict(state)
+        self.ema.model.load_state_dict(state)
+        self.step = int(w.get("step", 0))
+        self.wall_s = float(w.get("wall_s", 0.0))
+        if self.d.main:
+            print(f"warm start from {path} (step {self.step})", flush=True)
+
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """EMA weights only, in float16 (small enough for git), plus step and wall time."""
+        state = {k: v.half() if v.is_floating_point() else v
+                 for k, v in self.ema.model.state_dict().items()}
+        tmp = Path(path).with_suffix(".part")
+        torch.save({"state": state, "step": self.step, "wall_s": self.wall_s,
+                    "config": self.config}, tmp)
+        os.replace(tmp, path)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -147,9 +169,9 @@ class Trainer:
         torch.save(self.state(), tmp)
         os.replace(tmp, self.checkpoint_path)
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         if not self.checkpoint_path.exists():
-            return
+            return False
         s = torch.load(self.checkpoint_path, map_location=self.d.device, weights_only=False)
         self.model.load_state_dict(s["model"])
         self.ema.model.load_state_dict(s["ema"])
@@ -162,6 +184,7 @@ class Trainer:
             random.setstate(rng["python"])
         if self.d.main:
             print(f"resumed {self.checkpoint_path} at step {self.step}", flush=True)
+        return True
 
     def _log(self, row: dict[str, Any]) -> None:
         """Append to ``train.csv`` or ``valid.csv`` (by row kind); the header is the first row's."""

@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dec-blocks", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--init", help="new runs: start from a weights file (see --save-weights)")
+    p.add_argument("--save-weights", help="at the end, write EMA weights (float16) here")
     p.add_argument("--validate-every", type=int)
     p.add_argument("--checkpoint-minutes", type=float)
     args = p.parse_args(argv)
@@ -67,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         cfg = CodecRun.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
+    elif args.init:
+        cfg = CodecRun.from_dict(torch.load(args.init, map_location="cpu", weights_only=False)
+                                 ["config"])
     else:
         cfg = CodecRun()
         if args.dim:
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     loss_fn = CodecLoss(cfg.loss, cfg.model.sample_rate).to(d.device)
     trainer = Trainer(run_dir, model, cfg.to_dict(), d, t.lr, t.lr_min, t.warmup_steps,
                       t.total_steps, t.betas, t.grad_clip, t.ema_decay, t.checkpoint_every_s,
-                      t.seed)
+                      t.seed, init_weights=args.init)
     seed = t.seed * 1000 + d.rank + trainer.step  # a resumed run draws new crops
     sampler = CropSampler(cache, "train", t.crop_seconds, seed=seed)
     n_q = cfg.model.n_codebooks
@@ -145,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer.fit(step_fn, validate, steps=args.steps, max_minutes=args.max_minutes,
                 validate_every=t.validate_every, log_every=t.log_every, after_step=after_step)
     if d.main:
+        if args.save_weights:
+            trainer.save_weights(args.save_weights)
         print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoint_path}", flush=True)
 
 

@@ -78,14 +78,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--global-sigma", action="store_true", help="use the scalar σ_y (ablation)")
     p.add_argument("--threads", type=int)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--init", help="new runs: start from a weights file (see --save-weights)")
+    p.add_argument("--save-weights", help="at the end, write EMA weights (float16) here")
     p.add_argument("--validate-every", type=int)
     args = p.parse_args(argv)
 
     run_dir = Path(args.run_dir)
     ckpt = run_dir / "checkpoint.pt"
     sig = json.loads(Path(args.sigma).read_text())
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+    source = ckpt if ckpt.exists() else Path(args.init) if args.init else None
+    if source is not None:
+        saved = torch.load(source, map_location="cpu", weights_only=False)["config"]
         net_cfg = PostfilterConfig(**saved["net"])
         tr = PostfilterTrain(**saved["train"])
         sig = saved["sigma"]
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         (run_dir / "config.json").write_text(json.dumps(config, indent=1))
     net = PostfilterNet(net_cfg)
     trainer = Trainer(run_dir, net, config, d, tr.lr, tr.lr_min, tr.warmup_steps, tr.total_steps,
-                      (0.9, 0.999), tr.grad_clip, tr.ema_decay, tr.checkpoint_every_s, tr.seed)
+                      (0.9, 0.999), tr.grad_clip, tr.ema_decay, tr.checkpoint_every_s, tr.seed,
+                      init_weights=args.init)
     sr = codec_cfg.model.sample_rate
     ctx = int(tr.context_seconds * sr)
     n_frames = int(tr.crop_seconds * sr) // net_cfg.hop // net_cfg.patch_t * net_cfg.patch_t
@@ -168,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer.fit(step_fn, validate, steps=args.steps, max_minutes=args.max_minutes,
                 validate_every=tr.validate_every, log_every=25)
     if d.main:
+        if args.save_weights:
+            trainer.save_weights(args.save_weights)
         print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoint_path}", flush=True)
 
 
