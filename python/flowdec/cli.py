@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from .codec import Codec
 
 VERB_MODULES: tuple[str, ...] = ("flowdec.cli",
+                                 "flowdec.demo",
                                  "flowdec.serve",
                                  "flowdec.eval_cli")
 """Modules whose ``add_parser(subparsers)`` registers verbs, in ``--help`` order."""
