@@ -1,0 +1,50 @@
+"""Write a fixed set of held-out validation clips for evaluation and the model card.
+
+    python -m flowdec.train.valclips --cache /data/cache --out /data/valclips [--per-domain 4]
+
+Picks, deterministically (seeded), ``per_domain`` non-silent crops of ``seconds`` seconds from
+the ``valid`` split of each domain and writes ``<domain>_<n>.wav`` (48 kHz mono float), the
+names ``flowdec eval`` groups by (music_*, speech_*, sound_*).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from pedalboard.io import AudioFile
+
+from .data import SAMPLE_RATE, AudioCache, CropSampler
+
+
+def write_clips(cache: AudioCache, out: Path, per_domain: int, seconds: float, seed: int
+                ) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    sampler = CropSampler(cache, "valid", seconds, seed=seed, augment=False)
+    paths = []
+    for domain in sampler.domains:
+        for i in range(per_domain):
+            x, _ = sampler.crop(domain)
+            p = out / f"{domain}_{i}.wav"
+            with AudioFile(str(p), "w", SAMPLE_RATE, 1) as f:
+                f.write(np.asarray(x, np.float32)[None])
+            paths.append(p)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-domain", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=2026)
+    args = p.parse_args(argv)
+    paths = write_clips(AudioCache(args.cache), Path(args.out), args.per_domain, args.seconds,
+                        args.seed)
+    print(f"wrote {len(paths)} clips to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
