@@ -260,3 +260,14 @@ def test_tiny_odd_and_multichannel_inputs(codec: Codec, tmp_path: Path, rate: in
                        progress=False)
     y, out_rate = read_audio(r.output)
     assert out_rate == rate and y.shape == shape and np.isfinite(y).all()
+
+
+def test_short_last_postfilter_chunk(codec: Codec, tmp_path: Path) -> None:
+    """1.48 s in 0.5-s chunks leaves a 1-frame last postfilter chunk (used to crash)."""
+    x = make_audio(48000, 1, 71040 / 48000)
+    src = write_audio(tmp_path / "in.wav", x, 48000)
+    roundtrip_file(codec, src, tmp_path / "out.wav", nfe=2, seed=4, chunk_seconds=0.5,
+                   progress=False)
+    y, _ = read_audio(tmp_path / "out.wav")
+    assert y.shape == x.shape
+    assert rel_rms(y, codec.roundtrip(x, 48000, 6.0, nfe=2, seed=4)) <= POSTFILTER_REL_RMS
