@@ -134,8 +134,11 @@ bool BackendLink::waitConnected(int timeoutMs) {
 }
 
 bool BackendLink::sleepFor(int ms) {
-    pollfd p{wakeFd_, POLLIN, 0};
-    poll(&p, 1, ms);
+    for (int left = ms; left > 0 && !quit_.load(); left -= 100) {
+        pollfd p{wakeFd_, POLLIN, 0};
+        poll(&p, 1, std::min(left, 100));
+        if (config_.tick) config_.tick();
+    }
     return !quit_.load();
 }
 
@@ -294,8 +297,9 @@ void BackendLink::run() {
         // Watch the socket: any readable event is the backend going away.
         while (!quit_) {
             pollfd p[2] = {{fd, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
-            if (poll(p, 2, 500) < 0 && errno != EINTR) break;
+            if (poll(p, 2, 100) < 0 && errno != EINTR) break;
             reapChild();
+            if (config_.tick) config_.tick();
             if (p[0].revents) {
                 char buf[64];
                 if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0) break;

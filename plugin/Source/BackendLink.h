@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -45,6 +46,7 @@ public:
         std::string command;    // empty: never start a backend
         std::uint32_t maxBlock = 0;
         int replyTimeoutMs = 60000;
+        std::function<void()> tick;  // called about every 100 ms on the supervisor thread
     };
 
     BackendLink() = default;

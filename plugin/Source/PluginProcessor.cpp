@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 namespace flowdec {
 
@@ -21,8 +22,7 @@ juce::AudioProcessorValueTreeState::ParameterLayout makeLayout() {
     using namespace juce;
     AudioProcessorValueTreeState::ParameterLayout l;
     l.add(std::make_unique<AudioParameterFloat>(ParameterID{"bitrate", 1}, "Bitrate",
-                                                NormalisableRange<float>(3.0f, 7.5f, 1.5f), 6.0f,
-                                                AudioParameterFloatAttributes().withLabel("kbps")));
+                                                NormalisableRange<float>(3.0f, 7.5f, 1.5f), 6.0f));  // kbit/s
     l.add(std::make_unique<AudioParameterInt>(ParameterID{"nfe", 1}, "NFE", 1, 32, 6));
     l.add(std::make_unique<AudioParameterBool>(ParameterID{"postfilter", 1}, "Postfilter", true));
     l.add(std::make_unique<AudioParameterFloat>(ParameterID{"mix", 1}, "Dry Wet",
@@ -50,10 +50,13 @@ FlowdecProcessor::FlowdecProcessor()
     pRealtime = params.getRawParameterValue("force_realtime");
     auto under = std::make_unique<ReadOnlyCounter>("underruns", "Underruns", 1000000.0f);
     auto conn = std::make_unique<ReadOnlyCounter>("connected", "Connected", 1.0f);
+    auto lat = std::make_unique<ReadOnlyCounter>("latency", "Latency Samples", 10000000.0f);
+    latencyParam = lat.get();
     underrunParam = under.get();
     connectedParam = conn.get();
     addParameter(under.release());
     addParameter(conn.release());
+    addParameter(lat.release());
     envRealtime = envInt("FLOWDEC_FORCE_REALTIME", 0) != 0;
     offlineTimeoutMs = envInt("FLOWDEC_OFFLINE_TIMEOUT_MS", 10000);
     if (std::getenv("FLOWDEC_PLUGIN_TIMING")) {
@@ -101,6 +104,12 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const juce::String stateCmd = params.state.getProperty("backend_command", "").toString();
     cfg.command = stateCmd.isNotEmpty() ? stateCmd.toStdString() : defaultBackendCommand();
     cfg.maxBlock = static_cast<std::uint32_t>(blockAllowance);
+    cfg.tick = [this] {  // in real time the meters reach the host from here, not processBlock
+        connectedParam->set(link.connected() ? 1.0f : 0.0f);
+        underrunParam->publish();
+        connectedParam->publish();
+        latencyParam->publish();
+    };
     if (shm.region.mapped()) link.start(&shm, cfg);
     // Offline renders must be exact from the first sample: wait for the backend here.
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
@@ -117,7 +126,9 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     acc.assign(static_cast<std::size_t>(channels) * chunk, 0.0f);
     scratchIn.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
-    setLatencySamples(bufferLatency + s);
+    const int latency = bufferLatency + s;
+    setLatencySamples(latency);  // JUCE's VST3 wrapper tells the host asynchronously
+    latencyParam->set(static_cast<float>(latency));
     reset();
 }
 

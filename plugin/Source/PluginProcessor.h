@@ -19,6 +19,11 @@ public:
     ReadOnlyCounter(juce::String id, juce::String name, float maxValue)
         : id_(std::move(id)), name_(std::move(name)), max_(maxValue) {}
     void set(float v) { value_.store(v, std::memory_order_relaxed); }
+    // Tell the host when the value moved since the last call (takes JUCE's listener lock).
+    void publish() {
+        const float v = getValue();
+        if (published_.exchange(v) != v) sendValueChangedMessageToListeners(v);
+    }
     float getValue() const override { return std::min(value_.load(std::memory_order_relaxed), max_) / max_; }
     void setValue(float) override {}
     float getDefaultValue() const override { return 0.0f; }
@@ -36,6 +41,7 @@ private:
     juce::String id_, name_;
     float max_;
     std::atomic<float> value_{0.0f};
+    std::atomic<float> published_{0.0f};
 };
 
 class FlowdecProcessor : public juce::AudioProcessor {
@@ -82,6 +88,7 @@ private:
     std::atomic<float>* pRealtime = nullptr;
     ReadOnlyCounter* underrunParam = nullptr;
     ReadOnlyCounter* connectedParam = nullptr;
+    ReadOnlyCounter* latencyParam = nullptr;  // samples, as reported to the host
 
     // Shape of the current preparation.
     double rate = 0.0;

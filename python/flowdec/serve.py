@@ -379,6 +379,9 @@ class Backend:
             sock.close()  # not ours: say nothing
             return
         msg, fds, _flags, _addr = socket.recv_fds(sock, 1024, 8)
+        if not msg and not fds:  # a probe (connect + close): nothing to answer
+            sock.close()
+            return
         status, why, fields = _core.protocol_check_hello(msg)
         if status != _core.PROTOCOL_STATUS_OK or fields is None:
             self._refuse(sock, status, why, fds)

@@ -1,0 +1,289 @@
+"""The built VST3 plugin inside real pedalboard chains, against a real backend.
+
+The backend runs the untrained test model (``FLOWDEC_TEST_MODEL``, default /work/testmodel,
+else the shipped model) with the postfilter off: these tests check timing, alignment and
+behaviour of the plugin path, not audio quality.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from test_plugin_common import (
+    NOT_BUILT,
+    VST3,
+    backend_cmd,
+    shm_entries,
+    start_backend,
+    stop,
+    wait_socket,
+)
+
+if TYPE_CHECKING:
+    from flowdec.codec import Codec
+
+pedalboard = pytest.importorskip("pedalboard")
+pytestmark = pytest.mark.skipif(not VST3.exists(), reason=NOT_BUILT)
+
+RATE = 48000
+MODEL = os.environ.get("FLOWDEC_TEST_MODEL", "/work/testmodel")
+
+
+def _model() -> str | None:
+    if Path(MODEL).is_dir():
+        return MODEL
+    shipped = Path(__file__).resolve().parents[1] / "python" / "flowdec" / "models" / "flowdec-75"
+    return str(shipped) if shipped.is_dir() else None
+
+
+@pytest.fixture()
+def sockdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="fdp", dir="/tmp"))  # short: sun_path is 108 bytes
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture()
+def env(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    sock = sockdir / "b.sock"
+    monkeypatch.setenv("FLOWDEC_SOCKET", str(sock))
+    monkeypatch.setenv("FLOWDEC_BACKEND_CMD", "false")  # tests start backends themselves
+    monkeypatch.setenv("FLOWDEC_OFFLINE_TIMEOUT_MS", "20000")
+    return sock
+
+
+@pytest.fixture()
+def codec_backend(env: Path) -> Iterator[Path]:
+    model = _model()
+    if model is None:
+        pytest.skip("no model: set FLOWDEC_TEST_MODEL")
+    proc = start_backend(env, engine="stream", model=model)
+    yield env
+    stop(proc)
+
+
+def load(block: int = 4096) -> pedalboard.ExternalPlugin:
+    """A plugin prepared for RATE and blocks up to ``block``.
+
+    JUCE's VST3 wrapper reports a new latency to the host asynchronously, so pedalboard
+    compensates the first render after a re-prepare (new rate, larger block) with the old
+    latency: one short warm-up render at the final rate and block size avoids that.
+    """
+    p = pedalboard.load_plugin(str(VST3))
+    p.postfilter = False
+    p(np.zeros((2, block), np.float32), RATE, buffer_size=block)
+    p.reset()
+    return p
+
+
+def signal(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 220 * t)[None] + 0.05 * rng.standard_normal((2, t.size))
+    return x.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _codec(model: str | None) -> Codec:
+    from flowdec.codec import Codec
+
+    return Codec.load(model, threads=1)
+
+
+def reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
+              bitrate: float = 6.0) -> np.ndarray:
+    """flowdec.Stream with the plugin's settings, latency removed."""
+    import flowdec
+    codec = _codec(_model())
+    s = flowdec.Stream(codec, bitrate=bitrate, nfe=6, postfilter=postfilter, seed=seed,
+                       chunk_ms=40.0, worker=False, degrade=False)
+    s.prepare(RATE, 4096, x.shape[0])
+    lat = s.latency_samples
+    padded = np.concatenate([x, np.zeros((x.shape[0], lat + 4096), np.float32)], axis=1)
+    out = np.concatenate([s.process(padded[:, i:i + 4096])
+                          for i in range(0, padded.shape[1], 4096)], axis=1)
+    return out[:, lat:lat + x.shape[1]]
+
+
+def test_parameters_and_state(env: Path) -> None:
+    p = load()
+    for name in ("bitrate", "nfe", "postfilter", "dry_wet", "seed", "fallback",
+                 "force_realtime", "underruns", "connected"):
+        assert name in p.parameters, sorted(p.parameters)
+    p.bitrate, p.nfe, p.seed, p.dry_wet = 4.5, 8, 7, 0.25
+    q = load()
+    q.raw_state = p.raw_state
+    assert (q.bitrate, q.nfe, q.seed, q.postfilter) == (4.5, 8, 7, False)
+    assert abs(q.dry_wet - 0.25) < 1e-6
+
+
+@pytest.mark.parametrize("block", [64, 512, 4096])
+def test_matches_stream_in_a_chain(codec_backend: Path, block: int) -> None:
+    x = signal(1.5)
+    p = load()
+    board = pedalboard.Pedalboard([pedalboard.Gain(gain_db=-6.0), p, pedalboard.Gain(gain_db=6.0)])
+    y = board(x, RATE, buffer_size=block)
+    ref = reference(pedalboard.Gain(gain_db=-6.0)(x, RATE))
+    ref = pedalboard.Gain(gain_db=6.0)(ref, RATE)
+    assert y.shape == x.shape
+    np.testing.assert_allclose(y, ref, atol=2e-4)
+
+
+def test_varying_blocks_and_prepare_mid_stream(codec_backend: Path) -> None:
+    x = signal(1.5, seed=1)
+    p = load()
+    sizes = [17, 64, 333, 4096, 1, 1000, 2048, 511]
+    parts, i, k = [], 0, 0
+    while i < x.shape[1]:
+        n = sizes[k % len(sizes)]
+        parts.append(p.process(x[:, i:i + n], RATE, buffer_size=max(n, 512), reset=False))
+        i += n
+        k += 1
+    # Without reset, pedalboard trims the reported latency from the first outputs: the
+    # concatenation is the latency-compensated stream, shorter by the latency.
+    y = np.concatenate(parts, axis=1)
+    assert 0 < y.shape[1] < x.shape[1]
+    ref = reference(x)
+    np.testing.assert_allclose(y, ref[:, :y.shape[1]], atol=2e-4)
+
+
+def test_two_instances_share_one_backend(codec_backend: Path) -> None:
+    x1, x2 = signal(1.0, seed=2), signal(1.0, seed=3)
+    p1, p2 = load(), load()
+    p2.bitrate = 3.0
+    o1, o2 = [], []
+    for i in range(0, x1.shape[1], 2400):  # interleaved: both streams live at once
+        o1.append(p1.process(x1[:, i:i + 2400], RATE, buffer_size=600, reset=False))
+        o2.append(p2.process(x2[:, i:i + 2400], RATE, buffer_size=800, reset=False))
+    y1, y2 = np.concatenate(o1, axis=1), np.concatenate(o2, axis=1)
+    r1 = reference(x1)
+    np.testing.assert_allclose(y1, r1[:, :y1.shape[1]], atol=2e-4)
+    np.testing.assert_allclose(y2, reference(x2, bitrate=3.0)[:, :y2.shape[1]], atol=2e-4)
+    y1b = p1(x1, RATE, buffer_size=256)  # reset, then a whole render: the same stream
+    np.testing.assert_allclose(y1b, r1, atol=2e-4)
+
+
+def test_no_backend_gives_dry_signal(env: Path) -> None:
+    x = signal(0.5)
+    p = load()
+    t0 = time.monotonic()
+    y = p(x, RATE, buffer_size=512)
+    assert time.monotonic() - t0 < 10, "must not hang without a backend"
+    np.testing.assert_array_equal(y, x)  # dry, latency compensated by pedalboard
+    p.fallback = "silence"
+    assert np.abs(p(x, RATE, buffer_size=512)).max() == 0.0
+
+
+def test_backend_killed_mid_stream(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _model()
+    if model is None:
+        pytest.skip("no model")
+    # The plugin itself starts (and restarts) the backend; it exits 1 s after its last client.
+    cmd = backend_cmd(env, engine="stream", idle_exit=1.0, model=model)
+    monkeypatch.setenv("FLOWDEC_BACKEND_CMD", shlex.join(cmd))
+    monkeypatch.setenv("FLOWDEC_OFFLINE_TIMEOUT_MS", "3000")
+    before = shm_entries()
+    x = signal(0.4, seed=4)
+    p = load(480)
+    ins, outs = [], []
+
+    def render(plugin: pedalboard.ExternalPlugin = p) -> None:
+        ins.append(x)
+        outs.append(plugin.process(x, RATE, buffer_size=480, reset=False))
+
+    render()  # starts the backend (prepare waits for it)
+    render()
+    pid = _backend_pid(env)
+    os.kill(pid, 9)
+    t0 = time.monotonic()
+    killed_at = sum(o.shape[1] for o in outs)
+    for _ in range(3):
+        render()
+    assert time.monotonic() - t0 < 20, "no hang"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _tail_is_dry(ins, outs):
+        time.sleep(0.2)  # the plugin restarts the backend with back-off and reconnects
+        render()
+    assert _serving(env, pid), "the plugin did not restart the backend"
+    for _ in range(4):
+        render()
+    # Pedalboard trims the latency from the first outputs: output t is input t.
+    y = np.concatenate(outs, axis=1)
+    xin = np.concatenate(ins, axis=1)[:, :y.shape[1]]
+    n = 1920
+    dry = [bool(np.array_equal(y[:, i:i + n], xin[:, i:i + n]))
+           for i in range(0, y.shape[1] - n, n)]
+    k = killed_at // n
+    assert not any(dry[:k - 1]), "wet before the kill"
+    assert any(dry[k:]), "no dry fill after the kill"
+    last_dry = max(i for i, d in enumerate(dry) if d)
+    assert last_dry < len(dry) - 3 and not any(dry[last_dry + 1:]), "no recovery"
+    del p, render
+    gc.collect()
+    wait_gone(env)
+    assert shm_entries() == before
+
+
+def _tail_is_dry(ins: list[np.ndarray], outs: list[np.ndarray]) -> bool:
+    """Is the last 960 samples of output the input (pedalboard-aligned, global time)?"""
+    y = np.concatenate(outs, axis=1)
+    xin = np.concatenate(ins, axis=1)[:, :y.shape[1]]
+    return bool(np.array_equal(y[:, -960:], xin[:, -960:]))
+
+
+def _serving(sock: Path, old_pid: int) -> bool:
+    try:
+        return _backend_pid(sock) != old_pid
+    except OSError:
+        return False
+
+
+def _backend_pid(sock: Path) -> int:
+    out = subprocess.run(["fuser", str(sock)], capture_output=True, text=True)
+    pids = [int(t) for t in out.stdout.split() if t.isdigit()]
+    if not pids:  # fuser may be missing: ask the socket's peer
+        import socket as so
+        import struct
+        s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+        s.connect(str(sock))
+        pid = struct.unpack("3i", s.getsockopt(so.SOL_SOCKET, so.SO_PEERCRED, 12))[0]
+        s.close()
+        return int(pid)
+    return pids[0]
+
+
+def wait_gone(sock: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sock.exists(), "the backend did not exit after its last plugin"
+
+
+def test_plugin_starts_backend_and_leaves_nothing(env: Path, monkeypatch: pytest.MonkeyPatch
+                                                   ) -> None:
+    monkeypatch.setenv("FLOWDEC_BACKEND_CMD",
+                       shlex.join(backend_cmd(env, engine="delay:0", idle_exit=1.0)))
+    before = shm_entries()
+    x = signal(0.3)
+    p1, p2 = load(256), load(256)
+    y1, y2 = p1(x, RATE, buffer_size=256), p2(x, RATE, buffer_size=256)
+    np.testing.assert_array_equal(y1, x)
+    np.testing.assert_array_equal(y2, x)
+    wait_socket(env, timeout=1)
+    del p1, p2
+    gc.collect()
+    wait_gone(env)
+    assert shm_entries() == before
