@@ -4,11 +4,33 @@
  *   flowdec_lv2host BUNDLE_DIR URI [frames] [block] [rate]
  */
 #include <lilv/lilv.h>
+#include <lv2/atom/atom.h>
+#include <lv2/buf-size/buf-size.h>
 #include <lv2/core/lv2.h>
+#include <lv2/options/options.h>
+#include <lv2/urid/urid.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A minimal URID map: the index of the URI in a growing table, from 1. */
+static char* uris[256];
+static unsigned n_uris = 0;
+
+static LV2_URID map_uri(LV2_URID_Map_Handle handle, const char* uri) {
+    (void)handle;
+    for (unsigned i = 0; i < n_uris; ++i)
+        if (strcmp(uris[i], uri) == 0) return i + 1;
+    if (n_uris == 256) return 0;
+    uris[n_uris] = strdup(uri);
+    return ++n_uris;
+}
+
+static const char* unmap_uri(LV2_URID_Unmap_Handle handle, LV2_URID urid) {
+    (void)handle;
+    return (urid >= 1 && urid <= n_uris) ? uris[urid - 1] : NULL;
+}
 
 int main(int argc, char** argv) {
     if (argc < 3) {
@@ -30,7 +52,20 @@ int main(int argc, char** argv) {
         fprintf(stderr, "plugin %s not found in %s\n", argv[2], bundle);
         return 1;
     }
-    LilvInstance* inst = lilv_plugin_instantiate(plugin, rate, NULL);
+    LV2_URID_Map map = {NULL, map_uri};
+    LV2_URID_Unmap unmap = {NULL, unmap_uri};
+    const int32_t max_block = (int32_t)block, min_block = 1;
+    const LV2_URID int_type = map_uri(NULL, LV2_ATOM__Int);
+    LV2_Options_Option options[] = {
+        {LV2_OPTIONS_INSTANCE, 0, map_uri(NULL, LV2_BUF_SIZE__maxBlockLength), sizeof(int32_t), int_type, &max_block},
+        {LV2_OPTIONS_INSTANCE, 0, map_uri(NULL, LV2_BUF_SIZE__minBlockLength), sizeof(int32_t), int_type, &min_block},
+        {LV2_OPTIONS_INSTANCE, 0, 0, 0, 0, NULL}};
+    LV2_Feature map_feature = {LV2_URID__map, &map};
+    LV2_Feature unmap_feature = {LV2_URID__unmap, &unmap};
+    LV2_Feature options_feature = {LV2_OPTIONS__options, options};
+    LV2_Feature bounded_feature = {LV2_BUF_SIZE__boundedBlockLength, NULL};
+    const LV2_Feature* features[] = {&map_feature, &unmap_feature, &options_feature, &bounded_feature, NULL};
+    LilvInstance* inst = lilv_plugin_instantiate(plugin, rate, features);
     if (!inst) {
         fprintf(stderr, "instantiation failed\n");
         return 1;
@@ -39,6 +74,14 @@ int main(int argc, char** argv) {
     LilvNode* input = lilv_new_uri(world, LV2_CORE__InputPort);
     LilvNode* control = lilv_new_uri(world, LV2_CORE__ControlPort);
     LilvNode* latency_node = lilv_new_uri(world, LV2_CORE__reportsLatency);
+    LilvNode* atom_port = lilv_new_uri(world, LV2_ATOM__AtomPort);
+    /* Atom ports: an empty input sequence, an 8 kB output buffer (re-armed every run). */
+    uint64_t atom_bufs[16][1024];
+    int atom_is_input[16];
+    uint32_t atom_index[16];
+    unsigned n_atoms = 0;
+    const LV2_URID seq_type = map_uri(NULL, LV2_ATOM__Sequence);
+    const LV2_URID chunk_type = map_uri(NULL, LV2_ATOM__Chunk);
     const uint32_t nports = lilv_plugin_get_num_ports(plugin);
     float* controls = calloc(nports, sizeof(float));
     float* bufs = calloc((size_t)nports * block, sizeof(float));
@@ -55,6 +98,11 @@ int main(int argc, char** argv) {
             controls[p] = isnan(defs[p]) ? 0.0f : defs[p];
             if (lilv_port_has_property(plugin, port, latency_node)) latency_port = (int)p;
             lilv_instance_connect_port(inst, p, &controls[p]);
+        } else if (lilv_port_is_a(plugin, port, atom_port) && n_atoms < 16) {
+            atom_is_input[n_atoms] = lilv_port_is_a(plugin, port, input);
+            atom_index[n_atoms] = p;
+            lilv_instance_connect_port(inst, p, atom_bufs[n_atoms]);
+            ++n_atoms;
         } else {
             lilv_instance_connect_port(inst, p, NULL);
         }
@@ -70,6 +118,19 @@ int main(int argc, char** argv) {
                 bufs[(size_t)p * block + i] = v;
                 if (fabs(v) > peak_in) peak_in = fabs(v);
             }
+        }
+        for (unsigned a = 0; a < n_atoms; ++a) {
+            LV2_Atom_Sequence* seq = (LV2_Atom_Sequence*)atom_bufs[a];
+            if (atom_is_input[a]) {
+                seq->atom.size = sizeof(LV2_Atom_Sequence_Body);
+                seq->atom.type = seq_type;
+            } else {
+                seq->atom.size = sizeof(atom_bufs[a]) - sizeof(LV2_Atom);
+                seq->atom.type = chunk_type;
+            }
+            seq->body.unit = 0;
+            seq->body.pad = 0;
+            (void)atom_index[a];
         }
         lilv_instance_run(inst, block);
         for (uint32_t p = 0; p < nports; ++p) {
@@ -88,6 +149,7 @@ int main(int argc, char** argv) {
     lilv_node_free(input);
     lilv_node_free(control);
     lilv_node_free(latency_node);
+    lilv_node_free(atom_port);
     lilv_node_free(uri);
     lilv_node_free(bundle_uri);
     lilv_world_free(world);
