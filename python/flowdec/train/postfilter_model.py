@@ -28,7 +28,7 @@ class PostfilterConfig:
     beta: float = 0.33
     patch_f: int = 8
     patch_t: int = 2
-    channels: int = 64
+    channels: int = 48
     blocks: int = 6
     kernel_f: int = 5
     kernel_t: int = 3
@@ -60,10 +60,12 @@ class FourierEmbedding(nn.Module):
 
 
 def channel_norm(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Normalise over channels at each (f, t) position: no statistics over time."""
-    mean = h.mean(1, keepdim=True)
-    d = h - mean
-    return d * torch.rsqrt((d * d).mean(1, keepdim=True) + eps)
+    """RMS-normalise over channels at each (f, t) position: no statistics over time.
+
+    One reduction instead of LayerNorm's two: measured ~35 % faster per network evaluation
+    in onnxruntime on this CPU (channel reductions in NCHW are strided and slow).
+    """
+    return h * torch.rsqrt((h * h).mean(1, keepdim=True) + eps)
 
 
 class Block(nn.Module):
