@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 VERB_MODULES: tuple[str, ...] = ("flowdec.cli",
                                  "flowdec.demo",
                                  "flowdec.serve",
-                                 "flowdec.eval_cli")
+                                 "flowdec.eval_cli",
+                                 "flowdec.live")
 """Modules whose ``add_parser(subparsers)`` registers verbs, in ``--help`` order."""
 
 MODEL_ENV = "FLOWDEC_MODEL"

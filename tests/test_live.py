@@ -1,0 +1,245 @@
+"""``flowdec live``: files at real-time pace, Ctrl-C, backend errors, and a real PulseAudio
+server (headless null sinks, started and stopped by the test itself).
+
+The test model may be untrained (its codec output does not correlate with its input), so
+alignment is checked against the same path's offline result: ``Codec.roundtrip(...,
+postfilter=False)`` for file input (measured: max |diff| ≈ 2e-7 at exactly the reported
+latency), and the offline decode of the ``.fdc`` packets the session sent for PulseAudio input
+(whose exact start is not known to the test). When the codec does correlate with its input
+(a trained model, correlation >= 0.5) the PulseAudio test also aligns the output with the clip.
+
+Under-runs: asserted to be zero at the default settings with ``--no-postfilter``. On a 2-core
+machine shared with other jobs the worker is sometimes starved for seconds (measured: worker
+RTF 0.22-0.3 normally, 1.15 in a starved run); a run with under-runs *and* a reported worker
+RTF >= STARVED is repeated once, and the repeat must have none.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from flowdec.bitstream import read_fdc
+from flowdec.codec import Bitstream, Codec
+from flowdec.stream import Stream
+
+ROOT = Path(__file__).resolve().parents[1]
+PULSE_SCRIPT = ROOT / "scripts" / "pulse_null_sink.sh"
+STARVED = 0.8  # worker RTF above which the CPU, not the engine, is to blame for under-runs
+TAIL = 8000  # samples at the end where the offline reference sees end-of-file padding
+
+
+def _clip(sr: int, seconds: float, channels: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 2 * t)
+    return (tone + 0.05 * rng.standard_normal((channels, t.size))).astype(np.float32)
+
+
+def _cmd(model_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "flowdec", "live", "--model", str(model_dir), *args]
+
+
+def _summary(out: str) -> dict[str, float]:
+    m = re.search(r"= (\d+) samples.*RTF ([\d.]+).*under-runs (\d+) \(.*dropped chunks (\d+), "
+                  r"xruns (\d+)", out)
+    assert m, out
+    return {"latency": int(m[1]), "rtf": float(m[2]), "underruns": int(m[3]),
+            "dropped": int(m[4]), "xruns": int(m[5])}
+
+
+def _lag(y: np.ndarray, ref: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """Lag of ref inside y (0..max_lag) by FFT cross-correlation, and the normalised peak."""
+    from scipy.signal import correlate
+
+    cc = correlate(y, ref, mode="full", method="fft")[ref.size - 1 :][: max_lag + 1]
+    lag = int(np.argmax(cc))
+    seg = y[lag : lag + ref.size]
+    r = ref[: seg.size]
+    return lag, float(np.dot(seg, r) / (np.linalg.norm(seg) * np.linalg.norm(r) + 1e-12))
+
+
+@pytest.mark.parametrize(("sr", "channels"), [(48000, 1), (44100, 2)])
+def test_files_real_time(tmp_path: Path, model_dir: Path, codec: Codec, sr: int,
+                         channels: int) -> None:
+    x = _clip(sr, 2.0, channels)
+    src, dst, fdc = tmp_path / "in.wav", tmp_path / "out.wav", tmp_path / "sent.fdc"
+    sf.write(src, x.T, sr, subtype="FLOAT")
+    for _attempt in range(2):
+        t0 = time.monotonic()
+        r = subprocess.run(_cmd(model_dir, "--input-file", str(src), "--output-file", str(dst),
+                                "--packets-file", str(fdc), "--no-postfilter"),
+                           capture_output=True, text=True, timeout=60)
+        wall = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        s = _summary(r.stdout)
+        if s["underruns"] == 0 or s["rtf"] < STARVED:
+            break
+    ref_stream = Stream(codec, postfilter=False, worker=False)
+    ref_stream.prepare(sr, 512, channels)
+    lat = ref_stream.latency_samples
+    assert s["latency"] == lat
+    assert (s["underruns"], s["dropped"]) == (0, 0), r.stdout
+    assert wall > (x.shape[1] + lat) / sr * 0.9  # real-time pace, not as fast as possible
+    y, rate = sf.read(dst, dtype="float32", always_2d=True)
+    assert rate == sr and y.shape == (x.shape[1] + lat, channels)
+    assert not list(tmp_path.glob(".*tmp*"))  # written via a temporary name, renamed
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)
+    for c in range(channels):
+        lag, peak = _lag(y[:, c], ref[c, :-TAIL], lat + sr // 2)
+        assert lag == lat and peak > 0.999, (lag, peak)
+    np.testing.assert_allclose(y[lat:, :].T[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
+    h, codes = read_fdc(fdc, codec.model_id)  # a valid .fdc with the codes that were sent
+    assert (h.channels, h.original_rate, h.original_length) == (channels, sr, x.shape[1] + lat)
+    want = codec.encode(x, sr, 6.0).codes
+    k = min(codes.shape[2], want.shape[2]) - 10
+    assert k > 100
+    np.testing.assert_array_equal(codes[:, :, :k], want[:, :, :k])
+
+
+def test_ctrl_c_stops_cleanly(tmp_path: Path, model_dir: Path) -> None:
+    src, dst = tmp_path / "in.wav", tmp_path / "out.flac"
+    sf.write(src, _clip(48000, 30.0).T, 48000, subtype="FLOAT")
+    p = subprocess.Popen(_cmd(model_dir, "--input-file", str(src), "--output-file", str(dst),
+                              "--no-postfilter"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    for line in p.stderr:  # wait for the first status line: the session is running
+        if " s | latency" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "stopped by Ctrl-C" in out
+    n = sf.info(str(dst)).frames
+    assert 0.5 * 48000 < n < 20 * 48000
+
+
+def test_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
+    r = subprocess.run(_cmd(model_dir, "--input-file", str(tmp_path / "missing.wav"),
+                            "--output-file", str(tmp_path / "o.wav")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no such file" in r.stderr
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        return
+    r = subprocess.run(_cmd(model_dir, "--input", "no-such-device-xyz",
+                            "--output-file", str(tmp_path / "o.wav")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no input device 'no-such-device-xyz'" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_missing_backend_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowdec import live
+
+    class NoPortAudio:
+        def find_spec(self, name: str, *a: object) -> None:
+            if name == "sounddevice":
+                raise OSError("PortAudio library not found")
+
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoPortAudio(), *sys.meta_path])
+    with pytest.raises(live.LiveError, match="apt-get install libportaudio2"):
+        live.import_sounddevice()
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # not installed
+    with pytest.raises(live.LiveError, match="pip install sounddevice"):
+        live.import_sounddevice()
+
+
+# -- through a real audio server ------------------------------------------------------------
+@pytest.fixture
+def pulse() -> Iterator[dict[str, str]]:
+    """A private headless PulseAudio (two null sinks) for this test; its client env."""
+    if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
+        pytest.skip("pulseaudio not installed (apt-get install pulseaudio pulseaudio-utils "
+                    "libasound2-plugins libportaudio2)")
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError) as e:
+        pytest.skip(f"no sounddevice/PortAudio: {e}")
+    env = dict(os.environ, PULSE_RUNTIME_PATH=tempfile.mkdtemp(prefix="fdpulse"))
+    r = subprocess.run(["bash", str(PULSE_SCRIPT), "start"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode:
+        pytest.skip(f"pulseaudio did not start: {r.stderr.strip()}")
+    try:
+        yield env
+    finally:
+        subprocess.run(["bash", str(PULSE_SCRIPT), "stop"], env=env, timeout=30)
+        shutil.rmtree(env["PULSE_RUNTIME_PATH"], ignore_errors=True)
+
+
+def test_through_pulseaudio(tmp_path: Path, model_dir: Path, codec: Codec,
+                            pulse: dict[str, str]) -> None:
+    """paplay clip -> sink flowdec_in -> flowdec_in.monitor -> flowdec live -> out.wav."""
+    sr, seconds, start_after = 48000, 4.0, 0.5
+    x = _clip(sr, 1.5)
+    clip, dst, fdc = tmp_path / "clip.wav", tmp_path / "out.wav", tmp_path / "sent.fdc"
+    sf.write(clip, x.T, sr, subtype="FLOAT")
+    for _attempt in range(2):
+        t_audio, out = _pulse_session(model_dir, pulse, clip, dst, fdc, seconds, start_after)
+        s = _summary(out)
+        if s["underruns"] == 0 or s["rtf"] < STARVED:
+            break
+    lat = s["latency"]
+    assert (s["underruns"], s["dropped"]) == (0, 0), out
+    y, rate = sf.read(dst, dtype="float32", always_2d=True)
+    assert rate == sr and y.shape == (int(seconds * sr), 1)
+    y = y[:, 0]
+    assert np.abs(y).max() > 0.01  # the clip came through the server
+
+    # output == the offline decode of the packets sent, delayed by exactly the latency
+    h, codes = read_fdc(fdc, codec.model_id)
+    dec = codec.decode(Bitstream(h, codes), postfilter=False)[0]
+    n = min(dec.size, y.size - lat) - TAIL
+    np.testing.assert_allclose(y[lat : lat + n], dec[:n], atol=1e-4, rtol=0)
+
+    # the clip entered the engine after the status line was read (and not much later)
+    silent = codes[0, :, 0]
+    f0 = int(np.argmax((codes[0] != silent[:, None]).any(axis=0)))
+    onset = f0 * codec.card.hop / sr  # seconds, to within the encoder's lookahead
+    assert t_audio - 0.2 < onset < t_audio + 1.5, (onset, t_audio)
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)[0]
+    if abs(np.corrcoef(x[0, :-TAIL], ref[:-TAIL])[0, 1]) >= 0.5:  # a codec that works
+        lag, peak = _lag(y, x[0, :-TAIL], y.size - x.shape[1])
+        delay = (lag - lat) / sr  # capture start -> clip in the monitor
+        assert t_audio - 0.2 < delay < t_audio + 1.5 and peak > 0.5, (delay, peak)
+
+
+def _pulse_session(model_dir: Path, pulse: dict[str, str], clip: Path, dst: Path, fdc: Path,
+                   seconds: float, start_after: float) -> tuple[float, str]:
+    """Run flowdec live from the monitor; play the clip once it runs. (status time, stdout)"""
+    sr = 48000
+    env = dict(pulse, PULSE_SOURCE="flowdec_in.monitor")
+    p = subprocess.Popen(_cmd(model_dir, "--input", "pulse", "--output-file", str(dst),
+                              "--packets-file", str(fdc), "--duration", str(seconds),
+                              "--samplerate", str(sr), "--no-postfilter"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert p.stderr is not None
+    t_audio = None
+    for line in p.stderr:  # plain status lines: "  0.8 s | latency ..."
+        m = re.match(r"\s*([\d.]+) s \| latency", line)
+        if m and float(m[1]) >= start_after:
+            t_audio = float(m[1])
+            break
+    assert t_audio is not None, "no status line"
+    play = subprocess.run(["paplay", "--device=flowdec_in", str(clip)], env=pulse,
+                          capture_output=True, text=True, timeout=30)
+    assert play.returncode == 0, play.stderr
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return t_audio, out
