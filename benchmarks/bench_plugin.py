@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import threading
@@ -65,6 +66,7 @@ def bench_process_block(sock: Path, seconds: float) -> dict[str, dict[str, float
         v = np.concatenate(vals) if vals else np.zeros(1)
         out[str(block)] = stats_us(v[10:] if v.size > 20 else v)
     del os.environ["FLOWDEC_PLUGIN_TIMING"]
+    shutil.rmtree(tdir, ignore_errors=True)
     return out
 
 
@@ -111,6 +113,7 @@ def bench_rtf(model: str, seconds: float, postfilter: bool) -> dict[str, float]:
             gc.collect()
     finally:
         stop(proc)
+        shutil.rmtree(d, ignore_errors=True)
     return res
 
 
@@ -134,6 +137,7 @@ def main() -> int:
         ipc = bench_ipc(sock, 2000)
     finally:
         stop(proc)
+        shutil.rmtree(d, ignore_errors=True)
     rtf = bench_rtf(args.model, args.seconds, args.postfilter)
     result = {"process_block": blocks, "ipc_roundtrip_1920": ipc, "rtf_offline": rtf,
               "postfilter": args.postfilter, "seconds": args.seconds, "model": args.model,

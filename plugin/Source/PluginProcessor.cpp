@@ -80,7 +80,14 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const int ch = std::max(1, getTotalNumOutputChannels());
     maxBlock = std::max(1, maxBlock);
     // pedalboard calls prepareToPlay again mid-stream: keep everything when nothing changed.
-    if (shm.region.mapped() && sampleRate == rate && ch == channels && maxBlock <= blockAllowance) return;
+    if (shm.region.mapped() && sampleRate == rate && ch == channels) {
+        if (maxBlock <= blockAllowance) return;
+        const int margin = static_cast<int>(std::lround(sampleRate * std::max(0, envInt("FLOWDEC_MARGIN_MS", 30)) / 1000.0));
+        if (chunk + maxBlock + margin <= bufferLatency) {  // larger blocks fit the latency
+            growBlock(maxBlock);
+            return;
+        }
+    }
 
     link.stop();
     rate = sampleRate;
@@ -90,7 +97,13 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     chunk = static_cast<int>(std::lround(sampleRate * chunkMs / 1000.0));
     const int marginMs = std::max(0, envInt("FLOWDEC_MARGIN_MS", 30));
     const int margin = static_cast<int>(std::lround(sampleRate * marginMs / 1000.0));
-    bufferLatency = chunk + blockAllowance + margin;
+    const int need = chunk + blockAllowance + margin;
+    // A latency floor in samples, independent of rate and block size: pedalboard reads the
+    // latency right after prepareToPlay while JUCE's VST3 wrapper reports changes
+    // asynchronously, so a latency that does not move between preparations keeps the first
+    // render after a rate change exact. The backend's share is subtracted below.
+    const int floor = std::max(0, envInt("FLOWDEC_LATENCY_FLOOR", 32768));
+    bufferLatency = std::max(need, floor);
     const int slots = std::max(8, 2 * (bufferLatency / chunk + 2));
 
     std::string error;
@@ -118,6 +131,7 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const int s = link.everConnected() ? static_cast<int>(link.latency())
                                        : static_cast<int>(params.state.getProperty("backend_latency", 0));
     backendLatency = s;
+    bufferLatency = std::max(need, floor - s);  // D: total = max(need + s, floor)
     if (link.everConnected()) params.state.setProperty("backend_latency", s, nullptr);
 
     // Dry delay line with one second of headroom for a backend that reports another latency.
@@ -127,9 +141,29 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     scratchIn.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     const int latency = bufferLatency + s;
+    if (envInt("FLOWDEC_VERBOSE", 0))
+        std::fprintf(stderr, "flowdec plugin: prepared %d Hz, %d ch, blocks <= %d: latency %d (buffer %d + backend %d)\n",
+                     static_cast<int>(sampleRate), channels, blockAllowance, latency, bufferLatency, s);
     setLatencySamples(latency);  // JUCE's VST3 wrapper tells the host asynchronously
     latencyParam->set(static_cast<float>(latency));
     reset();
+}
+
+// Larger host blocks within the current latency: reallocate the per-block buffers and the
+// dry line (keeping its content), leave the stream, connection and counters alone.
+void FlowdecProcessor::growBlock(int maxBlock) {
+    blockAllowance = maxBlock;
+    scratchIn.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
+    scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
+    const int newCap = bufferLatency + backendLatency.load() + blockAllowance + static_cast<int>(rate) + 1;
+    if (newCap <= dryCap) return;
+    std::vector<float> line(static_cast<std::size_t>(channels) * newCap, 0.0f);
+    for (int c = 0; c < channels; ++c)
+        for (std::int64_t k = 1; k <= std::min<std::int64_t>(dryCap, dryWrite); ++k)
+            line[static_cast<std::size_t>(c) * newCap + static_cast<std::size_t>((dryWrite - k) % newCap)] =
+                dryLine[static_cast<std::size_t>(c) * dryCap + static_cast<std::size_t>((dryWrite - k) % dryCap)];
+    dryLine.swap(line);
+    dryCap = newCap;
 }
 
 void FlowdecProcessor::reset() {

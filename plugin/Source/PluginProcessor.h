@@ -76,6 +76,7 @@ private:
     void pushInputChunk();
     bool resolveChunk(std::uint64_t index, bool realtime);
     void releaseChunk();
+    void growBlock(int maxBlock);
     void dumpTimings();
 
     // Parameters (owned by params / the processor).
