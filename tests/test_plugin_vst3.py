@@ -296,3 +296,19 @@ def test_plugin_starts_backend_and_leaves_nothing(env: Path, monkeypatch: pytest
     gc.collect()
     wait_gone(env)
     assert shm_entries() == before
+
+
+def test_force_realtime_never_waits(codec_backend: Path) -> None:
+    # pedalboard renders far faster than real time: in real-time mode the plugin must not
+    # wait for the backend, so most chunks come out as the (delayed) dry fallback.
+    x = signal(0.4, seed=5)
+    p = load()
+    p.force_realtime = True
+    xs = np.tile(x, (1, 10))
+    t0 = time.monotonic()
+    y = p(xs, RATE, buffer_size=512)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 2.0, f"real-time mode waited: {elapsed:.2f} s for 4 s of audio"
+    n = 1920
+    dry = [_is_piece_of(y[:, i:i + n], x) for i in range(0, y.shape[1] - n, n)]
+    assert sum(dry) > len(dry) // 2
