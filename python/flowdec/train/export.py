@@ -191,16 +191,45 @@ def checkpoint_to_weights(run_dir: str | os.PathLike[str], out: str | os.PathLik
     os.replace(tmp, out)
 
 
+def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathLike[str],
+                   command: str) -> Path:
+    """Put the measured metrics of a ``flowdec eval`` run (its summary.json) into the card."""
+    out = Path(out_dir)
+    summary = json.loads(Path(summary_path).read_text())
+    keep = ("name", "system", "bitrate", "nfe", "solver", "sigma", "rtf", "domains")
+    section = {
+        "command": command,
+        "clips": summary.get("clips", []),
+        "machine": summary.get("machine"),
+        "metrics_available": summary.get("metrics", {}),
+        "opus": summary.get("opus"),
+        "settings": [{k: s[k] for k in keep if k in s} for s in summary["settings"]],
+    }
+    path = out / "model_card.json"
+    card: dict[str, Any] = json.loads(path.read_text())
+    card["evaluation"] = section
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["codec", "postfilter", "weights"],
-                   help="weights: write the run's EMA weights (float16) to --out for git")
-    p.add_argument("--run", required=True)
+    p.add_argument("what", choices=["codec", "postfilter", "weights", "evaluation"],
+                   help="weights: write the run's EMA weights (float16) to --out for git; "
+                        "evaluation: put --summary (flowdec eval's summary.json) into the card")
+    p.add_argument("--summary", help="summary.json of a flowdec eval run (with 'evaluation')")
+    p.add_argument("--command", default="", help="the eval command that made --summary")
+    p.add_argument("--run", help="run folder (codec, postfilter, weights)")
     p.add_argument("--out", required=True)
     p.add_argument("--data-note", help="JSON file describing the training data (hours per domain)")
     args = p.parse_args(argv)
     note = json.loads(Path(args.data_note).read_text()) if args.data_note else None
     t0 = time.time()
+    if args.what == "evaluation":
+        print(f"updated {add_evaluation(args.out, args.summary, args.command)}")
+        return
     if args.what == "weights":
         checkpoint_to_weights(args.run, args.out)
         print(f"wrote {args.out}")
