@@ -110,9 +110,11 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "bits_per_code": (m.codebook_size - 1).bit_length(),
         "bitrates_kbps": {str(n): m.bitrate_kbps(n) for n in m.bitrates_codebooks},
         "lookahead_frames": m.lookahead_frames,
-        "receptive_field_frames": {
-            "encoder_past": m.enc_blocks * (m.kernel - 1) + 1,
-            "decoder_past": m.dec_blocks * (m.kernel - 1),
+        "receptive_field_frames": {  # codec frames of context (as flowdec.stages uses them)
+            "encoder_past": m.enc_blocks * (m.kernel - 1) - m.enc_lookahead_blocks + 1,
+            "encoder_future": m.enc_lookahead_blocks,
+            "decoder_past": m.dec_blocks * (m.kernel - 1) - m.dec_lookahead_blocks,
+            "decoder_future": m.dec_lookahead_blocks + 1,
         },
         "parameters": {
             "encoder": sum(p.numel() for p in model.encoder.parameters())
