@@ -9,21 +9,18 @@ import pytest
 
 from flowdec.codec import Codec
 
-TESTMODEL = Path("/work/testmodel")
-
 
 @pytest.fixture(scope="session")
 def model_dir() -> Path:
-    """A model folder: $FLOWDEC_TEST_MODEL, else the shipped model, else /work/testmodel."""
+    """A model folder: $FLOWDEC_TEST_MODEL, else the shipped model."""
     env = os.environ.get("FLOWDEC_TEST_MODEL")
     if env:
         return Path(env)
     from flowdec.model_files import SHIPPED_MODEL, models_root
 
     shipped = models_root() / SHIPPED_MODEL
-    for folder in (shipped, TESTMODEL):
-        if (folder / "model_card.json").is_file():
-            return folder
+    if (shipped / "model_card.json").is_file():
+        return shipped
     pytest.skip("no model: set FLOWDEC_TEST_MODEL or install python/flowdec/models/flowdec-75")
 
 

@@ -79,8 +79,10 @@ def test_pipeline_aligned_with_plugins(codec: Codec, channels: int) -> None:
     assert _lag(out[0, :-TAIL], ref[0, :-TAIL]) == 0
     dry = pedalboard.Pedalboard(_plugins()[0] + _plugins()[1])(x, sr)
     corr = np.dot(out[0], dry[0]) / np.sqrt(np.dot(out[0], out[0]) * np.dot(dry[0], dry[0]))
-    if corr > 0.5:  # a trained model resembles the dry chain: its peak must be at lag 0
-        assert _lag(out[0], dry[0]) == 0
+    if corr > 0.5:  # a trained model resembles the dry chain: its peak must be at lag ~0
+        # (the codec reproduces phase only approximately: a few samples of apparent lag are
+        # the codec's, a latency error would be thousands)
+        assert abs(_lag(out[0], dry[0])) <= 8
 
 
 def test_pipeline_file_equals_buffer(codec: Codec, tmp_path: Path) -> None:
