@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         loss, parts = loss_fn(out["audio"], x, out["commit"], out["codebook"])
         last_inputs[0] = out["inputs"]
         codes = out["codes"]
-        for i in (0, n_q - 1):
+        for i in range(n_q):  # codebook usage per level
             hist = torch.bincount(codes[:, i].flatten(), minlength=cfg.model.codebook_size).float()
             pr = hist / hist.sum()
             parts[f"ppl{i + 1}"] = float(torch.exp(-(pr * torch.log(pr + 1e-12)).sum()))
