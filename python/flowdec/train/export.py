@@ -194,7 +194,7 @@ def checkpoint_to_weights(run_dir: str | os.PathLike[str], out: str | os.PathLik
 
 
 def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathLike[str],
-                   command: str) -> Path:
+                   command: str, key: str = "evaluation") -> Path:
     """Put the measured metrics of a ``flowdec eval`` run (its summary.json) into the card."""
     out = Path(out_dir)
     summary = json.loads(Path(summary_path).read_text())
@@ -209,7 +209,7 @@ def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathL
     }
     path = out / "model_card.json"
     card: dict[str, Any] = json.loads(path.read_text())
-    card["evaluation"] = section
+    card[key] = section
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, path)
@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
                         "evaluation: put --summary (flowdec eval's summary.json) into the card")
     p.add_argument("--summary", help="summary.json of a flowdec eval run (with 'evaluation')")
     p.add_argument("--command", default="", help="the eval command that made --summary")
+    p.add_argument("--key", default="evaluation", help="card key for --summary (evaluation)")
     p.add_argument("--run", help="run folder (codec, postfilter, weights)")
     p.add_argument("--out", required=True)
     p.add_argument("--data-note", help="JSON file describing the training data (hours per domain)")
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     note = json.loads(Path(args.data_note).read_text()) if args.data_note else None
     t0 = time.time()
     if args.what == "evaluation":
-        print(f"updated {add_evaluation(args.out, args.summary, args.command)}")
+        print(f"updated {add_evaluation(args.out, args.summary, args.command, args.key)}")
         return
     if args.what == "weights":
         checkpoint_to_weights(args.run, args.out)
