@@ -135,3 +135,56 @@ def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> N
     new = torch.load(new_run / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert new["step"] == old["step"] + 1
     assert new["config"]["model"] == old["config"]["model"]
+
+
+def test_postfilter_trains_from_a_pair_cache(codec_run: Path, exported: Path,
+                                             tmp_path: Path) -> None:
+    """Cached (x, codec(x)) pairs feed training; a cache from another codec step is refused."""
+    cache = codec_run / "synthetic_cache"
+    pairs = tmp_path / "pairs"
+    run_module("flowdec.train.pairs", "--codec-run", str(codec_run), "--cache", str(cache),
+               "--out", str(pairs), "--pairs", "6", "--seconds", "1.0", "--threads", "1")
+    meta = json.loads((pairs / "meta.json").read_text())
+    x = np.load(pairs / "x.npy")
+    y = np.load(pairs / "y.npy")
+    assert x.shape == y.shape == (6, 48000) and len(meta["domains"]) == 6
+    assert np.isfinite(y.astype(np.float32)).all() and np.abs(y).max() > 0
+    assert not np.array_equal(x, y)  # y is the codec's output, not a copy
+    assert set(meta["codebooks"]) <= {4, 6, 8, 10}
+    sigma = exported.parent / "sigma.json"
+    args = ["--codec-run", str(codec_run), "--cache", str(cache), "--sigma", str(sigma),
+            "--pairs", str(pairs), "--steps", "2", "--batch", "2", "--channels", "16",
+            "--threads", "1", "--validate-every", "100"]
+    run_module("flowdec.train.train_postfilter", *args, "--run-dir", str(tmp_path / "pf"))
+    state = torch.load(tmp_path / "pf" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == 2
+    meta["codec_step"] += 1
+    (pairs / "meta.json").write_text(json.dumps(meta))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-m", "flowdec.train.train_postfilter", *args,
+                          "--run-dir", str(tmp_path / "pf2")], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert res.returncode != 0 and "rebuild it with flowdec.train.pairs" in res.stderr
+
+
+def test_warm_start_keeps_new_layers_and_refuses_foreign_ones(tmp_path: Path) -> None:
+    """A postfilter file from before a layer was added still warm-starts the new network."""
+    from flowdec.train.loop import Trainer, init_distributed
+    from flowdec.train.postfilter_model import PostfilterConfig, PostfilterNet
+
+    cfg = PostfilterConfig(channels=8, blocks=1)
+    old = PostfilterNet(cfg)
+    state = {k: v.half() for k, v in old.state_dict().items() if not k.startswith("band_gain")}
+    path = tmp_path / "old.pt"
+    torch.save({"state": state, "step": 7, "wall_s": 1.0, "config": {}}, path)
+    net = PostfilterNet(cfg)
+    d = init_distributed("cpu")
+    tr = Trainer(tmp_path / "run", net, {}, d, 1e-3, 1e-4, 1, 10, init_weights=path)
+    assert tr.step == 7
+    assert torch.equal(net.inp.weight, old.inp.weight.half().float())
+    assert torch.count_nonzero(net.band_gain.weight) == 0
+    state["foreign.weight"] = torch.zeros(3)
+    torch.save({"state": state, "step": 7, "wall_s": 1.0, "config": {}}, path)
+    with pytest.raises(ValueError, match="foreign.weight"):
+        Trainer(tmp_path / "run2", PostfilterNet(cfg), {}, d, 1e-3, 1e-4, 1, 10,
+                init_weights=path)

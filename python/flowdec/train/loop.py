@@ -125,11 +125,19 @@ class Trainer:
             self.warm_start(init_weights)
 
     def warm_start(self, path: str | os.PathLike[str]) -> None:
-        """Start a new run from committed weights (a weights-only file from ``save_weights``)."""
+        """Start a new run from committed weights (a weights-only file from ``save_weights``).
+
+        Parameters the file lacks (a layer added since) keep their initial values; a file with
+        parameters the model does not have is refused.
+        """
         w = torch.load(path, map_location=self.d.device, weights_only=True)
         state = {k: v.float() if v.is_floating_point() else v for k, v in w["state"].items()}
-        self.model.load_state_dict(state)
-        self.ema.model.load_state_dict(state)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{path} has parameters this model does not: {unexpected}")
+        self.ema.model.load_state_dict(self.model.state_dict())
+        if missing and self.d.main:
+            print(f"warm start: new parameters keep their initial values: {missing}", flush=True)
         self.step = int(w.get("step", 0))
         self.wall_s = float(w.get("wall_s", 0.0))
         if self.d.main:

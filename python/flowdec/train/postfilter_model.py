@@ -8,6 +8,12 @@ Design for a 2-core CPU: the 4 input channels are patchified early (``patch_f`` 
 convolutions and per-position channel LayerNorm (no statistics over time), conditioned on t
 by FiLM from a Fourier embedding, then un-patchified. Time look-ahead is bounded: only the
 first ``lookahead_blocks`` blocks see one future patch.
+
+Next to the patch path, two full-resolution paths reach the output: a 1×1 convolution of
+[X_t, Y], and per-band gains that depend on t applied to X_t − Y and to Y. The velocity's
+simplest part — how much of the prior noise X_t − Y to remove at time t, per band — is a
+per-bin linear function whose coefficient changes with t; the patch bottleneck (48 channels
+for 8×2×4 inputs) learns it slowly, the gains learn it at once.
 """
 
 from __future__ import annotations
@@ -103,6 +109,10 @@ class PostfilterNet(nn.Module):
         self.out = nn.ConvTranspose2d(c, 2, (pf, pt), stride=(pf, pt))
         # a direct full-resolution path so fine detail of X_t, Y reaches the output
         self.skip = nn.Conv2d(4, 2, 1)
+        # t-dependent gains per band of patch_f bins on X_t − Y and on Y (zero at start)
+        self.band_gain = nn.Linear(128, 2 * (cfg.padded_freq // pf))
+        nn.init.zeros_(self.band_gain.weight)
+        nn.init.zeros_(self.band_gain.bias)
 
     def forward(self, x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t, y [B, 2, F, N] with N a multiple of patch_t; t [B] → v [B, 2, F, N]."""
@@ -115,8 +125,11 @@ class PostfilterNet(nn.Module):
         for b in self.blocks:
             h = b(h, emb)
         h = channel_norm(h)
-        v = self.out(h) + self.skip(h_in)
-        return v[:, :, :n_freq]
+        bands = cfg.padded_freq // cfg.patch_f
+        g = self.band_gain(emb).reshape(-1, 2, bands, 1, 1).expand(-1, 2, bands, cfg.patch_f, 1)
+        g = g.reshape(-1, 2, cfg.padded_freq, 1)[:, :, :n_freq]
+        v = self.out(h)[:, :, :n_freq] + self.skip(h_in)[:, :, :n_freq]
+        return v + g[:, :1] * (x_t - y) + g[:, 1:] * y
 
 
 def stft_features(x: torch.Tensor, cfg: PostfilterConfig) -> torch.Tensor:

@@ -6,8 +6,9 @@
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
 random peak level in [−18, 0] dBFS, so the runtime needs no whole-file normalisation (which
-would break chunked and streaming processing). Pairs
-(x, y = D0(E(x))) are made on the fly at random bitrates. Resumes from RUN/checkpoint.pt.
+would break chunked and streaming processing). Pairs (x, y = D0(E(x))) at random bitrates
+are made on the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``;
+about 40 % faster on a CPU). Resumes from RUN/checkpoint.pt.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .data import AudioCache, CropSampler
 from .export import load_codec
 from .loop import Trainer, init_distributed
 from .losses import MelDistance
+from .pairs import PairSampler
 from .postfilter_model import PostfilterConfig, PostfilterNet, istft_features, stft_features
 from .sigma import codec_pairs
 
@@ -71,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", required=True, help="audio cache folder")
     p.add_argument("--sigma", required=True, help="JSON from flowdec.train.sigma")
     p.add_argument("--run-dir", required=True)
+    p.add_argument("--pairs", help="pair cache from flowdec.train.pairs (same codec run)")
     p.add_argument("--steps", type=int)
+    p.add_argument("--total-steps", type=int, help="length of the cosine learning-rate schedule")
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--batch", type=int)
     p.add_argument("--channels", type=int, help="network width (new runs only)")
@@ -105,12 +109,14 @@ def main(argv: list[str] | None = None) -> None:
         tr.threads = args.threads
     if args.validate_every:
         tr.validate_every = args.validate_every
+    if args.total_steps:
+        tr.total_steps = args.total_steps
     torch.set_num_threads(tr.threads)
     config = {"net": dataclasses.asdict(net_cfg), "train": dataclasses.asdict(tr), "sigma": sig,
               "codec_run": str(args.codec_run)}
 
     d = init_distributed(args.device)
-    codec, codec_cfg, _ = load_codec(args.codec_run)
+    codec, codec_cfg, codec_info = load_codec(args.codec_run)
     codec = codec.to(d.device)
     cache = AudioCache(args.cache)
     if d.main:
@@ -124,17 +130,34 @@ def main(argv: list[str] | None = None) -> None:
     ctx = int(tr.context_seconds * sr)
     n_frames = int(tr.crop_seconds * sr) // net_cfg.hop // net_cfg.patch_t * net_cfg.patch_t
     seg = (n_frames - 1) * net_cfg.hop
-    sampler = CropSampler(cache, "train", (seg + 2 * ctx) / sr, seed=tr.seed * 1000 + d.rank
-                          + trainer.step)
+    sample_seed = tr.seed * 1000 + d.rank + trainer.step
     rng = np.random.default_rng(tr.seed + d.rank + trainer.step)
     levels = np.array(codec_cfg.model.bitrates_codebooks)
     sigma = torch.tensor(sig["sigma_y"], dtype=torch.float32, device=d.device)[None, None, :, None]
 
-    def make_batch(x: np.ndarray, n_q: np.ndarray, level_db: float = -18.0
+    def coded(x: np.ndarray, n_q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the codec on crops with context; return the centre (x, y)."""
+        y = codec_pairs(codec, x, n_q)
+        return x[:, ctx : ctx + seg], y[:, ctx : ctx + seg]
+
+    if args.pairs:
+        pairs = PairSampler(args.pairs, seg, sample_seed)
+        if pairs.meta["codec_step"] != codec_info["steps"]:
+            raise SystemExit(f"{args.pairs} was made with the codec at step "
+                             f"{pairs.meta['codec_step']}, the codec run is at step "
+                             f"{codec_info['steps']}: rebuild it with flowdec.train.pairs")
+
+        def train_pairs() -> tuple[np.ndarray, np.ndarray]:
+            return pairs.batch(tr.batch_size)
+    else:
+        sampler = CropSampler(cache, "train", (seg + 2 * ctx) / sr, seed=sample_seed)
+
+        def train_pairs() -> tuple[np.ndarray, np.ndarray]:
+            return coded(sampler.batch(tr.batch_size), rng.choice(levels, tr.batch_size))
+
+    def make_batch(x: np.ndarray, y: np.ndarray, level_db: float = -18.0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pairs at peak levels drawn from [level_db, 0] dBFS (runtime applies no gain)."""
-        y = codec_pairs(codec, x, n_q)
-        x, y = x[:, ctx : ctx + seg], y[:, ctx : ctx + seg]
         peak = np.abs(y).max(1, keepdims=True) + 1e-8
         peak = peak / 10 ** (rng.uniform(level_db, 0.0, (x.shape[0], 1)) / 20)
         xt = torch.from_numpy(x / peak).float().to(d.device)
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         return stft_features(xt, net_cfg), stft_features(yt, net_cfg)
 
     def step_fn(m: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        X, Y = make_batch(sampler.batch(tr.batch_size), rng.choice(levels, tr.batch_size))
+        X, Y = make_batch(*train_pairs())
         t = torch.rand(X.shape[0], device=d.device)
         X0 = Y + sigma * sample_noise_like(Y)
         tt = t[:, None, None, None]
@@ -161,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         out: dict[str, float] = {}
         gen = torch.Generator().manual_seed(0)
         for dom, xs in val.items():
-            X, Y = make_batch(xs, np.full(xs.shape[0], 8), level_db=0.0)
+            X, Y = make_batch(*coded(xs, np.full(xs.shape[0], 8)), level_db=0.0)
             x = istft_features(X, seg, net_cfg)
             y = istft_features(Y, seg, net_cfg)
             e = istft_features(midpoint(ema, Y, sigma, 6, gen), seg, net_cfg)
