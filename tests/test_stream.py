@@ -237,3 +237,13 @@ def test_contract_errors(codec: Codec) -> None:
         s.process(np.zeros((1, 65), np.float32))
     with pytest.raises(ValueError, match="nfe"):
         Stream(codec, nfe=3)
+
+
+def test_sessions_sleep_instead_of_spinning(codec: Codec) -> None:
+    """Spinning ORT threads steal the cores from the caller's thread (ms-long process() calls
+    on 2 cores, benchmarks/bench_stream.py); every network's session must not spin."""
+    nets = [codec.encoder, codec.decoder, codec.postfilter_net]
+    for net in nets:
+        assert net is not None
+        opts = net.session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
