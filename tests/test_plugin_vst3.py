@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,6 +109,17 @@ def reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
     return out[:, lat:lat + x.shape[1]]
 
 
+def meter(p: pedalboard.ExternalPlugin, name: str, accept: Callable[[float], bool],
+          timeout: float = 3.0) -> float:
+    """A read-only meter's value once ``accept`` holds (meters reach the host ~20×/s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = float(getattr(p, name))
+        if accept(v) or time.monotonic() > deadline:
+            return v
+        time.sleep(0.02)
+
+
 def test_parameters_and_state(env: Path) -> None:
     p = load()
     for name in ("bitrate", "nfe", "postfilter", "dry_wet", "seed", "fallback",
@@ -127,6 +138,9 @@ def test_matches_stream_in_a_chain(codec_backend: Path, block: int) -> None:
     p = load()
     board = pedalboard.Pedalboard([pedalboard.Gain(gain_db=-6.0), p, pedalboard.Gain(gain_db=6.0)])
     y = board(x, RATE, buffer_size=block)
+    assert meter(p, "connected", lambda v: v == 1.0) == 1.0
+    assert meter(p, "latency_samples", lambda v: v > 0) == p.reported_latency_samples
+    assert p.underruns == 0.0  # an offline render waits for every chunk
     ref = reference(pedalboard.Gain(gain_db=-6.0)(x, RATE))
     ref = pedalboard.Gain(gain_db=6.0)(ref, RATE)
     assert y.shape == x.shape
@@ -187,6 +201,10 @@ def test_no_backend_gives_dry_signal(env: Path) -> None:
     y = p(x, RATE, buffer_size=512)
     assert time.monotonic() - t0 < 10, "must not hang without a backend"
     np.testing.assert_array_equal(y, x)  # dry, latency compensated by pedalboard
+    # every 40 ms chunk that came due during the render was a dry fill, and was counted
+    chunks = x.shape[1] // 1920
+    assert meter(p, "underruns", lambda v: v >= chunks) >= chunks
+    assert p.connected == 0.0
     p.fallback = "silence"
     assert np.abs(p(x, RATE, buffer_size=512)).max() == 0.0
 
@@ -311,3 +329,4 @@ def test_force_realtime_never_waits(codec_backend: Path) -> None:
     n = 1920
     dry = [_is_piece_of(y[:, i:i + n], x) for i in range(0, y.shape[1] - n, n)]
     assert sum(dry) > len(dry) // 2
+    assert meter(p, "underruns", lambda v: v >= sum(dry)) >= sum(dry)

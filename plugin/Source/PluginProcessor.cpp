@@ -63,9 +63,22 @@ FlowdecProcessor::FlowdecProcessor()
         timings.resize(1 << 18);
         timingBlocks.resize(1 << 18);
     }
+    startTimerHz(kMeterHz);
+}
+
+void FlowdecProcessor::timerCallback() {
+    underrunParam->publish();
+    connectedParam->publish();
+    latencyParam->publish();
 }
 
 FlowdecProcessor::~FlowdecProcessor() {
+    {
+        // Holding the message manager lock means no timer callback is running (re-entrant:
+        // JUCE's VST3 wrapper may hold it already while it deletes the processor).
+        const juce::MessageManagerLock mml;
+        stopTimer();
+    }
     link.stop();
     dumpTimings();
 }
@@ -117,12 +130,7 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const juce::String stateCmd = params.state.getProperty("backend_command", "").toString();
     cfg.command = stateCmd.isNotEmpty() ? stateCmd.toStdString() : defaultBackendCommand();
     cfg.maxBlock = static_cast<std::uint32_t>(blockAllowance);
-    cfg.tick = [this] {  // in real time the meters reach the host from here, not processBlock
-        connectedParam->set(link.connected() ? 1.0f : 0.0f);
-        underrunParam->publish();
-        connectedParam->publish();
-        latencyParam->publish();
-    };
+    cfg.tick = [this] { connectedParam->set(link.connected() ? 1.0f : 0.0f); };
     if (shm.region.mapped()) link.start(&shm, cfg);
     // Offline renders must be exact from the first sample: wait for the backend here.
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();

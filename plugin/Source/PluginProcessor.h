@@ -19,7 +19,8 @@ public:
     ReadOnlyCounter(juce::String id, juce::String name, float maxValue)
         : id_(std::move(id)), name_(std::move(name)), max_(maxValue) {}
     void set(float v) { value_.store(v, std::memory_order_relaxed); }
-    // Tell the host when the value moved since the last call (takes JUCE's listener lock).
+    // Tell the host when the value moved since the last call (takes JUCE's listener lock;
+    // call it on the message thread, never from processBlock).
     void publish() {
         const float v = getValue();
         if (published_.exchange(v) != v) sendValueChangedMessageToListeners(v);
@@ -44,7 +45,7 @@ private:
     std::atomic<float> published_{0.0f};
 };
 
-class FlowdecProcessor : public juce::AudioProcessor {
+class FlowdecProcessor : public juce::AudioProcessor, private juce::Timer {
 public:
     FlowdecProcessor();
     ~FlowdecProcessor() override;
@@ -78,6 +79,11 @@ private:
     void releaseChunk();
     void growBlock(int maxBlock);
     void dumpTimings();
+    // Runs on the plugin's message thread: the only thread from which JUCE's VST3 wrapper
+    // tells the host about a parameter change at once (performEdit), so pedalboard and DAWs
+    // see the read-only meters.
+    void timerCallback() override;
+    static constexpr int kMeterHz = 20;  // meter updates per second
 
     // Parameters (owned by params / the processor).
     std::atomic<float>* pBitrate = nullptr;
