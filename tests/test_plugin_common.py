@@ -25,9 +25,9 @@ NOT_BUILT = f"plugin not built: run plugin/build.sh (looked for {VST3})"
 
 
 def backend_cmd(sock: Path, engine: str = "delay:0", idle_exit: float = 0.0,
-                model: str | None = None) -> list[str]:
+                model: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "flowdec.serve", "--socket", str(sock), "--engine", engine,
-           "--idle-exit", str(idle_exit), "--quiet"]
+           "--idle-exit", str(idle_exit), "--quiet", *extra]
     if model is not None:
         cmd += ["--model", model, "--threads", "1"]
     return cmd
@@ -53,8 +53,8 @@ def wait_socket(path: Path, timeout: float = 30.0, proc: subprocess.Popen[bytes]
 
 
 def start_backend(sock: Path, engine: str = "delay:0", model: str | None = None,
-                  idle_exit: float = 0.0) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(backend_cmd(sock, engine, idle_exit, model))
+                  idle_exit: float = 0.0, extra: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(backend_cmd(sock, engine, idle_exit, model, extra))
     wait_socket(sock, proc=proc)
     return proc
 

@@ -177,6 +177,22 @@ def _align(y: np.ndarray, ref: np.ndarray) -> int:
 
 
 def test_two_instances_share_one_backend(codec_backend: Path) -> None:
+    _two_instances()
+
+
+def test_two_instances_with_batched_network_calls(env: Path) -> None:
+    """The GPU mode (joined batches) forced on a CPU: same results as separate calls."""
+    model = _model()
+    if model is None:
+        pytest.skip("no model: set FLOWDEC_TEST_MODEL")
+    proc = start_backend(env, engine="stream", model=model, extra=("--batch", "on"))
+    try:
+        _two_instances()
+    finally:
+        stop(proc)
+
+
+def _two_instances() -> None:
     x1, x2 = signal(2.0, seed=2), signal(2.0, seed=3)
     p1, p2 = load(), load()
     p2.bitrate = 3.0

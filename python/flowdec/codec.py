@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from . import features, solver
 from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
+from .batching import Batcher, BatchingSession
 from .bitstream import FILE_FRAMES_PER_PACKET, StreamHeader, read_fdc, write_fdc
 from .model_files import PostfilterCard, load_cards, resolve
 from .sessions import DecoderNet, EncoderNet, PostfilterNet
@@ -86,6 +87,13 @@ class Codec:
     def load(cls, model: str | os.PathLike[str] | None = None, device: str = "cpu",
              threads: int | None = None) -> Codec:
         return cls(model, device, threads)
+
+    def share_batches(self, batcher: Batcher) -> None:
+        """Route every network call through ``batcher``: concurrent calls from its participant
+        threads with matching shapes run as one batch (see :mod:`flowdec.batching`)."""
+        for net in (self.encoder, self.decoder, self.postfilter_net):
+            if net is not None and not isinstance(net.session, BatchingSession):
+                net.session = batcher.wrap(net.session)
 
     # -- facts -----------------------------------------------------------------------------
     @property

@@ -7,8 +7,11 @@ and two ``eventfd`` doorbells) and keeps the socket open for as long as it wants
 The ring memory ordering lives in C++ (``flowdec._core.ProtocolChannel``, csrc/protocol.hpp).
 
 The model is loaded once (one :class:`~flowdec.codec.Codec`, one set of ONNX sessions) and
-shared by every instance; each instance gets its own :class:`flowdec.Stream` state. Chunks of
-all instances are served from one loop, in arrival order.
+shared by every instance; each instance gets its own :class:`flowdec.Stream` state and its own
+thread. On a GPU the network calls of instances working at the same time are joined into one
+batch per call (:mod:`flowdec.batching`): one inference call serves every instance with
+matching settings. On a CPU the instances' calls run in parallel instead (``--batch`` chooses;
+``benchmarks/bench_plugin.py`` measures both).
 
 Latency: the backend reports one constant latency per (rate, chunk, channels) — the largest
 over postfilter on/off — and pads the shorter configuration, so toggling a parameter never
@@ -32,6 +35,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from . import _core
+from .batching import Batcher
 
 if TYPE_CHECKING:
     from .codec import Codec
@@ -102,9 +107,14 @@ class Engines(Protocol):
 class StreamEngines:
     """The codec: :class:`flowdec.Stream` instances sharing one loaded :class:`Codec`."""
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, batch: bool | None = None) -> None:
         self.codec = codec
         self._latency: dict[tuple[int, int, int], int] = {}
+        if batch is None:  # one GPU: batch; CPU: instances run in parallel on the cores
+            batch = codec.device == "cuda"
+        self.batcher = Batcher() if batch else None
+        if self.batcher is not None:
+            codec.share_batches(self.batcher)
 
     def _stream(self, s: Settings) -> Engine:
         from .stream import Stream
@@ -157,6 +167,7 @@ class DelayEngines:
 
     def __init__(self, delay: int) -> None:
         self.delay = delay
+        self.batcher: Batcher | None = None
 
     def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> int:
         return self.delay
@@ -172,6 +183,7 @@ class Client:
     def __init__(self, sock: socket.socket, hello: bytes, fds: list[int], latency: int,
                  name: str) -> None:
         self.sock = sock
+        self.fd = sock.fileno()  # the key in Backend.clients (stays valid after close)
         self.fds = fds
         self.channel = _core.ProtocolChannel(fds[0], hello)
         self.in_fd, self.out_fd = fds[1], fds[2]
@@ -184,8 +196,36 @@ class Client:
         self.pad: DelayEngine | None = None
         self.failed_key: tuple[int, float, int, bool, int] | None = None
         self.skipped = self.channel.skip_input()
+        self.wake = threading.Event()
+        self._quit = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, engines: Engines) -> None:
+        """Serve this instance's chunks on its own thread, woken by :attr:`wake`."""
+        self._thread = threading.Thread(target=self._loop, args=(engines,), daemon=True,
+                                        name=f"flowdec {self.name}")
+        self._thread.start()
+        self.wake.set()
+
+    def _loop(self, engines: Engines) -> None:
+        while not self._quit:
+            self.wake.wait(0.25)
+            self.wake.clear()
+            if self._quit:
+                break
+            batcher: Batcher | None = getattr(engines, "batcher", None)
+            if batcher is None:
+                self.serve(engines)
+            else:
+                with batcher.participant():
+                    self.serve(engines)
 
     def close(self) -> None:
+        """Stop the thread (after the chunk it is working on), then release everything."""
+        self._quit = True
+        self.wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
         self.channel.close()
         for fd in self.fds:
             os.close(fd)
@@ -253,7 +293,7 @@ def _peer_uid(sock: socket.socket) -> int:
 
 
 class Backend:
-    """The server: accepts plugin instances and serves their chunks from one loop.
+    """The server: accepts plugin instances on one loop and serves each on its own thread.
 
     Args:
         engines: an engine factory (``StreamEngines(codec)`` or ``DelayEngines(n)``), or a
@@ -338,6 +378,8 @@ class Backend:
         while not self._stop:
             for key, _mask in self.sel.select(timeout=0.25):
                 kind, client = key.data
+                if client is not None and self.clients.get(client.fd) is not client:
+                    continue  # dropped earlier in this round
                 if kind == "listen":
                     self._accept()
                 elif kind == "sock" and client is not None:
@@ -407,11 +449,11 @@ class Backend:
         sock.sendall(_core.protocol_make_reply(_core.PROTOCOL_STATUS_OK, latency,
                                                f"flowdec backend pid {os.getpid()}"))
         sock.setblocking(False)
-        self.clients[sock.fileno()] = client
+        self.clients[client.fd] = client
         self.sel.register(sock, selectors.EVENT_READ, ("sock", client))
         self.sel.register(client.in_fd, selectors.EVENT_READ, ("ring", client))
         _log.info("%s connected: %d ch, %d Hz, chunk %d, latency %d", name, c, sr, n, latency)
-        self._on_ring(client)
+        client.start(self.engines)
 
     def _on_socket(self, client: Client) -> None:
         try:
@@ -429,11 +471,13 @@ class Backend:
             os.eventfd_read(client.in_fd)
         except BlockingIOError:
             pass
-        assert self.engines is not None
-        client.serve(self.engines)
+        except OSError:  # closed under us: the plugin is gone
+            self._drop(client)
+            return
+        client.wake.set()
 
     def _drop(self, client: Client) -> None:
-        self.clients.pop(client.sock.fileno(), None)
+        self.clients.pop(client.fd, None)
         for obj in (client.sock, client.in_fd):
             try:
                 self.sel.unregister(obj)
@@ -465,6 +509,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--engine", type=parse_engine, default=None, metavar="stream|delay:N",
                    help="'stream' (the codec, default) or 'delay:N' (a plain N-sample delay "
                         "for diagnostics and IPC benchmarks)")
+    p.add_argument("--batch", choices=["auto", "on", "off"], default="auto",
+                   help="join the network calls of concurrent instances into one batch: "
+                        "'auto' (default) batches on a GPU only; on a CPU the instances' calls "
+                        "run in parallel on the cores instead, which measured faster")
     p.set_defaults(func=run)
 
 
@@ -479,7 +527,8 @@ def run(args: argparse.Namespace) -> int:
             return DelayEngines(delay)
         from .cli import load_codec
 
-        return StreamEngines(load_codec(args))
+        mode = getattr(args, "batch", "auto")
+        return StreamEngines(load_codec(args), batch=None if mode == "auto" else mode == "on")
 
     backend = Backend(engines, args.socket, args.idle_exit)
     try:
