@@ -9,11 +9,14 @@ convolutions and per-position channel LayerNorm (no statistics over time), condi
 by FiLM from a Fourier embedding, then un-patchified. Time look-ahead is bounded: only the
 first ``lookahead_blocks`` blocks see one future patch.
 
-Next to the patch path, two full-resolution paths reach the output: a 1×1 convolution of
-[X_t, Y], and per-band gains that depend on t applied to X_t − Y and to Y. The velocity's
-simplest part — how much of the prior noise X_t − Y to remove at time t, per band — is a
-per-bin linear function whose coefficient changes with t; the patch bottleneck (48 channels
-for 8×2×4 inputs) learns it slowly, the gains learn it at once.
+Next to the patch path's additive output, full-resolution paths reach the output: a 1×1
+convolution of [X_t, Y], and real gains on X_t − Y and on Y — per band from t alone, and per
+bin from the content (a mask, un-patchified from the same features). The velocity's simplest
+part — how much of the prior noise X_t − Y to remove at time t — is a per-bin linear
+function whose coefficient depends on t and on the local signal (all of it in a silent bin:
+v = −(X_t − Y)/(1 − t)); an additive output through the patch bottleneck (48 channels for
+8×2×4 inputs) learns that slowly and leaves audible noise in quiet bins, gains learn it at
+once. Gains and mask start at zero.
 """
 
 from __future__ import annotations
@@ -113,6 +116,10 @@ class PostfilterNet(nn.Module):
         self.band_gain = nn.Linear(128, 2 * (cfg.padded_freq // pf))
         nn.init.zeros_(self.band_gain.weight)
         nn.init.zeros_(self.band_gain.bias)
+        # content-dependent per-bin gains on X_t − Y and on Y (zero at start)
+        self.mask = nn.ConvTranspose2d(c, 2, (pf, pt), stride=(pf, pt))
+        nn.init.zeros_(self.mask.weight)
+        nn.init.zeros_(self.mask.bias)
 
     def forward(self, x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t, y [B, 2, F, N] with N a multiple of patch_t; t [B] → v [B, 2, F, N]."""
@@ -128,6 +135,7 @@ class PostfilterNet(nn.Module):
         bands = cfg.padded_freq // cfg.patch_f
         g = self.band_gain(emb).reshape(-1, 2, bands, 1, 1).expand(-1, 2, bands, cfg.patch_f, 1)
         g = g.reshape(-1, 2, cfg.padded_freq, 1)[:, :, :n_freq]
+        g = g + self.mask(h)[:, :, :n_freq]
         v = self.out(h)[:, :, :n_freq] + self.skip(h_in)[:, :, :n_freq]
         return v + g[:, :1] * (x_t - y) + g[:, 1:] * y
 
