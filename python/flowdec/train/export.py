@@ -145,7 +145,10 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     conf = state["config"]
     cfg = PostfilterConfig(**conf["net"])
     net = PostfilterNet(cfg)
-    net.load_state_dict(state["ema"])
+    # a run from before a layer was added: the new layers keep their (neutral) zero init
+    missing, unexpected = net.load_state_dict(state["ema"], strict=False)
+    if unexpected:
+        raise ValueError(f"{run_dir}: parameters this network does not have: {unexpected}")
     net.eval()
     out = Path(out_dir)
     x = torch.randn(1, 2, cfg.n_freq, 4 * cfg.patch_t)
@@ -161,7 +164,9 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     sig = conf["sigma"]
     section = {
         "architecture": f"patchified ({cfg.patch_f} bins × {cfg.patch_t} frames) ConvNeXt-2D, "
-                        f"{cfg.channels} channels, {cfg.blocks} blocks, FiLM time conditioning",
+                        f"{cfg.channels} channels, {cfg.blocks} blocks, FiLM time conditioning, "
+                        "additive output plus per-band (from t) and per-bin (from content) "
+                        "gains on X_t − Y and Y",
         "n_fft": cfg.n_fft, "hop": cfg.hop, "alpha": cfg.alpha, "beta": cfg.beta,
         "sigma_y": sig["sigma_y"], "sigma_y_global": sig["sigma_y_global"],
         "sigma_estimation": {k: v for k, v in sig.items() if k not in ("sigma_y", "beta")},

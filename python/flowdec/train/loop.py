@@ -8,6 +8,7 @@ steps/s; CSV logs; periodic validation. Runs on CPU, on one GPU, or on several p
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import math
@@ -280,3 +281,27 @@ class Trainer:
             self.save()
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options every trainer takes: the run folder, how long, where, warm start and export."""
+    p.add_argument("--run-dir", required=True,
+                   help="run folder: checkpoint.pt, train.csv, valid.csv, config.json")
+    p.add_argument("--steps", type=int, help="train this many more steps")
+    p.add_argument("--total-steps", type=int, help="length of the cosine learning-rate schedule")
+    p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
+    p.add_argument("--batch", type=int, help="batch size per process")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--init", help="new runs: start from a weights file (see --save-weights)")
+    p.add_argument("--save-weights", help="at the end, write EMA weights (float16) here")
+    p.add_argument("--validate-every", type=int, help="steps between validations")
+
+
+def finish(trainer: Trainer, save_weights: str | None) -> None:
+    """End of a run on the main process: the weights file for git, and where things are."""
+    if not trainer.d.main:
+        return
+    if save_weights:
+        trainer.save_weights(save_weights)
+    print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoint_path}", flush=True)

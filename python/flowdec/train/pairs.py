@@ -1,4 +1,4 @@
-"""A disk cache of (clean x, codec output y) pairs for postfilter training.
+r"""A disk cache of (clean x, codec output y) pairs for postfilter training.
 
 Running the frozen codec inside every postfilter step costs about as much as the postfilter
 step itself on a CPU. The pairs do not change while the codec is frozen, so they are made

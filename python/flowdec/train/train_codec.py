@@ -1,4 +1,4 @@
-"""Train the codec (NDAC).
+r"""Train the codec (NDAC).
 
     python -m flowdec.train.train_codec --data /data/flowdec_train --cache /data/cache \
         --run-dir runs/codec [--steps N] [--max-minutes M]
@@ -20,7 +20,7 @@ import torch
 from .codec_model import Codec
 from .config import CodecRun
 from .data import AudioCache, CropSampler, scan, synthetic_clips
-from .loop import Trainer, init_distributed
+from .loop import Trainer, add_run_options, finish, init_distributed
 from .losses import CodecLoss, MelDistance, si_sdr
 
 
@@ -47,21 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", help="training audio folder (with manifest.csv or domain folders)")
     p.add_argument("--cache", help="int16 cache folder (default DATA/.flowdec_cache)")
-    p.add_argument("--run-dir", required=True,
-                   help="run folder: checkpoint.pt, train.csv, valid.csv, config.json")
+    add_run_options(p)
     p.add_argument("--synthetic", action="store_true", help="train on generated test signals")
-    p.add_argument("--steps", type=int, help="train this many more steps")
-    p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
-    p.add_argument("--batch", type=int, help="batch size per process")
     p.add_argument("--crop", type=float, help="crop length in seconds")
     p.add_argument("--dim", type=int, help="trunk channels (new runs only)")
     p.add_argument("--enc-blocks", type=int)
     p.add_argument("--dec-blocks", type=int)
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--init", help="new runs: start from a weights file (see --save-weights)")
-    p.add_argument("--save-weights", help="at the end, write EMA weights (float16) here")
-    p.add_argument("--validate-every", type=int)
     p.add_argument("--checkpoint-minutes", type=float)
     args = p.parse_args(argv)
 
@@ -89,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         t.threads = args.threads
     if args.validate_every:
         t.validate_every = args.validate_every
+    if args.total_steps:
+        t.total_steps = args.total_steps
     if args.checkpoint_minutes is not None:
         t.checkpoint_every_s = args.checkpoint_minutes * 60
     torch.set_num_threads(t.threads)
@@ -149,10 +142,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trainer.fit(step_fn, validate, steps=args.steps, max_minutes=args.max_minutes,
                 validate_every=t.validate_every, log_every=t.log_every, after_step=after_step)
-    if d.main:
-        if args.save_weights:
-            trainer.save_weights(args.save_weights)
-        print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoint_path}", flush=True)
+    finish(trainer, args.save_weights)
 
 
 if __name__ == "__main__":

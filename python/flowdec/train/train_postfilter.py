@@ -1,4 +1,4 @@
-"""Train the flow-matching postfilter against a frozen codec.
+r"""Train the flow-matching postfilter against a frozen codec.
 
     python -m flowdec.train.train_postfilter --codec-run runs/codec --cache CACHE \
         --sigma sigma.json --run-dir runs/postfilter [--steps N] [--max-minutes M]
@@ -23,7 +23,7 @@ import torch
 
 from .data import AudioCache, CropSampler
 from .export import load_codec
-from .loop import Trainer, init_distributed
+from .loop import Trainer, add_run_options, finish, init_distributed
 from .losses import MelDistance
 from .pairs import PairSampler
 from .postfilter_model import PostfilterConfig, PostfilterNet, istft_features, stft_features
@@ -72,19 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--codec-run", required=True, help="codec run folder (frozen EMA weights)")
     p.add_argument("--cache", required=True, help="audio cache folder")
     p.add_argument("--sigma", required=True, help="JSON from flowdec.train.sigma")
-    p.add_argument("--run-dir", required=True)
     p.add_argument("--pairs", help="pair cache from flowdec.train.pairs (same codec run)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--total-steps", type=int, help="length of the cosine learning-rate schedule")
-    p.add_argument("--max-minutes", type=float)
-    p.add_argument("--batch", type=int)
     p.add_argument("--channels", type=int, help="network width (new runs only)")
     p.add_argument("--global-sigma", action="store_true", help="use the scalar σ_y (ablation)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--init", help="new runs: start from a weights file (see --save-weights)")
-    p.add_argument("--save-weights", help="at the end, write EMA weights (float16) here")
-    p.add_argument("--validate-every", type=int)
+    add_run_options(p)
     args = p.parse_args(argv)
 
     run_dir = Path(args.run_dir)
@@ -194,10 +185,7 @@ def main(argv: list[str] | None = None) -> None:
 
     trainer.fit(step_fn, validate, steps=args.steps, max_minutes=args.max_minutes,
                 validate_every=tr.validate_every, log_every=25)
-    if d.main:
-        if args.save_weights:
-            trainer.save_weights(args.save_weights)
-        print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoint_path}", flush=True)
+    finish(trainer, args.save_weights)
 
 
 if __name__ == "__main__":
