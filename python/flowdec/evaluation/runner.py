@@ -52,7 +52,7 @@ class EvalConfig:
     """What ``run_eval`` runs. Bitrates in kbit/s per channel; NFE = network evaluations."""
 
     bitrates: Sequence[float] = (3.0, 4.5, 6.0, 7.5)
-    nfes: Sequence[int] = (2, 6, 10)
+    nfes: Sequence[int] = (2, 4, 6, 10)
     baselines: Sequence[str] = ("opus",)
     ablations: bool = False
     seed: int = 0
