@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--nfe", type=int, default=6)
     ap.add_argument("--context", type=int, default=4)
     ap.add_argument("--no-postfilter", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="onnxruntime threads (default 1, as flowdec live uses)")
     ap.add_argument("--out", default="bench_out/stream.json")
     a = ap.parse_args()
     codec = Codec(a.model, threads=a.threads)

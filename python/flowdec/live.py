@@ -64,10 +64,11 @@ OUT_RING_SECONDS = 8.0
 """Output-file ring capacity: how long the main thread may stall before output is lost."""
 
 LIVE_THREADS = 1
-"""Inference threads unless ``--threads`` is given. The engine's worker is one thread; more
-intra-op threads spin against the audio callback and other processes: measured worker RTF
-(codec path, 48 kHz, 160 ms chunks) 0.30 with 1 thread vs 1.14 with 2 on a 2-core machine
-shared with a training job."""
+"""Inference threads unless ``--threads`` is given. The engine's worker is one thread; a
+second compute thread takes the core the audio callback needs. Measured on an idle 2-core
+machine (``benchmarks/bench_stream.py``, 48 kHz, 160 ms chunks, 1024-sample blocks): with 1
+thread the worker RTF is 0.12 (codec path) / 0.37 (NFE 6) and the caller's ``process`` p99
+0.15 / 0.12 ms; with 2 threads 0.14 / 0.36 and 3.4 / 0.15 ms."""
 
 SOUNDDEVICE_HINT = "pip install sounddevice (or: pip install 'flowdec[live]')"
 PORTAUDIO_HINT = "apt-get install libportaudio2 (Debian/Ubuntu; brew install portaudio on macOS)"
