@@ -147,3 +147,38 @@ def test_cli_ctrl_c_exits_130_without_output(model_dir: Path, tmp_path: Path,
                                str(tmp_path / "out.wav"), "--no-postfilter"], capsys)
     assert code == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_postfilter_default_follows_the_model_card(model_dir: Path, tmp_path: Path) -> None:
+    """A card whose evaluation found the postfilter worse makes the plain codec the default;
+    --postfilter / postfilter=True still run it."""
+    import json
+    import shutil
+
+    from flowdec.stream import Stream
+
+    m = tmp_path / "model"
+    shutil.copytree(model_dir, m)
+    card = json.loads((m / "model_card.json").read_text())
+    card["postfilter"]["recommended"] = False
+    (m / "model_card.json").write_text(json.dumps(card))
+    c = Codec(m, threads=2)
+    assert c.has_postfilter and not c.postfilter_recommended
+    assert Codec(model_dir, threads=1).use_postfilter(None) == bool(
+        json.loads((model_dir / "model_card.json").read_text())["postfilter"]
+        .get("recommended", True))
+    x = make_audio(48000, 1, 0.5)
+    plain = c.roundtrip(x, 48000, bitrate=6.0, postfilter=False)
+    np.testing.assert_array_equal(c.roundtrip(x, 48000, bitrate=6.0), plain)
+    assert not np.array_equal(c.roundtrip(x, 48000, bitrate=6.0, postfilter=True, seed=1), plain)
+    assert Stream(c).postfilter is False and Stream(c, postfilter=True).postfilter is True
+
+    write_audio(tmp_path / "in.wav", x, 48000)
+    r = flowdec("roundtrip", "in.wav", "a.wav", "--model", m, cwd=tmp_path)
+    assert r.returncode == 0 and "no postfilter" in r.stdout, r.stdout + r.stderr
+    r = flowdec("roundtrip", "in.wav", "b.wav", "--postfilter", "--nfe", "2", "--seed", "1",
+                "--model", m, cwd=tmp_path)
+    assert r.returncode == 0 and "postfilter nfe 2 seed 1" in r.stdout, r.stdout + r.stderr
+    r = flowdec("roundtrip", "in.wav", "c.wav", "--postfilter", "--no-postfilter", "--model", m,
+                cwd=tmp_path)
+    assert r.returncode == 2 and "not allowed with" in r.stderr

@@ -188,3 +188,26 @@ def test_warm_start_keeps_new_layers_and_refuses_foreign_ones(tmp_path: Path) ->
     with pytest.raises(ValueError, match="foreign.weight"):
         Trainer(tmp_path / "run2", PostfilterNet(cfg), {}, d, 1e-3, 1e-4, 1, 10,
                 init_weights=path)
+
+
+def test_postfilter_recommendation_from_an_evaluation(tmp_path: Path) -> None:
+    """The card recommends the postfilter only if NFE 6 beats the codec on ViSQOL and FAD at
+    every bitrate in every domain."""
+    from flowdec.train.export import add_evaluation
+
+    def setting(name: str, b: float, visqol: float, fad: float) -> dict[str, object]:
+        dom = {"visqol": visqol, "fad": fad, "mel_distance": 0.3}
+        return {"name": name, "system": name.split("-")[0], "bitrate": b,
+                "domains": {"music": dom, "speech": dict(dom)}}
+
+    card = {"model_id": "x", "codec": {}, "postfilter": {"beta": 0.3}}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    good = [setting("ndac", 6.0, 3.0, 100.0), setting("flowdec-nfe6", 6.0, 3.2, 80.0),
+            setting("ndac", 3.0, 2.8, 120.0), setting("flowdec-nfe6", 3.0, 3.0, 90.0)]
+    for settings, expected in ((good, True),
+                               (good[:3] + [setting("flowdec-nfe6", 3.0, 3.0, 130.0)], False)):
+        (tmp_path / "summary.json").write_text(json.dumps({"settings": settings}))
+        add_evaluation(tmp_path, tmp_path / "summary.json", "flowdec eval ...")
+        post = json.loads((tmp_path / "model_card.json").read_text())["postfilter"]
+        assert post["recommended"] is expected
+        assert len(post["recommendation"]["checks"]) == 8  # 2 rates x 2 domains x 2 metrics

@@ -127,13 +127,22 @@ def _bitrate_option(p: argparse.ArgumentParser) -> None:
                         "default 6)")
 
 
+def postfilter_option(p: argparse.ArgumentParser) -> None:
+    """``--postfilter`` / ``--no-postfilter``; neither: as the model card recommends."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--postfilter", dest="postfilter", action="store_true", default=None,
+                   help="run the flow-matching postfilter (default: as the model card "
+                        "recommends from its evaluation; the summary says which ran)")
+    g.add_argument("--no-postfilter", dest="postfilter", action="store_false",
+                   help="plain codec output, without the postfilter")
+
+
 def _decode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nfe", type=_positive_int, default=6,
                    help="postfilter network evaluations (default 6; even for midpoint)")
     p.add_argument("--seed", type=int, default=None,
                    help="postfilter noise seed (default: random, printed in the summary)")
-    p.add_argument("--no-postfilter", dest="postfilter", action="store_false",
-                   help="plain codec output, without the flow-matching postfilter")
+    postfilter_option(p)
     p.add_argument("--solver", choices=("midpoint", "euler"), default="midpoint",
                    help="postfilter ODE solver (default midpoint)")
 

@@ -109,6 +109,16 @@ class Codec:
     def has_postfilter(self) -> bool:
         return self.postfilter_net is not None
 
+    @property
+    def postfilter_recommended(self) -> bool:
+        """Whether decoding uses the postfilter by default: the model has one and its card's
+        evaluation found it better than the plain codec (``recommended`` in the card)."""
+        return self.post_card is not None and self.post_card.recommended
+
+    def use_postfilter(self, postfilter: bool | None) -> bool:
+        """An explicit choice, or ``None`` for :attr:`postfilter_recommended`."""
+        return self.postfilter_recommended if postfilter is None else bool(postfilter)
+
     # -- stages ----------------------------------------------------------------------------
     def encoder_stage(self, channels: int, chunk_frames: int) -> EncoderStage:
         return EncoderStage(self.encoder, self.card, channels, chunk_frames)
@@ -189,9 +199,12 @@ class Codec:
         return max(1, int(chunk_seconds * self.card.frame_rate))
 
     def decode(self, stream: Bitstream, nfe: int = 6, seed: int | None = None,
-               postfilter: bool = True, solver_name: str = "midpoint",
+               postfilter: bool | None = None, solver_name: str = "midpoint",
                chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> np.ndarray:
-        """Decode to ``[channels, original_length]`` float32 at the original rate."""
+        """Decode to ``[channels, original_length]`` float32 at the original rate.
+
+        ``postfilter``: True/False, or None for the model's recommendation
+        (:attr:`postfilter_recommended`)."""
         h = stream.header
         self.check_stream(h)
         out = list(self.decode_chunks(iter([stream.codes]), h, nfe, seed, postfilter, solver_name,
@@ -205,13 +218,13 @@ class Codec:
         return int(-(-h.original_length * CODEC_RATE // h.original_rate))
 
     def decode_chunks(self, code_chunks: Iterator[np.ndarray], h: StreamHeader, nfe: int = 6,
-                      seed: int | None = None, postfilter: bool = True,
+                      seed: int | None = None, postfilter: bool | None = None,
                       solver_name: str = "midpoint",
                       chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[np.ndarray]:
         """Yield 48 kHz audio ``[channels, n]`` for successive code chunks (bounded memory)."""
         dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
         post = None
-        if postfilter:
+        if self.use_postfilter(postfilter):
             if seed is None:
                 seed = secrets.randbits(32)
             pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
@@ -227,7 +240,8 @@ class Codec:
             yield y
 
     def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
-                  nfe: int = 6, seed: int | None = None, postfilter: bool = True) -> np.ndarray:
+                  nfe: int = 6, seed: int | None = None, postfilter: bool | None = None
+                  ) -> np.ndarray:
         """Encode then decode; returns audio shaped like the input, at its rate."""
         a = as_audio(audio)
         out = self.decode(self.encode(a, sample_rate, bitrate), nfe, seed, postfilter)

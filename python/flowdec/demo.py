@@ -11,6 +11,8 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .cli import postfilter_option
+
     p = subparsers.add_parser("demo", help="round-trip the bundled example clip",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,8 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="kbit/s per channel (default 6)")
     p.add_argument("--nfe", type=int, default=6, help="postfilter evaluations (default 6)")
     p.add_argument("--seed", type=int, default=0, help="postfilter noise seed (default 0)")
-    p.add_argument("--no-postfilter", dest="postfilter", action="store_false",
-                   help="plain codec output")
+    postfilter_option(p)
     p.set_defaults(func=run)
 
 

@@ -50,7 +50,7 @@ class FlowDecEffect:
     on ``buffer_size`` or on how the audio is split across ``reset=False`` calls.
     """
 
-    def __init__(self, bitrate: float = 6.0, nfe: int = 6, postfilter: bool = True,
+    def __init__(self, bitrate: float = 6.0, nfe: int = 6, postfilter: bool | None = None,
                  seed: int = 0, model: str | os.PathLike[str] | None = None,
                  codec: Codec | None = None, chunk_ms: float = DEFAULT_CHUNK_MS,
                  context: int = DEFAULT_CONTEXT) -> None:

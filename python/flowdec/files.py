@@ -508,7 +508,7 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
 
 
 def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 6,
-                seed: int | None = None, postfilter: bool = True, solver: str = "midpoint",
+                seed: int | None = None, postfilter: bool | None = None, solver: str = "midpoint",
                 chunk_seconds: float = 10.0, progress: Progress = None) -> FileResult:
     """Decode a ``.fdc`` file to audio at its original rate, channels and length.
 
@@ -519,7 +519,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
     Args:
         nfe: postfilter network evaluations (even for the midpoint solver).
         seed: postfilter noise seed; None picks one (reported in the result).
-        postfilter: False gives the plain codec output.
+        postfilter: False gives the plain codec output; None (default) follows the model card.
 
     Raises:
         FlowdecError: missing file, not an .fdc file, corrupt packet, model mismatch, ...
@@ -528,6 +528,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
         >>> decode_file(codec, "x.fdc", "x.wav", seed=1).summary()  # doctest: +SKIP
     """
     t0 = time.perf_counter()
+    postfilter = codec.use_postfilter(postfilter)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     src = _input_path(in_path)
     with _Translate(), FdcReader(src, expected_model_id=codec.model_id) as reader:
@@ -551,7 +552,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
 
 
 def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: float = 6.0,
-                   nfe: int = 6, seed: int | None = None, postfilter: bool = True,
+                   nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
                    solver: str = "midpoint", chunk_seconds: float = 10.0,
                    progress: Progress = None) -> FileResult:
     """Encode and decode a file without an intermediate ``.fdc`` (what a listener hears).
@@ -564,6 +565,7 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
     """
     t0 = time.perf_counter()
     n_q = _codebooks(codec, bitrate)
+    postfilter = codec.use_postfilter(postfilter)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     out = _prepare_output(out_path, WRITE_EXTENSIONS)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
@@ -615,7 +617,7 @@ def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str
 
 
 def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate: float = 6.0,
-           nfe: int = 6, seed: int | None = None, postfilter: bool = True,
+           nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
            solver: str = "midpoint", chunk_seconds: float = 10.0, progress: Progress = None,
            suffix: str = ".wav",
            on_result: Callable[[FileResult], None] | None = None) -> BounceResult:
@@ -637,6 +639,7 @@ def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate:
         raise FlowdecError(f"cannot write '{suffix}' files; use one of "
                            + ", ".join(WRITE_EXTENSIONS))
     _codebooks(codec, bitrate)
+    postfilter = codec.use_postfilter(postfilter)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     dest = Path(out_dir)
     if dest.exists() and not dest.is_dir():

@@ -85,6 +85,9 @@ class PostfilterCard:
     frames_multiple: int  # frame count must be a multiple of this (the network's time patch)
     lookahead_frames: int
     raw: dict[str, Any]
+    # Whether decoding uses the postfilter by default: the card's evaluation found it
+    # improves on the plain codec (absent: yes). See flowdec.train.export.add_evaluation.
+    recommended: bool = True
 
 
 def _block_reach(kernel: int, blocks: int, lookahead_blocks: int) -> tuple[int, int]:
@@ -122,6 +125,7 @@ def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
                 sigma_y_global=float(p["sigma_y_global"]),
                 frames_multiple=int(p["frames_multiple"]),
                 lookahead_frames=int(p["lookahead_frames"]), raw=p,
+                recommended=bool(p.get("recommended", True)),
             )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model card {folder / 'model_card.json'} is incomplete: {e}") from e

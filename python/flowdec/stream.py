@@ -234,7 +234,8 @@ class Stream:
         codec: a loaded :class:`flowdec.Codec`.
         bitrate: kbit/s per channel (one the model lists).
         nfe: postfilter network evaluations (even; degraded to 4, 2 under load).
-        postfilter: run the postfilter (else the plain decoder output).
+        postfilter: run the postfilter (else the plain decoder output); None: as the model
+            card recommends (:attr:`Codec.postfilter_recommended`).
         seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible).
         chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 80 ms.
         worker: process on a worker thread (real time) or inside ``process`` (deterministic).
@@ -250,12 +251,14 @@ class Stream:
     see :attr:`latency_samples` (≈ 0.49 s with the postfilter, ≈ 0.40 s without).
     """
 
-    def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int = 6, postfilter: bool = True,
+    def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int = 6,
+                 postfilter: bool | None = None,
                  seed: int = 0, chunk_ms: float = DEFAULT_CHUNK_MS, worker: bool = True,
                  degrade: bool = True, context: int = DEFAULT_CONTEXT,
                  on_packet: Callable[[bytes], None] | None = None) -> None:
         if nfe < 2 or nfe % 2:
             raise ValueError(f"nfe: must be an even number >= 2, got {nfe}")
+        postfilter = codec.use_postfilter(postfilter)
         if postfilter and not codec.has_postfilter:
             raise ValueError("this model has no postfilter; use postfilter=False")
         self.codec = codec

@@ -198,6 +198,32 @@ def checkpoint_to_weights(run_dir: str | os.PathLike[str], out: str | os.PathLik
     os.replace(tmp, out)
 
 
+def postfilter_verdict(settings: list[dict[str, Any]], nfe: int = 6) -> dict[str, Any] | None:
+    """Does the postfilter (midpoint, per-band σ_y, ``nfe``) improve on the plain codec?
+
+    Yes when, at every evaluated bitrate and in every domain, ViSQOL is higher and FAD lower
+    than the codec alone (the metrics that are available); None without both systems.
+    """
+    by = {(s["name"], s["bitrate"]): s["domains"] for s in settings}
+    rates = sorted({b for (n, b) in by if n == "ndac" and (f"flowdec-nfe{nfe}", b) in by})
+    if not rates:
+        return None
+    checks = []
+    for b in rates:
+        for dom, base in by[("ndac", b)].items():
+            post = by[(f"flowdec-nfe{nfe}", b)].get(dom, {})
+            for metric, better in (("visqol", 1), ("fad", -1)):
+                if base.get(metric) is not None and post.get(metric) is not None:
+                    checks.append({"bitrate": b, "domain": dom, "metric": metric,
+                                   "codec": base[metric], "postfilter": post[metric],
+                                   "better": bool(better * (post[metric] - base[metric]) > 0)})
+    if not checks:
+        return None
+    return {"recommended": all(c["better"] for c in checks), "nfe": nfe,
+            "rule": "ViSQOL higher and FAD lower than the codec alone at every bitrate, "
+                    "in every domain", "checks": checks}
+
+
 def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathLike[str],
                    command: str, key: str = "evaluation") -> Path:
     """Put the measured metrics of a ``flowdec eval`` run (its summary.json) into the card."""
@@ -215,6 +241,10 @@ def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathL
     path = out / "model_card.json"
     card: dict[str, Any] = json.loads(path.read_text())
     card[key] = section
+    verdict = postfilter_verdict(section["settings"])
+    if verdict is not None and "postfilter" in card:
+        card["postfilter"]["recommended"] = verdict["recommended"]
+        card["postfilter"]["recommendation"] = dict(verdict, evaluation=key)
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, path)
