@@ -214,11 +214,14 @@ class Client:
             if self._quit:
                 break
             batcher: Batcher | None = getattr(engines, "batcher", None)
-            if batcher is None:
-                self.serve(engines)
-            else:
-                with batcher.participant():
+            try:
+                if batcher is None:
                     self.serve(engines)
+                else:
+                    with batcher.participant():
+                        self.serve(engines)
+            except Exception:  # keep serving; the plugin fills what is missing and counts it
+                _log.exception("%s: serving failed", self.name)
 
     def close(self) -> None:
         """Stop the thread (after the chunk it is working on), then release everything."""
