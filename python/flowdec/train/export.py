@@ -165,8 +165,8 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     section = {
         "architecture": f"patchified ({cfg.patch_f} bins × {cfg.patch_t} frames) ConvNeXt-2D, "
                         f"{cfg.channels} channels, {cfg.blocks} blocks, FiLM time conditioning, "
-                        "additive output plus per-band (from t) and per-bin (from content) "
-                        "gains on X_t − Y and Y",
+                        "additive output plus gains on X_t − Y and Y: per band (from t), per "
+                        "bin (from the patch features, and from the bin's own log-levels)",
         "n_fft": cfg.n_fft, "hop": cfg.hop, "alpha": cfg.alpha, "beta": cfg.beta,
         "sigma_y": sig["sigma_y"], "sigma_y_global": sig["sigma_y_global"],
         "sigma_estimation": {k: v for k, v in sig.items() if k not in ("sigma_y", "beta")},

@@ -16,7 +16,10 @@ part — how much of the prior noise X_t − Y to remove at time t — is a per-
 function whose coefficient depends on t and on the local signal (all of it in a silent bin:
 v = −(X_t − Y)/(1 − t)); an additive output through the patch bottleneck (48 channels for
 8×2×4 inputs) learns that slowly and leaves audible noise in quiet bins, gains learn it at
-once. Gains and mask start at zero.
+once. A per-bin gate adds to those gains what depends non-linearly on the bin's own level:
+a small MLP (1×1 convolutions, FiLM on t, a learned per-bin offset) of log |Y|² and
+log |X_t − Y|², the local signal-to-prior-noise ratio a Wiener-like shrinkage needs. Gains,
+mask and gate start at zero.
 """
 
 from __future__ import annotations
@@ -96,6 +99,27 @@ class Block(nn.Module):
         return x + self.scale * h
 
 
+class BinGate(nn.Module):
+    """Per-bin gains on X_t − Y and Y from log |Y|², log |X_t − Y|² and t (zero at start)."""
+
+    def __init__(self, n_freq: int, hidden: int, emb: int) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(2, hidden, 1)
+        self.bin_bias = nn.Parameter(torch.zeros(1, hidden, n_freq, 1))
+        self.film = nn.Linear(emb, 2 * hidden)
+        self.out = nn.Conv2d(hidden, 2, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_t: torch.Tensor, y: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        d = x_t - y
+        feats = torch.cat([torch.log((y * y).sum(1, keepdim=True) + 1e-6),
+                           torch.log((d * d).sum(1, keepdim=True) + 1e-6)], 1)
+        h = self.inp(feats) + self.bin_bias[:, :, : x_t.shape[2]]
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, 1)
+        return self.out(F.gelu(h * (1 + scale) + shift))
+
+
 class PostfilterNet(nn.Module):
     def __init__(self, cfg: PostfilterConfig) -> None:
         super().__init__()
@@ -120,6 +144,7 @@ class PostfilterNet(nn.Module):
         self.mask = nn.ConvTranspose2d(c, 2, (pf, pt), stride=(pf, pt))
         nn.init.zeros_(self.mask.weight)
         nn.init.zeros_(self.mask.bias)
+        self.gate = BinGate(cfg.n_freq, 16, 128)
 
     def forward(self, x_t: torch.Tensor, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t, y [B, 2, F, N] with N a multiple of patch_t; t [B] → v [B, 2, F, N]."""
@@ -135,7 +160,7 @@ class PostfilterNet(nn.Module):
         bands = cfg.padded_freq // cfg.patch_f
         g = self.band_gain(emb).reshape(-1, 2, bands, 1, 1).expand(-1, 2, bands, cfg.patch_f, 1)
         g = g.reshape(-1, 2, cfg.padded_freq, 1)[:, :, :n_freq]
-        g = g + self.mask(h)[:, :, :n_freq]
+        g = g + self.mask(h)[:, :, :n_freq] + self.gate(x_t, y, emb)
         v = self.out(h)[:, :, :n_freq] + self.skip(h_in)[:, :, :n_freq]
         return v + g[:, :1] * (x_t - y) + g[:, 1:] * y
 
