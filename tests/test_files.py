@@ -89,10 +89,10 @@ def test_postfilter_file_path_equals_in_memory(codec: Codec, tmp_path: Path) -> 
     src = write_audio(tmp_path / "in.wav", x, 48000)
     encode_file(codec, src, tmp_path / "x.fdc", bitrate=3.0, progress=False)
     r = decode_file(codec, tmp_path / "x.fdc", tmp_path / "out.wav", nfe=2, seed=11,
-                    progress=False)
+                    postfilter=True, progress=False)
     assert (r.seed, r.nfe, r.postfilter) == (11, 2, True)
     y, _ = read_audio(tmp_path / "out.wav")
-    ref = codec.decode(codec.encode(x, 48000, 3.0), nfe=2, seed=11)
+    ref = codec.decode(codec.encode(x, 48000, 3.0), nfe=2, seed=11, postfilter=True)
     assert y.shape == ref.shape == x.shape
     assert rel_rms(y, ref) <= POSTFILTER_REL_RMS
 
@@ -119,10 +119,10 @@ def test_long_file_chunked_postfilter_within_tolerance(codec: Codec, tmp_path: P
     x = make_audio(48000, 1, 5.0, seed=3)
     src = write_audio(tmp_path / "in.wav", x, 48000)
     seen: list[float] = []
-    roundtrip_file(codec, src, tmp_path / "rt.wav", bitrate=6.0, nfe=2, seed=5,
+    roundtrip_file(codec, src, tmp_path / "rt.wav", bitrate=6.0, nfe=2, seed=5, postfilter=True,
                    chunk_seconds=1.5, progress=lambda done, total: seen.append(done))
     y, _ = read_audio(tmp_path / "rt.wav")
-    ref = codec.roundtrip(x, 48000, 6.0, nfe=2, seed=5)
+    ref = codec.roundtrip(x, 48000, 6.0, nfe=2, seed=5, postfilter=True)
     assert y.shape == x.shape and np.isfinite(y).all()
     assert rel_rms(y, ref) <= POSTFILTER_REL_RMS
     assert seen == sorted(seen) and seen[-1] == pytest.approx(5.0)
@@ -266,8 +266,9 @@ def test_short_last_postfilter_chunk(codec: Codec, tmp_path: Path) -> None:
     """1.48 s in 0.5-s chunks leaves a 1-frame last postfilter chunk (used to crash)."""
     x = make_audio(48000, 1, 71040 / 48000)
     src = write_audio(tmp_path / "in.wav", x, 48000)
-    roundtrip_file(codec, src, tmp_path / "out.wav", nfe=2, seed=4, chunk_seconds=0.5,
-                   progress=False)
+    roundtrip_file(codec, src, tmp_path / "out.wav", nfe=2, seed=4, postfilter=True,
+                   chunk_seconds=0.5, progress=False)
     y, _ = read_audio(tmp_path / "out.wav")
     assert y.shape == x.shape
-    assert rel_rms(y, codec.roundtrip(x, 48000, 6.0, nfe=2, seed=4)) <= POSTFILTER_REL_RMS
+    assert rel_rms(y, codec.roundtrip(x, 48000, 6.0, nfe=2, seed=4,
+                                                   postfilter=True)) <= POSTFILTER_REL_RMS

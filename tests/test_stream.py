@@ -236,7 +236,7 @@ def test_contract_errors(codec: Codec) -> None:
     with pytest.raises(ValueError, match="block"):
         s.process(np.zeros((1, 65), np.float32))
     with pytest.raises(ValueError, match="nfe"):
-        Stream(codec, nfe=3)
+        Stream(codec, nfe=3, postfilter=True)
 
 
 def test_sessions_sleep_instead_of_spinning(codec: Codec) -> None:

@@ -147,7 +147,7 @@ def _decode(codec: Codec, stream: Any, s: Setting, seed: int) -> np.ndarray:
     if s.system == "ndac":
         return codec.decode(stream, postfilter=False)
     if s.sigma == "band":
-        return codec.decode(stream, nfe=s.nfe, seed=seed, solver_name=s.solver)
+        return codec.decode(stream, nfe=s.nfe, seed=seed, postfilter=True, solver_name=s.solver)
     y = codec.decode(stream, postfilter=False)
     stage = codec.postfilter_stage(y.shape[0], int(10 * CODEC_RATE / codec.stft_config().hop),
                                    s.nfe, seed, s.solver, sigma=s.sigma)
