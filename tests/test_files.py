@@ -203,7 +203,7 @@ def test_input_errors_are_one_line(codec: Codec, tmp_path: Path) -> None:
     with pytest.raises(FlowdecError, match="not available"):
         encode_file(codec, tmp_path / "ok.wav", tmp_path / "x.fdc", bitrate=5.0)
     with pytest.raises(FlowdecError, match="even"):
-        roundtrip_file(codec, tmp_path / "ok.wav", tmp_path / "y.wav", nfe=3)
+        roundtrip_file(codec, tmp_path / "ok.wav", tmp_path / "y.wav", nfe=3, postfilter=True)
     with pytest.raises(FlowdecError, match="cannot write"):
         roundtrip_file(codec, tmp_path / "ok.wav", tmp_path / "y.xyz", postfilter=False)
     with pytest.raises(FlowdecError, match="not a flowdec"):
