@@ -1,0 +1,55 @@
+"""Level and mel distance of the bundled example clip through the shipped model, per bitrate,
+for the codec path and the postfilter path (NFE 6, seed 0). Prints a table and writes JSON
+(bench_out/example_clip.json). The README's example-clip numbers come from here; LUFS needs
+the optional ``pyloudnorm`` package.
+
+    python benchmarks/bench_example_clip.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pedalboard.io import AudioFile
+
+from flowdec.codec import Codec, example_clip
+from flowdec.evaluation.metrics import mel_distance
+
+
+def level_db(x: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-20))
+
+
+def main() -> None:
+    try:
+        import pyloudnorm
+    except ImportError:
+        pyloudnorm = None
+    codec = Codec(threads=1)
+    with AudioFile(str(example_clip())) as f:
+        audio, sr = f.read(f.frames), int(f.samplerate)
+    meter = pyloudnorm.Meter(sr) if pyloudnorm is not None else None
+    rows = []
+    print("kbit/s | path | level dB | LUFS dB | mel distance")
+    for b in codec.bitrates:
+        for post in (False, True):
+            y = codec.roundtrip(audio, sr, bitrate=b, postfilter=post, nfe=6, seed=0)
+            lufs = (meter.integrated_loudness(y.T) - meter.integrated_loudness(audio.T)
+                    if meter is not None else None)
+            mel = float(np.mean([mel_distance(audio[c], y[c], sr) for c in range(audio.shape[0])]))
+            r = {"bitrate": b, "path": "postfilter nfe6" if post else "codec",
+                 "level_db": round(level_db(y) - level_db(audio), 2),
+                 "lufs_db": None if lufs is None else round(float(lufs), 2), "mel": round(mel, 3)}
+            rows.append(r)
+            print(f"{b:g} | {r['path']} | {r['level_db']:+.2f} | {r['lufs_db']} | {r['mel']:.3f}",
+                  flush=True)
+    out = Path("bench_out/example_clip.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model_id": codec.model_id, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
