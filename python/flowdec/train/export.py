@@ -139,6 +139,7 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
 def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                       metrics: dict[str, Any] | None = None) -> Path:
     """Export the postfilter's EMA weights to ``out_dir/postfilter.onnx`` + card section."""
+    from .loop import load_allowing_new_layers
     from .postfilter_model import PostfilterConfig, PostfilterNet
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
@@ -146,9 +147,7 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     cfg = PostfilterConfig(**conf["net"])
     net = PostfilterNet(cfg)
     # a run from before a layer was added: the new layers keep their (neutral) zero init
-    missing, unexpected = net.load_state_dict(state["ema"], strict=False)
-    if unexpected:
-        raise ValueError(f"{run_dir}: parameters this network does not have: {unexpected}")
+    load_allowing_new_layers(net, state["ema"], run_dir)
     net.eval()
     out = Path(out_dir)
     x = torch.randn(1, 2, cfg.n_freq, 4 * cfg.patch_t)

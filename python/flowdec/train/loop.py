@@ -53,6 +53,16 @@ def init_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world, local, dev)
 
 
+def load_allowing_new_layers(model: nn.Module, state: dict[str, Any], source: object
+                             ) -> list[str]:
+    """Load ``state`` into ``model``; parameters the state lacks (a layer added since) keep
+    their initial values and are returned; parameters the model lacks are refused."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"{source} has parameters this model does not: {unexpected}")
+    return list(missing)
+
+
 class EMA:
     """Exponential moving average of a model's parameters and buffers."""
 
@@ -133,9 +143,7 @@ class Trainer:
         """
         w = torch.load(path, map_location=self.d.device, weights_only=True)
         state = {k: v.float() if v.is_floating_point() else v for k, v in w["state"].items()}
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected:
-            raise ValueError(f"{path} has parameters this model does not: {unexpected}")
+        missing = load_allowing_new_layers(self.model, state, path)
         self.ema.model.load_state_dict(self.model.state_dict())
         if missing and self.d.main:
             print(f"warm start: new parameters keep their initial values: {missing}", flush=True)
