@@ -17,8 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowdec.bitstream import (
+    FILE_FRAMES_PER_GAIN,
     FILE_FRAMES_PER_PACKET,
+    GAIN_LIMIT_DB,
     HEADER_SIZE,
+    LIVE_FRAMES_PER_GAIN,
     LIVE_FRAMES_PER_PACKET,
     MAGIC,
     PACKET_OVERHEAD,
@@ -35,6 +38,7 @@ from flowdec.bitstream import (
     encode_packet,
     packet_size,
     read_fdc,
+    read_fdc_gains,
     write_fdc,
 )
 
@@ -51,6 +55,12 @@ def header(
 def rand_codes(seed: int, channels: int, nq: int, frames: int, bits: int) -> Codes:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 2**bits, size=(channels, nq, frames)).astype(np.uint16)
+
+
+def rand_gains(seed: int, channels: int, blocks: int) -> npt.NDArray[np.float32]:
+    """Gains in dB on the stored grid (0.25 dB steps, within the limits)."""
+    rng = np.random.default_rng(seed + 1)
+    return (rng.integers(-127, 128, size=(channels, blocks)) * 0.25).astype(np.float32)
 
 
 def read_quiet(source: str | Path | io.BytesIO) -> tuple[StreamHeader, Codes, bool]:
@@ -78,11 +88,13 @@ def fdc_bytes(h: StreamHeader, codes: Codes, tmp: Path) -> bytes:
         header(channels=2, nq=4, total_frames=12345),
         StreamHeader("FFFFFFFFFFFFFFFF", 48000, 255, 8000, 2**64 - 1, 44100, 512, 255, 16, 65535),
         StreamHeader("0000000000000000", 48000, 1, 1, 0, 1, 2**32 - 1, 1, 1, 1, 2**64 - 1),
+        header(fpp=600, frames_per_gain=75),
+        StreamHeader("FFFFFFFFFFFFFFFF", 48000, 2, 8000, 1, 75, 1, 4, 10, 65535, 0, 65535),
     ],
 )
 def test_header_round_trip(h: StreamHeader) -> None:
     data = encode_header(h)
-    assert len(data) == HEADER_SIZE == 62
+    assert len(data) == HEADER_SIZE == 64
     assert data.startswith(MAGIC)
     assert decode_header(data + b"\xc5\xfd rest") == (h, HEADER_SIZE)
 
@@ -114,6 +126,8 @@ def test_header_properties() -> None:
         ("original_length", -1),
         ("channels", 1.5),
         ("channels", True),
+        ("frames_per_gain", 65536),
+        ("frames_per_gain", 7),  # does not divide 600 frames per packet
     ],
 )
 def test_header_refuses_bad_fields(field: str, value: object) -> None:
@@ -144,6 +158,57 @@ def test_packet_round_trip(
     p, used = decode_packet(h, b"junk" + enc + b"next", offset=4)
     assert used == len(enc) and p.index == index and p.codes.dtype == np.uint16
     np.testing.assert_array_equal(p.codes, codes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(channels=st.integers(1, 3), fpg=st.integers(1, 6), per=st.integers(1, 4),
+       data=st.data())
+def test_packet_round_trip_with_gains(channels: int, fpg: int, per: int,
+                                      data: st.DataObject) -> None:
+    h = header(channels, 4, 10, fpg * per, frames_per_gain=fpg)
+    frames = data.draw(st.integers(1, fpg * per))
+    codes = rand_codes(frames, channels, 4, frames, 10)
+    gains = rand_gains(frames, channels, -(-frames // fpg))
+    enc = encode_packet(h, Packet(3, codes, gains))
+    assert len(enc) == packet_size(h, frames) == (
+        PACKET_OVERHEAD + -(-codes.size * 10 // 8) + gains.size)
+    p, used = decode_packet(h, enc)
+    assert used == len(enc)
+    np.testing.assert_array_equal(p.codes, codes)
+    assert p.gains_db is not None and p.gains_db.dtype == np.float32
+    np.testing.assert_array_equal(p.gains_db, gains)
+
+
+def test_gain_bytes_layout_and_rounding() -> None:
+    """Gains follow the codes as signed bytes of 0.25 dB, channel-major; the encoder rounds
+    to the grid and clamps to ±31.75 dB."""
+    h = header(channels=2, nq=1, bits=8, fpp=4, frames_per_gain=2)
+    codes = np.arange(6, dtype=np.uint16).reshape(2, 1, 3)
+    enc = encode_packet(h, Packet(0, codes, np.array([[1.1, -0.6], [40.0, -99.0]])))
+    assert enc[16:22] == bytes(range(6))  # 8-bit codes: one byte each
+    assert np.frombuffer(enc[22:], np.int8).tolist() == [4, -2, 127, -127]
+    p, _ = decode_packet(h, enc)
+    assert p.gains_db is not None
+    assert p.gains_db.tolist() == [[1.0, -0.5], [GAIN_LIMIT_DB, -GAIN_LIMIT_DB]]
+
+
+@pytest.mark.parametrize(
+    "gains,match",
+    [
+        (None, "pass gains_db"),
+        (np.zeros((1, 3)), "shape"),
+        (np.zeros((2, 2)), "shape"),
+        (np.array([[0.0, np.nan]]), "finite"),
+        (np.array([[0.0, np.inf]]), "finite"),
+        (np.array([["a", "b"]]), "float array"),
+    ],
+)
+def test_encode_packet_refuses_bad_gains(gains: object, match: str) -> None:
+    h = header(fpp=4, frames_per_gain=2)
+    with pytest.raises(BitstreamError, match=match):
+        encode_packet(h, Packet(0, rand_codes(0, 1, 8, 3, 10), gains))  # type: ignore[arg-type]
+    with pytest.raises(BitstreamError, match="no gains"):
+        encode_packet(header(fpp=4), Packet(0, rand_codes(0, 1, 8, 3, 10), np.zeros((1, 2))))
 
 
 def test_packet_stream_parse_and_partial_data() -> None:
@@ -230,6 +295,57 @@ def test_file_round_trip(
     assert os.listdir(tmp_path) == ["clip.fdc"]  # no temp file left behind
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_file_round_trip_with_gains_any_aligned_writes(tmp_path: Path, seed: int) -> None:
+    """Gains survive a file whatever the write pattern; writes must hold whole gain blocks
+    (only the last may end mid-block)."""
+    rng = np.random.default_rng(seed)
+    fpg = int(rng.integers(1, 5))
+    fpp = fpg * int(rng.integers(1, 4))
+    frames = int(rng.integers(1, 60))
+    h = header(channels=2, nq=3, bits=9, fpp=fpp, frames_per_gain=fpg)
+    codes = rand_codes(seed, 2, 3, frames, 9)
+    gains = rand_gains(seed, 2, -(-frames // fpg))
+    write_fdc(tmp_path / "whole.fdc", h, codes, gains)
+    with FdcWriter(tmp_path / "chunks.fdc", h) as w:
+        start = 0
+        while start < frames:
+            k = fpg * int(rng.integers(0, 4))
+            w.write(codes[:, :, start : start + k], gains[:, start // fpg : (start + k) // fpg
+                                                           if start + k < frames else None])
+            start += k
+    assert (tmp_path / "chunks.fdc").read_bytes() == (tmp_path / "whole.fdc").read_bytes()
+    h2, codes2, gains2 = read_fdc_gains(tmp_path / "chunks.fdc")
+    assert h2.frames_per_gain == fpg
+    np.testing.assert_array_equal(codes2, codes)
+    assert gains2 is not None
+    np.testing.assert_array_equal(gains2, gains)
+    if fpg > 1 and frames > 1:
+        with FdcWriter(tmp_path / "ragged.fdc", h) as w:
+            w.write(codes[:, :, :1], gains[:, :1])
+            with pytest.raises(BitstreamError, match="only the last write may end mid-block"):
+                w.write(codes[:, :, 1:], gains[:, 1:])
+            w.abort()
+
+
+def test_version_1_files_still_read(tmp_path: Path) -> None:
+    """A version-1 file (62-byte header, no gains), as written by flowdec 0.1 before the
+    level gains, decodes: its streams carry no gains."""
+    h = header(fpp=10)
+    codes = rand_codes(5, 1, 8, 25, 10)
+    fields = struct.pack("<8sIIQIIQHBBBB", bytes.fromhex(MODEL), 48000, 44100, 44100 * 3, 75,
+                         1, 25, 10, 1, 8, 10, 0)
+    head = struct.pack("<8sHH", MAGIC, 1, 62) + fields
+    head += struct.pack("<I", zlib.crc32(head))
+    data = head + b"".join(encode_packet(h, Packet(i, codes[:, :, 10 * i : 10 * i + 10]))
+                           for i in range(3))
+    (tmp_path / "v1.fdc").write_bytes(data)
+    assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 62)
+    h2, codes2, gains = read_fdc_gains(tmp_path / "v1.fdc")
+    assert h2.frames_per_gain == 0 and gains is None
+    np.testing.assert_array_equal(codes2, codes)
+
+
 def test_empty_stream(tmp_path: Path) -> None:
     h = header(channels=2)
     path = tmp_path / "empty.fdc"
@@ -281,16 +397,19 @@ def test_reader_accepts_open_file_and_iterates_once(tmp_path: Path) -> None:
 
 
 def test_file_size_overhead(tmp_path: Path) -> None:
-    """Issue 5: a 10 s clip is within 3 % of nominal bitrate x duration (default packets)."""
+    """Issue 5: a 10 s clip is within 3 % of nominal bitrate x duration with the default
+    packets and level gains (one byte per second), at every bitrate."""
     for nq, nominal in [(8, 7500), (4, 3750), (6, 5625), (10, 9375)]:
-        h = header(nq=nq)
+        h = header(nq=nq, frames_per_gain=FILE_FRAMES_PER_GAIN)
         assert h.nominal_kbps * 10 * 1000 / 8 == nominal
         path = tmp_path / f"ten_s_{nq}.fdc"
-        write_fdc(path, h, rand_codes(nq, 1, nq, 750, 10))  # 10 s at 75 frames/s, mono
+        write_fdc(path, h, rand_codes(nq, 1, nq, 750, 10), np.zeros((1, 10)))  # 10 s, mono
         size = path.stat().st_size
         assert size <= nominal * 1.03, (nq, size, nominal)
-        assert size == nominal + HEADER_SIZE + 3 * PACKET_OVERHEAD
-    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7610  # +1.47 % at 6 kbit/s
+        assert size == nominal + HEADER_SIZE + 2 * PACKET_OVERHEAD + 10
+    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7606  # +1.41 % at 6 kbit/s
+    assert FILE_FRAMES_PER_PACKET % FILE_FRAMES_PER_GAIN == 0
+    assert LIVE_FRAMES_PER_PACKET % LIVE_FRAMES_PER_GAIN == 0
 
 
 # --- refusals -----------------------------------------------------------------------------
@@ -306,10 +425,10 @@ def test_wrong_magic_unknown_version_model_mismatch(tmp_path: Path) -> None:
     with pytest.raises(BitstreamError, match="truncated inside the header"):
         read_fdc(bad)
     newer = bytearray(good)
-    newer[8:10] = struct.pack("<H", 2)
-    newer[58:62] = struct.pack("<I", zlib.crc32(newer[:58]))
+    newer[8:10] = struct.pack("<H", 3)
+    newer[60:64] = struct.pack("<I", zlib.crc32(newer[:60]))
     bad.write_bytes(bytes(newer))
-    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 2.*upgrade flowdec"):
+    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 3.*upgrade flowdec"):
         read_fdc(bad)
     with pytest.raises(BitstreamError, match="newer flowdec"):
         decode_header(bytes(newer[:12]))  # the version is refused before the rest is needed
@@ -445,7 +564,7 @@ def parse_any(data: bytes) -> None:
     except BitstreamError:
         pass
     else:
-        assert n == HEADER_SIZE and encode_header(h) == data[:HEADER_SIZE]
+        assert n == HEADER_SIZE and encode_header(h) == data[:HEADER_SIZE]  # v1 needs a CRC
         try:
             decode_packet(h, data, n)
         except BitstreamError:
@@ -473,11 +592,15 @@ def test_fuzz_arbitrary_bytes(data: bytes) -> None:
 def valid_files(draw: st.DrawFn) -> tuple[bytes, Codes]:
     channels, nq, bits = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 16))
     fpp, frames = draw(st.integers(1, 8)), draw(st.integers(0, 30))
-    h = header(channels, nq, bits, fpp)
-    codes = rand_codes(draw(st.integers(0, 1000)), channels, nq, frames, bits)
+    fpg = draw(st.sampled_from([0] + [d for d in range(1, fpp + 1) if fpp % d == 0]))
+    h = header(channels, nq, bits, fpp, frames_per_gain=fpg)
+    seed = draw(st.integers(0, 1000))
+    codes = rand_codes(seed, channels, nq, frames, bits)
+    gains = rand_gains(seed, channels, h.gain_blocks(frames))
     buf = [encode_header(dataclasses.replace(h, total_frames=frames))]
     for i, start in enumerate(range(0, frames, fpp)):
-        buf.append(encode_packet(h, Packet(i, codes[:, :, start : start + fpp])))
+        g = gains[:, start // fpg : (start + fpp) // fpg] if fpg else None
+        buf.append(encode_packet(h, Packet(i, codes[:, :, start : start + fpp], g)))
     return b"".join(buf), codes
 
 

@@ -9,6 +9,7 @@ import pedalboard
 import pytest
 from pedalboard.io import AudioFile
 
+from flowdec.bitstream import LIVE_FRAMES_PER_GAIN
 from flowdec.codec import Codec
 from flowdec.effect import FlowDecEffect, Pipeline
 
@@ -37,7 +38,8 @@ def test_effect_whole_buffer_is_aligned(codec: Codec, channels: int) -> None:
     fx = FlowDecEffect(postfilter=False, codec=codec)
     y = fx(x[0] if channels == 1 else x, sr, buffer_size=1024)
     assert y.shape == (x[0] if channels == 1 else x).shape
-    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)
     np.testing.assert_allclose(np.atleast_2d(y)[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
     assert fx.reported_latency_samples > 0
 
@@ -74,7 +76,8 @@ def test_pipeline_aligned_with_plugins(codec: Codec, channels: int) -> None:
     # the same chain with the FlowDec stage replaced by the zero-delay offline round trip
     b2, a2 = _plugins()
     mid = pedalboard.Pedalboard(b2)(x, sr)
-    ref = pedalboard.Pedalboard(a2)(codec.roundtrip(mid, sr, 6.0, postfilter=False), sr)
+    ref = pedalboard.Pedalboard(a2)(codec.roundtrip(mid, sr, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN), sr)
     np.testing.assert_allclose(out[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
     assert _lag(out[0, :-TAIL], ref[0, :-TAIL]) == 0
     dry = pedalboard.Pedalboard(_plugins()[0] + _plugins()[1])(x, sr)

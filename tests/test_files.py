@@ -130,7 +130,8 @@ def test_long_file_chunked_postfilter_within_tolerance(codec: Codec, tmp_path: P
 
 def test_fdc_size_matches_bitrate(codec: Codec, tmp_path: Path) -> None:
     src = write_audio(tmp_path / "in.wav", make_audio(32000, 1, 10.0), 32000)
-    # overhead: 62-byte header, 16 bytes per 4-s packet, one extra frame (ceil(T/hop) + 1)
+    # overhead: 64-byte header, 16 bytes per 8-s packet, one gain byte per second, one extra
+    # frame (ceil(T/hop) + 1)
     for kbps, overhead in ((6.0, 0.03), (3.0, 0.035)):
         out = tmp_path / f"{kbps}.fdc"
         encode_file(codec, src, out, bitrate=kbps, progress=False)
@@ -139,19 +140,21 @@ def test_fdc_size_matches_bitrate(codec: Codec, tmp_path: Path) -> None:
         assert nominal <= size <= nominal * (1 + overhead), (kbps, size, nominal)
         info = stream_info(out, codec.folder)
         assert info.complete and info.model_matches and info.header.nominal_kbps == kbps
-        assert info.packets == 3 and info.seconds == 10.0
+        assert info.packets == 2 and info.seconds == 10.0
+        assert info.gain_range_db is not None and "level gains:     one per 1 s" in "\n".join(
+            info.lines())
 
 
 def test_truncated_fdc_decodes_with_warning(codec: Codec, tmp_path: Path) -> None:
     src = write_audio(tmp_path / "in.wav", make_audio(48000, 1, 9.0), 48000)
     encode_file(codec, src, tmp_path / "x.fdc", progress=False)
     data = (tmp_path / "x.fdc").read_bytes()
-    (tmp_path / "cut.fdc").write_bytes(data[: len(data) * 2 // 3])  # inside packet 2 of 3
+    (tmp_path / "cut.fdc").write_bytes(data[:-100])  # inside packet 2 of 2
     with pytest.warns(BitstreamWarning, match="truncated"):
         decode_file(codec, tmp_path / "cut.fdc", tmp_path / "out.wav", postfilter=False,
                     progress=False)
     y, _ = read_audio(tmp_path / "out.wav")
-    assert y.shape == (1, 4 * 48000)  # the first packet: 300 frames of 640 samples
+    assert y.shape == (1, 8 * 48000)  # the first packet: 600 frames of 640 samples
     info = stream_info(tmp_path / "cut.fdc", codec.folder)
     assert not info.complete and info.packets == 1 and info.problem is None
 

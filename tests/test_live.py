@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from flowdec.bitstream import read_fdc
+from flowdec.bitstream import LIVE_FRAMES_PER_GAIN, read_fdc
 from flowdec.codec import Bitstream, Codec
 from flowdec.stream import Stream
 
@@ -96,7 +96,8 @@ def test_files_real_time(tmp_path: Path, model_dir: Path, codec: Codec, sr: int,
     y, rate = sf.read(dst, dtype="float32", always_2d=True)
     assert rate == sr and y.shape == (x.shape[1] + lat, channels)
     assert not list(tmp_path.glob(".*tmp*"))  # written via a temporary name, renamed
-    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)
     for c in range(channels):
         lag, peak = _lag(y[:, c], ref[c, :-TAIL], lat + sr // 2)
         assert lag == lat and peak > 0.999, (lag, peak)
@@ -211,8 +212,7 @@ def test_through_pulseaudio(tmp_path: Path, model_dir: Path, codec: Codec,
     assert np.abs(y).max() > 0.01  # the clip came through the server
 
     # output == the offline decode of the packets sent, delayed by exactly the latency
-    h, codes = read_fdc(fdc, codec.model_id)
-    dec = codec.decode(Bitstream(h, codes), postfilter=False)[0]
+    dec = codec.decode(Bitstream.load(fdc, codec.model_id), postfilter=False)[0]
     n = min(dec.size, y.size - lat) - TAIL
     np.testing.assert_allclose(y[lat : lat + n], dec[:n], atol=1e-4, rtol=0)
 
@@ -220,7 +220,8 @@ def test_through_pulseaudio(tmp_path: Path, model_dir: Path, codec: Codec,
     first = int(np.argmax(np.abs(y) > 0.01))  # the clip's onset in the output
     onset = (first - lat) / sr  # seconds after capture start, to within a frame or two
     assert t_audio - 0.2 < onset < t_audio + 1.5, (onset, t_audio)
-    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)[0]
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)[0]
     if abs(np.corrcoef(x[0, :-TAIL], ref[:-TAIL])[0, 1]) >= 0.5:  # a codec that works
         # the clip is recognisable in the output (its timing is checked above via the codes)
         lag, peak = _lag(y, x[0, :-TAIL], y.size - x.shape[1])

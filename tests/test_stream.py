@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from flowdec.bitstream import decode_header, decode_packet, encode_header
+from flowdec.bitstream import LIVE_FRAMES_PER_GAIN, decode_header, decode_packet, encode_header
 from flowdec.codec import Codec
 from flowdec.stream import Stream
 
@@ -50,7 +50,8 @@ def _run(s: Stream, x: np.ndarray, block: int, seed: int = 1) -> np.ndarray:
 )
 def test_codec_path_equals_offline(codec: Codec, sr: int, blocks: list[int]) -> None:
     x = _clip(sr, 0.4, channels=2)
-    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)
     s = Stream(codec, postfilter=False, worker=False)
     s.prepare(sr, 8192, 2)
     first = None
@@ -67,7 +68,8 @@ def test_codec_path_equals_offline(codec: Codec, sr: int, blocks: list[int]) -> 
 
 def test_block_size_one(codec: Codec) -> None:
     x = _clip(48000, 0.3)
-    ref = codec.roundtrip(x, 48000, 6.0, postfilter=False)
+    ref = codec.roundtrip(x, 48000, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)
     s = Stream(codec, postfilter=False, worker=False)
     s.prepare(48000, 1, 1)
     y = _run(s, x, 1)
@@ -95,7 +97,8 @@ def test_latency_measured_with_impulse(codec: Codec, sr: int) -> None:
     n = int(0.5 * sr)
     x = np.zeros((1, n), np.float32)
     x[0, n // 3] = 1.0
-    ref = codec.roundtrip(x, sr, 6.0, postfilter=False)[0]
+    ref = codec.roundtrip(x, sr, 6.0, postfilter=False,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)[0]
     s = Stream(codec, postfilter=False, worker=False)
     s.prepare(sr, 256, 1)
     lat = s.latency_samples
@@ -220,10 +223,18 @@ def test_packets_carry_the_codes(codec: Codec) -> None:
     _run(s, x, 1024)
     assert s.header is not None and got
     h, _ = decode_header(encode_header(s.header))
-    codes = np.concatenate([decode_packet(h, p)[0].codes for p in got], axis=2)
-    ref = codec.encode(x, sr, 6.0).codes
-    k = min(codes.shape[2], ref.shape[2]) - 10
-    np.testing.assert_array_equal(codes[:, :, :k], ref[:, :, :k])
+    assert h.frames_per_gain == LIVE_FRAMES_PER_GAIN
+    packets = [decode_packet(h, p)[0] for p in got]
+    codes = np.concatenate([p.codes for p in packets], axis=2)
+    gains = np.concatenate([p.gains_db for p in packets if p.gains_db is not None], axis=1)
+    ref = codec.encode(x, sr, 6.0, frames_per_gain=LIVE_FRAMES_PER_GAIN)
+    k = min(codes.shape[2], ref.codes.shape[2]) - 10
+    np.testing.assert_array_equal(codes[:, :, :k], ref.codes[:, :, :k])
+    # the level gains the stream measured are those of the offline encoder
+    assert ref.gains_db is not None and gains.shape[1] * LIVE_FRAMES_PER_GAIN == codes.shape[2]
+    b = k // LIVE_FRAMES_PER_GAIN
+    np.testing.assert_allclose(gains[:, :b], ref.gains_db[:, :b], atol=0.25)
+    assert np.mean(gains[:, :b] == ref.gains_db[:, :b]) > 0.95
 
 
 def test_contract_errors(codec: Codec) -> None:

@@ -1,10 +1,12 @@
-"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 1).
+"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 2).
 
 A stream is one header followed by packets. The header says everything needed to decode
-(model id, rates, channels, frame rate, codebooks, bits per code); each packet carries up
-to ``frames_per_packet`` frames of codes for every channel, bit-packed exactly, with its own
-length and CRC-32. The same packets are written to ``.fdc`` files and sent by the live
-path. The byte-by-byte layout is in ``docs/bitstream.md``.
+(model id, rates, channels, frame rate, codebooks, bits per code, frames per gain block);
+each packet carries up to ``frames_per_packet`` frames of codes for every channel,
+bit-packed exactly, then the level gains of its gain blocks (one signed byte per block and
+channel, in 0.25 dB), with its own length and CRC-32. The same packets are written to
+``.fdc`` files and sent by the live path. The byte-by-byte layout is in
+``docs/bitstream.md``; version-1 files (no gains) are still read.
 
 Units: rates in Hz, lengths in samples per channel, frames are codec frames (75 per second
 for hop 640 at 48 kHz), bitrates in kbit/s.
@@ -51,9 +53,13 @@ import numpy.typing as npt
 from flowdec.bitpack import pack_codes, unpack_codes
 
 __all__ = [
+    "FILE_FRAMES_PER_GAIN",
     "FILE_FRAMES_PER_PACKET",
     "FORMAT_VERSION",
+    "GAIN_LIMIT_DB",
+    "GAIN_STEP_DB",
     "HEADER_SIZE",
+    "LIVE_FRAMES_PER_GAIN",
     "LIVE_FRAMES_PER_PACKET",
     "MAGIC",
     "PACKET_OVERHEAD",
@@ -70,29 +76,44 @@ __all__ = [
     "encode_header",
     "encode_packet",
     "packet_size",
+    "gain_bytes",
+    "quantize_gains",
     "read_fdc",
+    "read_fdc_gains",
     "write_fdc",
 ]
 
 MAGIC = b"FLOWDEC\0"
 """First 8 bytes of every stream."""
-FORMAT_VERSION = 1
-"""Format version written by this flowdec; readers refuse any other."""
+FORMAT_VERSION = 2
+"""Format version written by this flowdec; it reads versions 1 and 2 and refuses others."""
 PACKET_SYNC = 0xFDC5
 """u16 sync word that starts every packet (bytes ``C5 FD`` on disk)."""
-FILE_FRAMES_PER_PACKET = 300
-"""Default frames per packet for files: 4 s at 75 frames/s (overhead ~1.5 % at 6 kbit/s)."""
+FILE_FRAMES_PER_PACKET = 600
+"""Default frames per packet for files: 8 s at 75 frames/s (10 s clip: +1.4 % at 6 kbit/s,
++2.8 % at 3 kbit/s including the gains; see docs/bitstream.md)."""
 LIVE_FRAMES_PER_PACKET = 15
-"""Frames per packet for the live path: 0.2 s at 75 frames/s (lower latency, ~11 % overhead)."""
+"""Frames per packet for the live path: 0.2 s at 75 frames/s (lower latency; ~15 % overhead at
+6 kbit/s with the 40 ms gains)."""
+FILE_FRAMES_PER_GAIN = 75
+"""Frames per level-gain block in files: 1 s at 75 frames/s (8 bit/s per channel)."""
+LIVE_FRAMES_PER_GAIN = 3
+"""Frames per level-gain block for streams: 40 ms, a divisor of every streaming chunk."""
+GAIN_STEP_DB = 0.25
+"""Gains are stored as signed bytes in steps of this many dB."""
+GAIN_LIMIT_DB = 127 * GAIN_STEP_DB
+"""Largest stored gain magnitude (31.75 dB); the encoder clamps to it."""
 
 # header: magic, version, header length | model id, sample rate, original rate, original
 # length, frame rate num/den, total frames, frames per packet, channels, codebooks, bits,
-# flags | CRC-32 of everything before it.
+# flags, [version 2: frames per gain] | CRC-32 of everything before it.
 _HEAD = struct.Struct("<8sHH")
-_FIELDS = struct.Struct("<8sIIQIIQHBBBB")
+_FIELDS_V1 = struct.Struct("<8sIIQIIQHBBBB")
+_FIELDS = struct.Struct("<8sIIQIIQHBBBBH")
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _FIELDS.size + _CRC.size
-"""Bytes in a version-1 header (62)."""
+"""Bytes in a version-2 header (64)."""
+_HEADER_SIZES = {1: _HEAD.size + _FIELDS_V1.size + _CRC.size, 2: HEADER_SIZE}
 # packet: sync, index, frames, payload length, CRC-32 of (index, frames, length, payload)
 _PACKET = struct.Struct("<HIHII")
 PACKET_OVERHEAD = _PACKET.size
@@ -151,10 +172,16 @@ class StreamHeader:
         (75/1 for hop 640 at 48 kHz).
     n_codebooks : codebooks used per frame, 1..255 (8 for 6 kbit/s).
     bits_per_code : bits per code, 1..16 (10 for 1024-entry codebooks).
-    frames_per_packet : frames per packet, 1..65535; :data:`FILE_FRAMES_PER_PACKET` (300,
-        4 s) by default, :data:`LIVE_FRAMES_PER_PACKET` (15, 0.2 s) for the live path.
+    frames_per_packet : frames per packet, 1..65535; :data:`FILE_FRAMES_PER_PACKET` (600,
+        8 s) by default, :data:`LIVE_FRAMES_PER_PACKET` (15, 0.2 s) for the live path.
     total_frames : frames per channel in the whole stream; 0 means unknown (live).
         :class:`FdcWriter` and :func:`write_fdc` store the real count.
+    frames_per_gain : frames per level-gain block, a divisor of ``frames_per_packet``;
+        0 = the stream carries no gains (all of version 1). Each block has one gain per
+        channel, in dB: the level correction the encoder measured for the plain decoder
+        output (input energy / decoded energy over the block's samples).
+        :data:`FILE_FRAMES_PER_GAIN` (75, 1 s) for files, :data:`LIVE_FRAMES_PER_GAIN`
+        (3, 40 ms) for streams.
 
     Example
     -------
@@ -174,6 +201,7 @@ class StreamHeader:
     bits_per_code: int
     frames_per_packet: int = FILE_FRAMES_PER_PACKET
     total_frames: int = 0
+    frames_per_gain: int = 0
 
     def __post_init__(self) -> None:
         mid = self.model_id
@@ -195,9 +223,20 @@ class StreamHeader:
             "bits_per_code": (1, 16),
             "frames_per_packet": (1, 2**16 - 1),
             "total_frames": (0, _U64),
+            "frames_per_gain": (0, 2**16 - 1),
         }
         for name, (lo, hi) in limits.items():
             object.__setattr__(self, name, _int_field(name, getattr(self, name), lo, hi))
+        if self.frames_per_gain and self.frames_per_packet % self.frames_per_gain:
+            raise BitstreamError(
+                f"frames_per_gain ({self.frames_per_gain}) must divide frames_per_packet "
+                f"({self.frames_per_packet}) so that gain blocks never straddle packets"
+            )
+
+    def gain_blocks(self, frames: int) -> int:
+        """Gain blocks covering ``frames`` frames (the last one may be short); 0 if the
+        stream carries no gains."""
+        return -(-frames // self.frames_per_gain) if self.frames_per_gain else 0
 
     @property
     def frame_rate(self) -> Fraction:
@@ -223,6 +262,8 @@ class Packet:
     ----------
     index : packet sequence number (uint32), 0 for the first packet of a stream.
     codes : ``[channels, n_codebooks, frames]`` uint16, ``1 <= frames <= frames_per_packet``.
+    gains_db : ``[channels, header.gain_blocks(frames)]`` float32 level gains in dB
+        (multiples of :data:`GAIN_STEP_DB`), or None when the header has no gains.
 
     Example
     -------
@@ -232,6 +273,7 @@ class Packet:
 
     index: int
     codes: Codes
+    gains_db: npt.NDArray[np.float32] | None = None
 
     @property
     def frames(self) -> int:
@@ -239,31 +281,38 @@ class Packet:
         return int(self.codes.shape[-1])
 
 
-def _payload_size(h: StreamHeader, frames: int) -> int:
+def _codes_size(h: StreamHeader, frames: int) -> int:
     return (h.channels * h.n_codebooks * frames * h.bits_per_code + 7) // 8
 
 
+def _payload_size(h: StreamHeader, frames: int) -> int:
+    return _codes_size(h, frames) + h.channels * h.gain_blocks(frames)
+
+
 def packet_size(h: StreamHeader, frames: int) -> int:
-    """Bytes of a packet holding ``frames`` frames: 16 bytes framing + bit-packed payload.
+    """Bytes of a packet holding ``frames`` frames: 16 bytes framing + bit-packed codes +
+    one byte per gain block and channel.
 
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
-    >>> packet_size(h, 15)  # 0.2 s at 6 kbit/s
+    >>> packet_size(h, 15)  # 0.2 s at 6 kbit/s, no gains
     166
+    >>> packet_size(dataclasses.replace(h, frames_per_packet=15, frames_per_gain=3), 15)
+    171
     """
     return PACKET_OVERHEAD + _payload_size(h, frames)
 
 
 def encode_header(h: StreamHeader) -> bytes:
-    """Serialise a header (62 bytes for format version 1).
+    """Serialise a header (64 bytes, format version 2).
 
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
     >>> data = encode_header(h)
     >>> len(data), data[:8]
-    (62, b'FLOWDEC\\x00')
+    (64, b'FLOWDEC\\x00')
     """
     body = _HEAD.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE) + _FIELDS.pack(
         bytes.fromhex(h.model_id),
@@ -277,14 +326,15 @@ def encode_header(h: StreamHeader) -> bytes:
         h.channels,
         h.n_codebooks,
         h.bits_per_code,
-        0,  # flags: none defined in version 1
+        0,  # flags: none defined
+        h.frames_per_gain,
     )
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def _header_truncated(have: int) -> TruncatedStreamError:
+def _header_truncated(have: int, need: int = HEADER_SIZE) -> TruncatedStreamError:
     return TruncatedStreamError(
-        f"stream is truncated inside the header ({have} of {HEADER_SIZE} bytes); the file "
+        f"stream is truncated inside the header ({have} of {need} bytes); the file "
         "is incomplete: re-encode or re-download it"
     )
 
@@ -305,7 +355,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
-    >>> decode_header(encode_header(h) + b"packets...") == (h, 62)
+    >>> decode_header(encode_header(h) + b"packets...") == (h, 64)
     True
     """
     buf = bytes(data[:HEADER_SIZE])
@@ -323,39 +373,41 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
     if version > FORMAT_VERSION:
         raise BitstreamError(
             f"this stream was written by a newer flowdec (format version {version}; this "
-            f"flowdec reads version {FORMAT_VERSION}); upgrade flowdec"
+            f"flowdec reads versions 1 to {FORMAT_VERSION}); upgrade flowdec"
         )
-    if version != FORMAT_VERSION:
+    if version not in _HEADER_SIZES:
         raise BitstreamError(
             f"header is corrupt (format version {version} does not exist; this flowdec "
-            f"reads version {FORMAT_VERSION}); the file is damaged: re-encode it"
+            f"reads versions 1 to {FORMAT_VERSION}); the file is damaged: re-encode it"
         )
-    if header_len != HEADER_SIZE:
+    size = _HEADER_SIZES[version]
+    if header_len != size:
         raise BitstreamError(
-            f"header is corrupt (header length {header_len}, expected {HEADER_SIZE} for "
-            "format version 1); the file is damaged: re-encode it"
+            f"header is corrupt (header length {header_len}, expected {size} for "
+            f"format version {version}); the file is damaged: re-encode it"
         )
-    if len(buf) < HEADER_SIZE:
-        raise _header_truncated(len(buf))
-    body = buf[: HEADER_SIZE - _CRC.size]
-    (crc,) = _CRC.unpack_from(buf, HEADER_SIZE - _CRC.size)
+    if len(buf) < size:
+        raise _header_truncated(len(buf), size)
+    body = buf[: size - _CRC.size]
+    (crc,) = _CRC.unpack_from(buf, size - _CRC.size)
     if zlib.crc32(body) != crc:
         raise BitstreamError(
             "header is corrupt (CRC-32 mismatch); the file is damaged: re-encode it"
         )
-    (mid, sr, orig_sr, orig_len, num, den, total, fpp, ch, nq, bits, flags) = _FIELDS.unpack_from(
-        buf, _HEAD.size
-    )
+    fields = (_FIELDS if version == 2 else _FIELDS_V1).unpack_from(buf, _HEAD.size)
+    (mid, sr, orig_sr, orig_len, num, den, total, fpp, ch, nq, bits, flags) = fields[:12]
+    fpg = fields[12] if version == 2 else 0
     if flags != 0:
         raise BitstreamError(
-            f"header is corrupt (flags {flags:#x} are not defined in format version 1); "
-            "it may come from a newer flowdec: upgrade flowdec"
+            f"header is corrupt (flags {flags:#x} are not defined in format version "
+            f"{version}); it may come from a newer flowdec: upgrade flowdec"
         )
     try:
-        h = StreamHeader(mid.hex(), sr, ch, orig_sr, orig_len, num, den, nq, bits, fpp, total)
+        h = StreamHeader(mid.hex(), sr, ch, orig_sr, orig_len, num, den, nq, bits, fpp, total,
+                         fpg)
     except BitstreamError as e:
         raise BitstreamError(f"header is corrupt ({e}); the file is damaged") from None
-    return h, HEADER_SIZE
+    return h, size
 
 
 def _check_codes(h: StreamHeader, codes: object, what: str) -> Codes:
@@ -379,16 +431,68 @@ def _check_codes(h: StreamHeader, codes: object, what: str) -> Codes:
     return np.ascontiguousarray(arr, dtype=np.uint16)
 
 
+def gain_bytes(gains_db: npt.ArrayLike) -> bytes:
+    """Level gains in dB → signed bytes in steps of :data:`GAIN_STEP_DB` (rounded, clamped
+    to ±:data:`GAIN_LIMIT_DB`).
+
+    Example
+    -------
+    >>> np.frombuffer(gain_bytes([[0.0, 1.1, -40.0]]), np.int8).tolist()
+    [0, 4, -127]
+    """
+    q = np.clip(np.rint(np.asarray(gains_db, np.float64) / GAIN_STEP_DB), -127, 127)
+    return q.astype(np.int8).tobytes()
+
+
+def quantize_gains(gains_db: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """The gains a decoder will see for ``gains_db`` (rounded to the stored steps).
+
+    Example
+    -------
+    >>> quantize_gains([2.13, -50.0]).tolist()
+    [2.25, -31.75]
+    """
+    g = np.asarray(gains_db, np.float64)
+    q = np.frombuffer(gain_bytes(g), np.int8).astype(np.float32) * GAIN_STEP_DB
+    return q.reshape(g.shape)
+
+
+def _check_gains(h: StreamHeader, gains: object, frames: int, what: str
+                 ) -> npt.NDArray[np.float32] | None:
+    """Validate ``[channels, gain_blocks(frames)]`` finite gains in dB (None without gains)."""
+    if not h.frames_per_gain:
+        if gains is not None:
+            raise BitstreamError(f"{what}: the header has no gains (frames_per_gain 0); pass "
+                                 "None or set frames_per_gain")
+        return None
+    want = (h.channels, h.gain_blocks(frames))
+    if gains is None:
+        raise BitstreamError(f"{what}: the header has gains every {h.frames_per_gain} frames; "
+                             f"pass gains_db of shape {list(want)}")
+    arr = np.asarray(gains)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise BitstreamError(f"{what}: expected a float array in dB, got dtype {arr.dtype}")
+    if arr.shape != want:
+        raise BitstreamError(f"{what}: expected shape {list(want)} (channels, gain blocks), got "
+                             f"{list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise BitstreamError(f"{what}: gains must be finite dB values")
+    return quantize_gains(arr)
+
+
 def encode_packet(h: StreamHeader, p: Packet) -> bytes:
-    """Serialise one packet: 16 bytes framing + the codes bit-packed.
+    """Serialise one packet: 16 bytes framing + the codes bit-packed + the gain bytes.
 
     The payload packs ``p.codes[c, q, t]`` in C order (channel, then codebook, then frame
-    fastest), ``bits_per_code`` bits each, LSB-first, the last byte zero-padded.
+    fastest), ``bits_per_code`` bits each, LSB-first, the last byte zero-padded; then, when
+    the header has gains, ``p.gains_db[c, b]`` as signed bytes in steps of
+    :data:`GAIN_STEP_DB` (channel-major; rounded and clamped as in :func:`gain_bytes`).
 
     Raises
     ------
     BitstreamError : wrong shape, 0 or more than ``frames_per_packet`` frames, a code that
-        does not fit in ``bits_per_code`` bits, or an index outside uint32.
+        does not fit in ``bits_per_code`` bits, missing, extra or non-finite gains, or an
+        index outside uint32.
 
     Example
     -------
@@ -404,7 +508,10 @@ def encode_packet(h: StreamHeader, p: Packet) -> bytes:
             f"packet {index}: has {frames} frames; a packet holds 1..{h.frames_per_packet} "
             "(frames_per_packet)"
         )
+    gains = _check_gains(h, p.gains_db, frames, f"packet {index} gains")
     payload = pack_codes(codes, h.bits_per_code)
+    if gains is not None:
+        payload += gain_bytes(gains)
     fields = _PACKET.pack(PACKET_SYNC, index, frames, len(payload), 0)[2:12]
     crc = zlib.crc32(payload, zlib.crc32(fields))
     return _PACKET.pack(PACKET_SYNC, index, frames, len(payload), crc) + payload
@@ -467,11 +574,16 @@ def _decode_packet(
             "mismatch); the stream is damaged: re-encode or re-download it"
         )
     count = h.channels * h.n_codebooks * frames
+    n_codes = _codes_size(h, frames)
     try:
-        flat = unpack_codes(payload, h.bits_per_code, count)
+        flat = unpack_codes(payload[:n_codes], h.bits_per_code, count)
     except ValueError as e:  # cannot happen after the length check; never escape raw
         raise BitstreamError(f"{label} at byte offset {at} is corrupt ({e})") from None
-    return Packet(int(index), flat.reshape(h.channels, h.n_codebooks, frames)), need
+    gains = None
+    if h.frames_per_gain:
+        g = np.frombuffer(payload, np.int8, offset=n_codes).astype(np.float32) * GAIN_STEP_DB
+        gains = g.reshape(h.channels, h.gain_blocks(frames))
+    return Packet(int(index), flat.reshape(h.channels, h.n_codebooks, frames), gains), need
 
 
 def decode_packet(
@@ -536,6 +648,7 @@ class FdcWriter:
         self.header = header
         self._tmp = _tmp_name(self.path)
         self._buf: list[Codes] = []
+        self._gbuf: list[npt.NDArray[np.float32]] = []
         self._buffered = 0
         self._index = 0
         self._frames = 0
@@ -551,38 +664,61 @@ class FdcWriter:
         """Frames per channel accepted so far (including those still buffered)."""
         return self._frames
 
-    def _emit(self, codes: Codes) -> None:
+    def _emit(self, codes: Codes, gains: npt.NDArray[np.float32] | None) -> None:
         assert self._file is not None
         if self._index > _U32:
             raise BitstreamError("stream has more than 2**32 packets; split it into files")
-        self._file.write(encode_packet(self.header, Packet(self._index, codes)))
+        self._file.write(encode_packet(self.header, Packet(self._index, codes, gains)))
         self._index += 1
 
-    def write(self, codes: npt.ArrayLike) -> None:
-        """Append codes ``[channels, n_codebooks, k]`` (any ``k >= 0`` frames).
+    def _pending(self) -> tuple[Codes, npt.NDArray[np.float32] | None]:
+        codes = np.concatenate(self._buf, axis=2) if len(self._buf) > 1 else self._buf[0]
+        gains = np.concatenate(self._gbuf, axis=1) if self._gbuf else None
+        return codes, gains
+
+    def write(self, codes: npt.ArrayLike, gains_db: npt.ArrayLike | None = None) -> None:
+        """Append codes ``[channels, n_codebooks, k]`` (any ``k >= 0`` frames) and, when the
+        header has gains, their gains ``[channels, header.gain_blocks(k)]`` in dB.
+
+        With gains, every write but the last must hold whole gain blocks (``k`` a multiple
+        of ``frames_per_gain``).
 
         Raises
         ------
         BitstreamError : wrong shape, a code that does not fit in ``bits_per_code`` bits,
-            or the writer is closed.
+            missing or misaligned gains, or the writer is closed.
         """
         if self._file is None:
             raise BitstreamError(f"FdcWriter for {self.path} is closed; open a new one")
-        arr = _check_codes(self.header, codes, "codes")
-        if arr.shape[2] == 0:
+        h = self.header
+        arr = _check_codes(h, codes, "codes")
+        k = arr.shape[2]
+        if k and h.frames_per_gain and self._frames % h.frames_per_gain:
+            raise BitstreamError(
+                f"codes: the previous write ended inside a gain block ({self._frames} frames, "
+                f"blocks of {h.frames_per_gain}); only the last write may end mid-block"
+            )
+        gains = _check_gains(h, gains_db, k, "gains_db")
+        if k == 0:
             return
         self._buf.append(arr)
-        self._buffered += arr.shape[2]
-        self._frames += arr.shape[2]
-        fpp = self.header.frames_per_packet
+        if gains is not None:
+            self._gbuf.append(gains)
+        self._buffered += k
+        self._frames += k
+        fpp = h.frames_per_packet
         if self._buffered < fpp:
             return
-        pending = np.concatenate(self._buf, axis=2) if len(self._buf) > 1 else self._buf[0]
+        pending, pgains = self._pending()
         full = (pending.shape[2] // fpp) * fpp
-        for start in range(0, full, fpp):
-            self._emit(pending[:, :, start : start + fpp])
+        per = fpp // h.frames_per_gain if h.frames_per_gain else 0
+        for i, start in enumerate(range(0, full, fpp)):
+            g = None if pgains is None else pgains[:, i * per : (i + 1) * per]
+            self._emit(pending[:, :, start : start + fpp], g)
         rest = pending[:, :, full:]
         self._buf = [rest.copy()] if rest.shape[2] else []
+        self._gbuf = ([pgains[:, (full // fpp) * per :].copy()]
+                      if pgains is not None and rest.shape[2] else [])
         self._buffered = rest.shape[2]
 
     def close(self) -> None:
@@ -591,8 +727,8 @@ class FdcWriter:
             return
         try:
             if self._buffered:
-                self._emit(np.concatenate(self._buf, axis=2))
-                self._buf, self._buffered = [], 0
+                self._emit(*self._pending())
+                self._buf, self._gbuf, self._buffered = [], [], 0
             final = dataclasses.replace(self.header, total_frames=self._frames)
             self._file.seek(0)
             self._file.write(encode_header(final))
@@ -631,8 +767,10 @@ class FdcWriter:
             self.abort()
 
 
-def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike) -> None:
-    """Write codes ``[channels, n_codebooks, frames]`` to a ``.fdc`` file atomically.
+def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike,
+              gains_db: npt.ArrayLike | None = None) -> None:
+    """Write codes ``[channels, n_codebooks, frames]`` (and, when the header has gains, their
+    gains ``[channels, header.gain_blocks(frames)]`` in dB) to a ``.fdc`` file atomically.
 
     The file is written under a temporary name in the same folder and renamed when
     complete; ``header.total_frames`` is replaced by the real frame count.
@@ -643,11 +781,20 @@ def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike) -> Non
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 480000, 75, 1, 8, 10)
     >>> path = os.path.join(tempfile.mkdtemp(), "ten_seconds.fdc")
     >>> write_fdc(path, h, np.zeros((1, 8, 750), dtype=np.uint16))
-    >>> os.path.getsize(path)  # 7500 B payload + 62 B header + 3 x 16 B packet framing
-    7610
+    >>> os.path.getsize(path)  # 7500 B payload + 64 B header + 3 x 16 B packet framing
+    7612
     """
     with FdcWriter(path, header) as w:
-        w.write(codes)
+        w.write(codes, gains_db)
+
+
+def _read_header(f: BinaryIO) -> tuple[StreamHeader, int]:
+    """Read exactly one header (of whatever version) from ``f``."""
+    head = f.read(_HEAD.size)
+    if len(head) == _HEAD.size and head[: len(MAGIC)] == MAGIC:
+        _, version, _ = _HEAD.unpack(head)
+        head += f.read(_HEADER_SIZES.get(version, HEADER_SIZE) - _HEAD.size)
+    return decode_header(head)
 
 
 class FdcReader:
@@ -686,7 +833,7 @@ class FdcReader:
         self._started = False
         try:
             try:
-                self.header, self._offset = decode_header(self._file.read(HEADER_SIZE))
+                self.header, self._offset = _read_header(self._file)
             except BitstreamError as e:
                 raise type(e)(f"{self.name}: {e}") from None
             if expected_model_id is not None:
@@ -780,7 +927,7 @@ class FdcReader:
 def read_fdc(
     path: PathLike | BinaryIO, expected_model_id: str | None = None
 ) -> tuple[StreamHeader, Codes]:
-    """Read a whole ``.fdc`` file.
+    """Read a whole ``.fdc`` file's codes (see :func:`read_fdc_gains` for the gains too).
 
     Returns
     -------
@@ -800,9 +947,33 @@ def read_fdc(
     >>> read_fdc(path)[1].shape
     (1, 4, 0)
     """
+    h, codes, _ = read_fdc_gains(path, expected_model_id)
+    return h, codes
+
+
+def read_fdc_gains(
+    path: PathLike | BinaryIO, expected_model_id: str | None = None
+) -> tuple[StreamHeader, Codes, npt.NDArray[np.float32] | None]:
+    """Read a whole ``.fdc`` file: ``(header, codes, gains_db)``; ``gains_db`` is
+    ``[channels, gain blocks]`` in dB, or None for a stream without gains.
+
+    Example
+    -------
+    >>> import numpy as np, tempfile, os
+    >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 4, 10,
+    ...                  frames_per_gain=75)
+    >>> path = os.path.join(tempfile.mkdtemp(), "two_seconds.fdc")
+    >>> write_fdc(path, h, np.zeros((1, 4, 150), dtype=np.uint16), [[1.0, -2.5]])
+    >>> read_fdc_gains(path)[2].tolist()
+    [[1.0, -2.5]]
+    """
     with FdcReader(path, expected_model_id) as r:
-        parts = [p.codes for p in r]
+        packets = list(r)
         h = r.header
-    if not parts:
-        return h, np.zeros((h.channels, h.n_codebooks, 0), dtype=np.uint16)
-    return h, np.concatenate(parts, axis=2)
+    codes = (np.concatenate([p.codes for p in packets], axis=2) if packets
+             else np.zeros((h.channels, h.n_codebooks, 0), dtype=np.uint16))
+    if not h.frames_per_gain:
+        return h, codes, None
+    gains = [p.gains_db for p in packets if p.gains_db is not None]
+    return h, codes, (np.concatenate(gains, axis=1) if gains
+                      else np.zeros((h.channels, 0), np.float32))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,14 @@ import numpy.typing as npt
 from . import features, solver
 from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
 from .batching import Batcher, BatchingSession
-from .bitstream import FILE_FRAMES_PER_PACKET, StreamHeader, read_fdc, write_fdc
+from .bitstream import (
+    FILE_FRAMES_PER_GAIN,
+    FILE_FRAMES_PER_PACKET,
+    StreamHeader,
+    read_fdc_gains,
+    write_fdc,
+)
+from .level import GainStage, LevelMeter
 from .model_files import PostfilterCard, load_cards, resolve
 from .sessions import DecoderNet, EncoderNet, PostfilterNet
 from .stages import DecoderStage, EncoderStage, PostfilterStage
@@ -31,24 +38,30 @@ DEFAULT_CHUNK_SECONDS = 10.0
 """Offline processing unit: memory is bounded by this, whatever the file length."""
 
 
+CodeChunk = tuple[np.ndarray, "np.ndarray | None"]
+"""Codes ``[C, n_q, k]`` and their level gains ``[C, blocks]`` in dB (None: no gains)."""
+
+
 @dataclass
 class Bitstream:
     """Codes of a whole clip plus the header that describes them.
 
-    ``codes`` is ``[channels, n_codebooks, frames]`` uint16 at ``header.frame_rate``.
+    ``codes`` is ``[channels, n_codebooks, frames]`` uint16 at ``header.frame_rate``;
+    ``gains_db`` the level gains ``[channels, header.gain_blocks(frames)]`` in dB (see
+    :mod:`flowdec.level`), or None for a stream without them.
     """
 
     header: StreamHeader
     codes: np.ndarray
+    gains_db: np.ndarray | None = None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.fdc`` file (atomically: a temporary name renamed when complete)."""
-        write_fdc(path, self.header, self.codes)
+        write_fdc(path, self.header, self.codes, self.gains_db)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], expected_model_id: str | None = None) -> Bitstream:
-        header, codes = read_fdc(path, expected_model_id=expected_model_id)
-        return cls(header, codes)
+        return cls(*read_fdc_gains(path, expected_model_id=expected_model_id))
 
     @property
     def bitrate_kbps(self) -> float:
@@ -165,27 +178,67 @@ class Codec:
 
     # -- whole clips -----------------------------------------------------------------------
     def encode(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
-               chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Bitstream:
-        """Encode ``[channels, samples]`` (or mono ``[samples]``) at ``sample_rate`` Hz."""
+               chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+               frames_per_gain: int = FILE_FRAMES_PER_GAIN) -> Bitstream:
+        """Encode ``[channels, samples]`` (or mono ``[samples]``) at ``sample_rate`` Hz.
+
+        ``frames_per_gain``: codec frames per level-gain block (see :mod:`flowdec.level`);
+        0 leaves the gains out (and skips the decoder run that measures them)."""
         a = as_audio(audio)
         sr = check_rate(sample_rate)
         n_q = self.card.codebooks_for(bitrate)
         x = resample(a, sr, CODEC_RATE)
-        stage = self.encoder_stage(a.shape[0], self._chunk_frames(chunk_seconds))
-        codes = np.concatenate([stage.push(x), stage.finish()], axis=2)[:, :n_q]
-        return Bitstream(self.header(a.shape[0], sr, a.shape[1], n_q, codes.shape[2]),
-                         codes.astype(np.uint16))
+        parts = list(self.encode_chunks([x], a.shape[0], n_q, frames_per_gain, chunk_seconds))
+        codes = np.concatenate([c for c, _ in parts], axis=2)
+        gains = np.concatenate([g for _, g in parts], axis=1) if frames_per_gain else None
+        header = self.header(a.shape[0], sr, a.shape[1], n_q, codes.shape[2],
+                             frames_per_gain=frames_per_gain)
+        return Bitstream(header, codes.astype(np.uint16), gains)
+
+    def encode_chunks(self, audio48: Iterable[np.ndarray], channels: int, n_codebooks: int,
+                      frames_per_gain: int = FILE_FRAMES_PER_GAIN,
+                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[CodeChunk]:
+        """Codes and level gains for successive 48 kHz chunks ``[C, n]`` (bounded memory).
+
+        Each yielded pair covers whole gain blocks (the last may end mid-block). With gains,
+        the plain decoder runs alongside the encoder to measure them."""
+        cf = self._chunk_frames(chunk_seconds)
+        enc = self.encoder_stage(channels, cf)
+        if not frames_per_gain:
+            for x in audio48:
+                codes = enc.push(x)[:, :n_codebooks]
+                if codes.shape[2]:
+                    yield codes, None
+            yield enc.finish()[:, :n_codebooks], None
+            return
+        dec = self.decoder_stage(channels, n_codebooks, cf)
+        meter = LevelMeter(channels, self.card.hop, frames_per_gain)
+        held = np.zeros((channels, n_codebooks, 0), np.int64)  # codes awaiting their gains
+        for x in audio48:
+            meter.add_input(x)
+            codes = enc.push(x)[:, :n_codebooks]
+            meter.add_output(dec.push(codes))
+            held = np.concatenate([held, codes], axis=2)
+            gains = meter.gains()
+            if gains.shape[1]:
+                k = gains.shape[1] * frames_per_gain
+                yield held[:, :, :k], gains
+                held = held[:, :, k:]
+        codes = enc.finish()[:, :n_codebooks]
+        meter.add_output(dec.push(codes))
+        meter.add_output(dec.finish())
+        yield np.concatenate([held, codes], axis=2), meter.finish(enc.next_frame)
 
     def header(self, channels: int, original_rate: int, original_length: int, n_codebooks: int,
-               total_frames: int = 0, frames_per_packet: int = FILE_FRAMES_PER_PACKET
-               ) -> StreamHeader:
+               total_frames: int = 0, frames_per_packet: int = FILE_FRAMES_PER_PACKET,
+               frames_per_gain: int = FILE_FRAMES_PER_GAIN) -> StreamHeader:
         c = self.card
         return StreamHeader(
             model_id=c.model_id, sample_rate=c.sample_rate, channels=channels,
             original_rate=original_rate, original_length=original_length,
             frame_rate_num=c.sample_rate, frame_rate_den=c.hop, n_codebooks=n_codebooks,
             bits_per_code=c.bits_per_code, frames_per_packet=frames_per_packet,
-            total_frames=total_frames,
+            total_frames=total_frames, frames_per_gain=frames_per_gain,
         )
 
     def check_stream(self, header: StreamHeader) -> None:
@@ -207,8 +260,12 @@ class Codec:
         (:attr:`postfilter_recommended`)."""
         h = stream.header
         self.check_stream(h)
-        out = list(self.decode_chunks(iter([stream.codes]), h, nfe, seed, postfilter, solver_name,
-                                      chunk_seconds))
+        if h.frames_per_gain and stream.gains_db is None:
+            raise ValueError(
+                f"the stream's header has level gains (one per {h.frames_per_gain} frames) but "
+                "the Bitstream has none: load files with Bitstream.load (or read_fdc_gains)")
+        out = list(self.decode_chunks(iter([(stream.codes, stream.gains_db)]), h, nfe, seed,
+                                      postfilter, solver_name, chunk_seconds))
         y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)
         t48 = self.length_at_codec_rate(h)
         y = fit_length(y, t48)
@@ -217,11 +274,13 @@ class Codec:
     def length_at_codec_rate(self, h: StreamHeader) -> int:
         return int(-(-h.original_length * CODEC_RATE // h.original_rate))
 
-    def decode_chunks(self, code_chunks: Iterator[np.ndarray], h: StreamHeader, nfe: int = 6,
+    def decode_chunks(self, code_chunks: Iterable[CodeChunk], h: StreamHeader, nfe: int = 6,
                       seed: int | None = None, postfilter: bool | None = None,
                       solver_name: str = "midpoint",
                       chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[np.ndarray]:
-        """Yield 48 kHz audio ``[channels, n]`` for successive code chunks (bounded memory)."""
+        """Yield 48 kHz audio ``[channels, n]`` for successive (codes, gains) chunks (bounded
+        memory). The plain codec path applies the level gains; the postfilter path does not
+        (see :mod:`flowdec.level`)."""
         dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
         post = None
         if self.use_postfilter(postfilter):
@@ -229,22 +288,32 @@ class Codec:
                 seed = secrets.randbits(32)
             pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
             post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name)
-        for codes in code_chunks:
-            y = dec.push(codes.astype(np.int64))
-            yield post.push(y) if post is not None else y
-        y = dec.finish()
+        level = (GainStage(h.channels, self.card.hop, h.frames_per_gain)
+                 if h.frames_per_gain and post is None else None)
+
+        def out(y: np.ndarray) -> np.ndarray:
+            if post is not None:
+                return post.push(y)
+            return level.push(y) if level is not None else y
+
+        for codes, gains in code_chunks:
+            if level is not None and gains is not None:
+                level.add_gains(gains)
+            yield out(dec.push(codes.astype(np.int64)))
+        yield out(dec.finish())
         if post is not None:
-            yield post.push(y)
             yield post.finish()
-        else:
-            yield y
 
     def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
-                  nfe: int = 6, seed: int | None = None, postfilter: bool | None = None
-                  ) -> np.ndarray:
-        """Encode then decode; returns audio shaped like the input, at its rate."""
+                  nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
+                  frames_per_gain: int = FILE_FRAMES_PER_GAIN) -> np.ndarray:
+        """Encode then decode; returns audio shaped like the input, at its rate.
+
+        ``frames_per_gain``: level-gain block (see :meth:`encode`); a :class:`flowdec.Stream`
+        uses :data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN`."""
         a = as_audio(audio)
-        out = self.decode(self.encode(a, sample_rate, bitrate), nfe, seed, postfilter)
+        out = self.decode(self.encode(a, sample_rate, bitrate, frames_per_gain=frames_per_gain),
+                          nfe, seed, postfilter)
         return out[0] if np.ndim(audio) == 1 else out
 
 

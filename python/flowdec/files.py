@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 
 from .audio import CODEC_RATE, StreamResampler, check_rate
-from .bitstream import BitstreamError, FdcReader, FdcWriter, StreamHeader
+from .bitstream import FILE_FRAMES_PER_GAIN, BitstreamError, FdcReader, FdcWriter, StreamHeader
 from .codec import Codec
 from .model_files import ModelError, load_cards, resolve
 from .sessions import DeviceError
@@ -427,17 +427,19 @@ def _chunk_frames(codec: Codec, chunk_seconds: float) -> int:
 
 
 def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float
-                  ) -> Iterator[np.ndarray]:
-    """Codes ``[C, n_q, k]`` int64 for successive input chunks (48 kHz resampling inside)."""
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Codes ``[C, n_q, k]`` and level gains for successive input chunks (48 kHz resampling
+    inside), as :meth:`Codec.encode_chunks` gives them."""
     rs = StreamResampler(src.rate, CODEC_RATE, src.channels)
-    stage = codec.encoder_stage(src.channels, _chunk_frames(codec, chunk_seconds))
-    for x in src.chunks():
-        codes = stage.push(rs.push(x))
-        if codes.shape[2]:
-            yield codes[:, :n_q]
-    if not rs.identity:
-        yield stage.push(rs.push(np.zeros((src.channels, 0), np.float32), last=True))[:, :n_q]
-    yield stage.finish()[:, :n_q]
+
+    def audio48() -> Iterator[np.ndarray]:
+        for x in src.chunks():
+            yield rs.push(x)
+        if not rs.identity:
+            yield rs.push(np.zeros((src.channels, 0), np.float32), last=True)
+
+    yield from codec.encode_chunks(audio48(), src.channels, n_q, FILE_FRAMES_PER_GAIN,
+                                   chunk_seconds)
 
 
 def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
@@ -496,8 +498,8 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
         bar = _Progress(progress, src.seconds, f"encode {src.path.name}")
         try:
             with FdcWriter(out, header) as w:
-                for codes in _encode_codes(codec, src, n_q, chunk_seconds):
-                    w.write(codes)
+                for codes, gains in _encode_codes(codec, src, n_q, chunk_seconds):
+                    w.write(codes, gains)
                     bar.update(src.read / src.rate)
                 if src.frames != header.original_length:  # e.g. an mp3's estimated length
                     w.header = dataclasses.replace(w.header, original_length=src.frames)
@@ -537,7 +539,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, h.duration_s, f"decode {src.name}")
         try:
-            codes = (p.codes for p in reader)
+            codes = ((p.codes, p.gains_db) for p in reader)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
                                         _decode_chunk_seconds(chunk_seconds, h.channels,
                                                               postfilter))
@@ -677,6 +679,7 @@ class StreamInfo:
     complete: bool  # False: truncated (fewer frames than the header announces)
     installed_model: str | None  # id of the model we compare with, None if none found
     problem: str | None = None  # a corrupt packet, if any
+    gain_range_db: tuple[float, float, float] | None = None  # level gains min, mean, max
 
     @property
     def seconds(self) -> float:
@@ -713,7 +716,18 @@ class StreamInfo:
             f"{h.n_codebooks} codebooks x {h.bits_per_code} bits",
             f"packets:         {self.packets} of up to {h.frames_per_packet} frames, "
             f"{self.frames} frames",
+            f"level gains:     {self._gains_line()}",
         ]
+
+    def _gains_line(self) -> str:
+        h = self.header
+        if not h.frames_per_gain:
+            return "none (format version 1 or encoded without them)"
+        every = f"one per {float(h.frames_per_gain / h.frame_rate):g} s per channel"
+        if self.gain_range_db is None:
+            return every
+        lo, mean, hi = self.gain_range_db
+        return f"{every}; min {lo:+.2f} dB, mean {mean:+.2f} dB, max {hi:+.2f} dB"
 
 
 def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
@@ -733,7 +747,8 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
         except ModelError:
             if model is not None:
                 raise
-    packets = frames = 0
+    packets = frames = blocks = 0
+    lo, hi, total = np.inf, -np.inf, 0.0
     problem = None
     with _Translate(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation is reported in the result
@@ -743,7 +758,13 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
                 for pk in r:
                     packets += 1
                     frames += pk.frames
+                    g = pk.gains_db
+                    if g is not None and g.size:
+                        lo, hi = min(lo, float(g.min())), max(hi, float(g.max()))
+                        total += float(g.sum())
+                        blocks += g.size
             except BitstreamError as e:
                 problem = _oneline(e)
+    gains = (lo, total / blocks, hi) if blocks else None
     return StreamInfo(p, h, p.stat().st_size, packets, frames,
-                      problem is None and frames >= h.total_frames, installed, problem)
+                      problem is None and frames >= h.total_frames, installed, problem, gains)

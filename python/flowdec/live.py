@@ -392,7 +392,8 @@ class LiveSession:
                 if writer is not None:
                     from .bitstream import decode_packet
 
-                    writer.write(decode_packet(header, p)[0].codes)
+                    packet = decode_packet(header, p)[0]
+                    writer.write(packet.codes, packet.gains_db)
             if sink is not None and out_file is not None:
                 y = sink.drain(int(min(limit, 1 << 62)))
                 if y.shape[1]:

@@ -27,9 +27,15 @@ How it works:
   step after :data:`RECOVER_AFTER` chunks on time. ``worker=False`` does the work inside
   ``process`` (deterministic: used by tests, pedalboard effects and offline bounces).
 
+Level gains (:mod:`flowdec.level`): each chunk is whole 40 ms gain blocks
+(:data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN`), so the engine measures the decoder's
+loudness loss on the chunk and restores it on the codec path without extra latency; the
+packets carry the same gains.
+
 Chunk invariance (tested): with ``worker=False``, the output does not depend on the host
 block sizes at all, and after removing the latency it equals :meth:`flowdec.Codec.roundtrip`
-to float precision for the codec path (postfilter=False) at 44.1/48/96 kHz; the postfilter
+with ``frames_per_gain=LIVE_FRAMES_PER_GAIN`` to float precision for the codec path
+(postfilter=False) at 44.1/48/96 kHz; the postfilter
 path differs from the offline one only by its shorter window context (see ``tests/test_stream.py``
 for the measured tolerance).
 
@@ -53,8 +59,15 @@ import numpy as np
 
 from . import features, solver
 from .audio import CODEC_RATE, check_rate
-from .bitstream import LIVE_FRAMES_PER_PACKET, Packet, StreamHeader, encode_packet
+from .bitstream import (
+    LIVE_FRAMES_PER_GAIN,
+    LIVE_FRAMES_PER_PACKET,
+    Packet,
+    StreamHeader,
+    encode_packet,
+)
 from .codec import Codec
+from .level import GainStage, LevelMeter
 from .stages import PostfilterStage
 
 CHUNK_QUANTUM = 3840
@@ -146,6 +159,8 @@ class _Chain:
         self.origin = origin
         self.enc.reset()
         self.dec.reset()
+        self.meter = LevelMeter(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
+        self.level = GainStage(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
         if self.post is not None:
             self.post.reset()
         self.k = 0  # next chunk (relative to origin)
@@ -172,8 +187,9 @@ class _Chain:
         self.reset(origin)
         self.pending = keep.copy()
 
-    def run(self) -> tuple[np.ndarray, np.ndarray]:
-        """Run chunk k; returns (audio [C, chunk], codes [C, n_q, frames] emitted)."""
+    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run chunk k; returns (audio [C, chunk], codes [C, n_q, frames] emitted, level
+        gains [C, blocks] of the gain blocks completed)."""
         k = self.k
         hop = self.hop
         y_end = (k + 1) * self.chunk // hop + self.dec_frames_extra  # decoder hops needed
@@ -182,15 +198,22 @@ class _Chain:
         take = self.origin + in_end - self.pending_start
         x, self.pending = self.pending[:, :take], self.pending[:, take:]
         self.pending_start += take
+        self.meter.add_input(x)
         self.enc.chunk = code_end - self.enc.next_frame
         codes = self.enc.push(x)[:, : self.n_q]
         self.dec.chunk = y_end - self.dec.next_hop
         y = self.dec.push(codes)
-        out = self.post.push(y) if self.post is not None else y
+        self.meter.add_output(y)
+        gains = self.meter.gains()
+        if self.post is not None:
+            out = self.post.push(y)
+        else:  # the chunk is whole gain blocks (chunks are multiples of 6 frames)
+            self.level.add_gains(gains)
+            out = self.level.push(y)
         self.k = k + 1
         if out.shape[1] != self.chunk:
             raise RuntimeError(f"chain produced {out.shape[1]} samples, expected {self.chunk}")
-        return out, codes
+        return out, codes, gains
 
 
 class _Resampler:
@@ -252,8 +275,9 @@ class Stream:
         context: postfilter window context in STFT frames each side (more = closer to offline,
             more work and latency).
         on_packet: called from the worker with each ``.fdc`` packet (bytes) of
-            :data:`~flowdec.bitstream.LIVE_FRAMES_PER_PACKET` frames the encoder produced; the
-            matching header is :attr:`header` (after ``prepare``).
+            :data:`~flowdec.bitstream.LIVE_FRAMES_PER_PACKET` frames the encoder produced, with
+            their level gains (a packet leaves once its gains are measured); the matching
+            header is :attr:`header` (after ``prepare``).
 
     Latency (host samples) = one chunk + lookahead + resampler delays (availability) + one
     chunk + ``max_block`` (margin); at 48 kHz with the defaults and ``max_block=512``:
@@ -306,7 +330,8 @@ class Stream:
         self.availability = self._availability()
         self.latency = self.availability + self.chunk_host + self.max_block
         self.header = self.codec.header(channels, sr, 0, self.n_q,
-                                        frames_per_packet=LIVE_FRAMES_PER_PACKET)
+                                        frames_per_packet=LIVE_FRAMES_PER_PACKET,
+                                        frames_per_gain=LIVE_FRAMES_PER_GAIN)
         cap_in = 4 * sr + 4 * self.max_block  # seconds of stall before input is lost
         self._in = np.zeros((channels, cap_in), np.float32)
         cap_out = self.latency + 4 * self.max_block + 4 * self.chunk_host + sr
@@ -356,7 +381,8 @@ class Stream:
             self._out_count = 0  # host samples produced by the output resampler
             self._level = 0
             self._on_time = 0
-            self._packet_codes: list[np.ndarray] = []
+            self._packet_codes = np.zeros((self.channels, self.n_q, 0), np.uint16)
+            self._packet_gains = np.zeros((self.channels, 0), np.float32)
             self._packet_index = 0
             self.stats = StreamStats(nfe=self.levels[0])
         if self.worker:
@@ -479,7 +505,7 @@ class Stream:
                 self.stats.nfe = ch.nfe
                 t0 = time.perf_counter()
                 try:
-                    y, codes = ch.run()
+                    y, codes, gains = ch.run()
                 except Exception as e:  # never crash the audio path: drop and go on
                     self.stats.errors += 1
                     self.stats.last_error = f"{type(e).__name__}: {e}"
@@ -489,7 +515,7 @@ class Stream:
                     continue
                 dt = time.perf_counter() - t0
                 self._emit(y)
-                self._send_packets(codes)
+                self._send_packets(codes, gains)
                 st = self.stats
                 st.chunks += 1
                 st.work_seconds += dt
@@ -527,6 +553,9 @@ class Stream:
         self.stats.dropped_chunks += 1
         self._emit(np.zeros((self.channels, ch.chunk), np.float32))
         ch.skip_to(ch.origin + (ch.k + 1) * ch.chunk)
+        # codes whose gains were still being measured are dropped with the audio
+        self._packet_codes = self._packet_codes[:, :, : self._packet_gains.shape[1]
+                                                * LIVE_FRAMES_PER_GAIN]
 
     def _emit(self, y48: np.ndarray) -> None:
         y = self._rs_out.push(y48)
@@ -546,15 +575,20 @@ class Stream:
                 self._out[:, : m - k] = seg[:, k:]
         self._out_written = pos + n
 
-    def _send_packets(self, codes: np.ndarray) -> None:
-        if self.on_packet is None or self.header is None or codes.shape[2] == 0:
+    def _send_packets(self, codes: np.ndarray, gains: np.ndarray) -> None:
+        """Send every complete packet: codes lead their gains (the gains wait for the decoder),
+        so a packet goes out once the gains of all its frames are known."""
+        if self.on_packet is None or self.header is None:
             return
-        self._packet_codes.append(codes.astype(np.uint16))
-        buf = np.concatenate(self._packet_codes, axis=2)
+        g = LIVE_FRAMES_PER_GAIN
+        self._packet_codes = np.concatenate([self._packet_codes, codes.astype(np.uint16)], axis=2)
+        self._packet_gains = np.concatenate([self._packet_gains, gains], axis=1)
         f = LIVE_FRAMES_PER_PACKET
-        full = buf.shape[2] // f * f
-        for i in range(0, full, f):
-            packet = Packet(self._packet_index, buf[:, :, i : i + f])
+        ready = min(self._packet_codes.shape[2], self._packet_gains.shape[1] * g) // f * f
+        for i in range(0, ready, f):
+            packet = Packet(self._packet_index, self._packet_codes[:, :, i : i + f],
+                            self._packet_gains[:, i // g : (i + f) // g])
             self.on_packet(encode_packet(self.header, packet))
             self._packet_index += 1
-        self._packet_codes = [buf[:, :, full:]]
+        self._packet_codes = self._packet_codes[:, :, ready:]
+        self._packet_gains = self._packet_gains[:, ready // g :]
