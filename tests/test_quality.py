@@ -5,10 +5,10 @@ round trip at every bitrate keeps length, rate and channels, stays finite, and t
 path meets a measured quality floor that rises with bitrate, and its loudness (ITU-R BS.1770
 integrated loudness, computed here independently of flowdec) is within 1 dB of the input's —
 the issue's goal, met by the level gains the encoder transmits (``flowdec.level``; without
-them the codec path loses 3.8–4.8 LU on this clip). Floors are the shipped weights' measured
-values plus a margin (regression guards). The postfilter path does not use the gains: it
-restores level itself to within 0.4 dB RMS at 4.5–7.5 kbit/s (1.5 dB short at 3 kbit/s) but
-adds noise (mel distance 0.40–0.42 vs 0.30–0.34). See the README's limits and the model card.
+them the codec path loses 3.8–4.8 LU on this clip). The postfilter path keeps loudness the
+same way (its output level is matched per gain block) but adds noise (mel distance 0.41–0.42
+vs 0.30–0.34). Floors are the shipped weights' measured values plus a margin (regression
+guards). See the README's limits and the model card.
 """
 
 from __future__ import annotations
@@ -105,19 +105,21 @@ def test_codec_path_quality_floor_and_rises_with_bitrate(
     assert mel[rates[-1]] < mel[rates[0]], mel  # more bits, closer to the reference
 
 
-# the postfilter path (NFE 6, seed 0) on the example clip: level change in dB (RMS over both
-# channels) and mel distance; measured -1.52/-0.39/+0.31/+0.27 dB and 0.415/0.408/0.404/0.404
-POSTFILTER_LEVEL_DB = {3.0: 2.0, 4.5: 1.0, 6.0: 1.0, 7.5: 1.0}
+# the postfilter path (NFE 6, seed 0) on the example clip: loudness change (LU) and mel
+# distance; measured -0.19/-0.18/-0.07/-0.14 LU (RMS +0.9...+1.2 dB) and 0.407/0.412/0.419/0.420
 POSTFILTER_MEL_FLOOR = 0.45
 
 
-def test_postfilter_restores_level(shipped: Codec, clip: tuple[np.ndarray, int]) -> None:
+def test_postfilter_path_keeps_loudness(shipped: Codec, clip: tuple[np.ndarray, int]) -> None:
+    """The output level stage gives the postfilter's output the input's loudness per gain
+    block too (the transmitted gain plus the measured plain-vs-postfiltered ratio)."""
     audio, sr = clip
-    for b, bound in POSTFILTER_LEVEL_DB.items():
+    ref = integrated_loudness(resample(audio, sr, 48000), 48000)
+    for b in shipped.bitrates:
         out = shipped.roundtrip(audio, sr, bitrate=b, nfe=6, seed=0, postfilter=True)
         assert out.shape == audio.shape and np.isfinite(out).all(), b
-        change = level_db(out) - level_db(audio)
-        assert abs(change) <= bound, (b, change)
+        change = integrated_loudness(resample(out, sr, 48000), 48000) - ref
+        assert abs(change) <= 1.0, (b, change)
         mel = float(np.mean([mel_distance(audio[c], out[c], sr) for c in range(audio.shape[0])]))
         assert mel <= POSTFILTER_MEL_FLOOR, (b, mel)
 

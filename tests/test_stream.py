@@ -82,7 +82,8 @@ def test_postfilter_path_close_to_offline(codec: Codec, context: int, tol: float
     if not codec.has_postfilter:
         pytest.skip("model has no postfilter")
     x = _clip(48000, 0.6)
-    ref = codec.roundtrip(x, 48000, 6.0, nfe=6, seed=3, postfilter=True)
+    ref = codec.roundtrip(x, 48000, 6.0, nfe=6, seed=3, postfilter=True,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)
     s = Stream(codec, postfilter=True, nfe=6, seed=3, worker=False, context=context)
     s.prepare(48000, 2048, 1)
     y = _run(s, x, -1)

@@ -29,7 +29,7 @@ from .bitstream import (
     read_fdc_gains,
     write_fdc,
 )
-from .level import GainStage, LevelMeter
+from .level import LevelMeter, OutputLevel
 from .model_files import PostfilterCard, load_cards, resolve
 from .sessions import DecoderNet, EncoderNet, PostfilterNet
 from .stages import DecoderStage, EncoderStage, PostfilterStage
@@ -279,8 +279,8 @@ class Codec:
                       solver_name: str = "midpoint",
                       chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[np.ndarray]:
         """Yield 48 kHz audio ``[channels, n]`` for successive (codes, gains) chunks (bounded
-        memory). The plain codec path applies the level gains; the postfilter path does not
-        (see :mod:`flowdec.level`)."""
+        memory). With level gains, each gain block of the output (plain or postfiltered) is
+        brought to the input's loudness (:class:`flowdec.level.OutputLevel`)."""
         dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
         post = None
         if self.use_postfilter(postfilter):
@@ -288,21 +288,24 @@ class Codec:
                 seed = secrets.randbits(32)
             pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
             post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name)
-        level = (GainStage(h.channels, self.card.hop, h.frames_per_gain)
-                 if h.frames_per_gain and post is None else None)
+        level = (OutputLevel(h.channels, self.card.hop, h.frames_per_gain)
+                 if h.frames_per_gain else None)
+        empty = np.zeros((h.channels, 0), np.float32)
 
-        def out(y: np.ndarray) -> np.ndarray:
-            if post is not None:
-                return post.push(y)
-            return level.push(y) if level is not None else y
+        def out(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+            return level.push(y, z) if level is not None else z
 
         for codes, gains in code_chunks:
             if level is not None and gains is not None:
                 level.add_gains(gains)
-            yield out(dec.push(codes.astype(np.int64)))
-        yield out(dec.finish())
+            y = dec.push(codes.astype(np.int64))
+            yield out(y, post.push(y) if post is not None else y)
+        y = dec.finish()
+        yield out(y, post.push(y) if post is not None else y)
         if post is not None:
-            yield post.finish()
+            yield out(empty, post.finish())
+        if level is not None:
+            yield level.finish(dec.received)
 
     def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
                   nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,

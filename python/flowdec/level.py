@@ -10,13 +10,16 @@ runs the plain decoder on its own codes and measures, per **gain block** of
 over the block's frames (x the 48 kHz input, y the plain decoder output, K the K-weighting
 of ITU-R BS.1770 — the loudness meters' weighting — applied per frame in the frequency
 domain, ε a −100 dBFS floor per sample so silence gives 0 dB). The gains travel in the packets
-(:mod:`flowdec.bitstream`, one signed byte per block in 0.25 dB steps) and the decoder
-multiplies its plain output by them (:class:`GainStage`). The postfilter path does not
-apply them: the postfilter was trained on the uncorrected decoder output and restores
-level itself.
+(:mod:`flowdec.bitstream`, one signed byte per block in 0.25 dB steps). The decoder's last
+stage (:class:`OutputLevel`) gives each block of its output the input's loudness: the
+transmitted gain, plus — when the postfilter ran — the measured ratio of the plain output to
+the postfiltered one (:class:`GainStage` applies the result with short ramps).
 
-Both classes are incremental and exact for any push pattern: a gain depends only on the
-samples of its block, the applied gain curve only on the sample index and the block gains.
+:class:`PeakNormalizer` is the postfilter's input stage: it presents y at the peak level the
+postfilter was trained at and undoes the gain on its output.
+
+All classes are incremental and exact for any push pattern: a gain depends only on samples
+up to a fixed point, the applied gain curve only on the sample index and the gains.
 
 Example:
     >>> import numpy as np
@@ -110,12 +113,14 @@ class _FrameEnergy:
 class LevelMeter:
     """Gains of complete blocks from the input and the plain decoder output (48 kHz, both
     pushed from sample 0 in any pieces); :meth:`gains` returns each block once, quantised as
-    the decoder will see it."""
+    the decoder will see it (``quantize=False``: as measured)."""
 
-    def __init__(self, channels: int, hop: int, frames_per_gain: int) -> None:
+    def __init__(self, channels: int, hop: int, frames_per_gain: int,
+                 quantize: bool = True) -> None:
         if frames_per_gain < 1:
             raise ValueError(f"frames_per_gain: must be >= 1, got {frames_per_gain}")
         self.channels, self.hop, self.g = channels, hop, frames_per_gain
+        self.quantize = quantize  # to the transmitted grid (else float32 dB as measured)
         self.x = _FrameEnergy(channels, hop)
         self.y = _FrameEnergy(channels, hop)
 
@@ -133,7 +138,8 @@ class LevelMeter:
         ey = np.pad(ey, pad).reshape(self.channels, nb, self.g).sum(2)
         # the floor scales with the block's real length (a short last block)
         n = np.minimum(self.g, frames - np.arange(nb) * self.g) * self.hop * FLOOR
-        return quantize_gains(10 * np.log10((ex + n) / (ey + n)))
+        db = 10 * np.log10((ex + n) / (ey + n))
+        return quantize_gains(db) if self.quantize else db.astype(np.float32)
 
     def gains(self) -> Gains:
         """Gains ``[C, b]`` in dB of the blocks completed since the last call."""
@@ -203,3 +209,157 @@ class GainStage:
             self.block_gains = self.block_gains[:, drop:]
             self.first_block += drop
         return out
+
+
+class PeakNormalizer:
+    """Presents audio to the postfilter at the level it was trained at, and undoes it.
+
+    The postfilter was trained on examples normalised to peak levels up to ``peak_dbfs``; its
+    prior noise σ_y is fixed, so quiet input drowns in it. Per channel and frame, the peak
+    envelope follows the frame peaks at once upwards and decays by ``release_db_per_s``
+    (never below ``floor_dbfs``, so silence is boosted at most ``peak_dbfs − floor_dbfs``);
+    a frame's gain brings the envelope of that frame *and the next* to ``peak_dbfs`` (the
+    smaller of the two gains), so an onset is already attenuated when it starts and nothing
+    is pushed far above the training range. Gains ramp within a frame as in
+    :class:`GainStage`. :meth:`push` therefore returns a frame's samples once the next frame
+    is complete (it holds back up to :data:`HOLD_FRAMES` frames; :meth:`flush` ends the
+    stream), and :meth:`restore` applies the inverse gains to the postfilter output. The
+    result does not depend on how the audio is split into pushes.
+
+    Example:
+        >>> import numpy as np
+        >>> n = PeakNormalizer(1, hop=640, peak_dbfs=0.0, release_db_per_s=20.0,
+        ...                    floor_dbfs=-50.0, frame_rate=75.0)
+        >>> quiet = 0.01 * np.sin(np.arange(6400) / 5.0)[None].astype(np.float32)
+        >>> y = np.concatenate([n.push(quiet), n.flush()], axis=1)
+        >>> y.shape, round(float(np.abs(y).max()), 2)   # 0 dBFS peaks, all samples back
+        ((1, 6400), 1.0)
+        >>> bool(np.allclose(n.restore(y), quiet, atol=1e-6))
+        True
+    """
+
+    HOLD_FRAMES = 2
+    """Most frames :meth:`push` holds back: the incomplete one and the one before it."""
+
+    def __init__(self, channels: int, hop: int, peak_dbfs: float, release_db_per_s: float,
+                 floor_dbfs: float, frame_rate: float) -> None:
+        self.channels, self.hop = channels, hop
+        self.peak_dbfs, self.floor = peak_dbfs, 10.0 ** (floor_dbfs / 20)
+        self.release = 10.0 ** (-release_db_per_s / 20 / frame_rate)  # per frame
+        self.env = np.full(channels, self.floor)  # envelope of the last complete frame
+        self.held = np.zeros((channels, 0), np.float32)  # samples not yet returned
+        self.held_start = 0  # sample index of held[:, 0]
+        self.wants: list[npt.NDArray[np.float64]] = []  # gains wanted by complete frames
+        self.complete = 0  # complete frames seen
+        self.gained = 0  # frames whose gain is decided
+        self.forward = GainStage(channels, hop, 1)
+        self.inverse = GainStage(channels, hop, 1)
+
+    def _want(self, peak: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+        self.env = np.maximum(np.maximum(peak, self.env * self.release), self.floor)
+        want: npt.NDArray[np.float64] = self.peak_dbfs - 20 * np.log10(self.env)
+        return want
+
+    def _decide(self, upto: int) -> None:
+        """Decide the gains of frames [gained, upto): min of the frame's and the next's."""
+        gains = []
+        while self.gained < upto:
+            k = self.gained - (self.complete - len(self.wants))  # index into wants
+            nxt = self.wants[k + 1] if k + 1 < len(self.wants) else self.wants[k]
+            gains.append(np.minimum(self.wants[k], nxt))
+            self.gained += 1
+        if gains:
+            g = np.stack(gains, axis=1)
+            self.forward.add_gains(g)
+            self.inverse.add_gains(-g)
+            drop = len(self.wants) - (self.complete - self.gained) - 1
+            del self.wants[: max(0, drop)]
+
+    def _release(self, upto_sample: int) -> Audio:
+        n = max(0, upto_sample - self.held_start)
+        out, self.held = self.held[:, :n], self.held[:, n:]
+        self.held_start += n
+        return self.forward.push(out)
+
+    def push(self, y: npt.ArrayLike) -> Audio:
+        """Normalised samples, from where the previous call stopped, up to the start of the
+        last complete frame (fewer than :data:`HOLD_FRAMES` frames stay held)."""
+        self.held = np.concatenate([self.held, np.asarray(y, np.float32)], axis=1)
+        end = self.held_start + self.held.shape[1]
+        while (self.complete + 1) * self.hop <= end:
+            a = self.complete * self.hop - self.held_start
+            self.wants.append(self._want(np.abs(self.held[:, a : a + self.hop]).max(1)))
+            self.complete += 1
+        self._decide(max(0, self.complete - 1))
+        return self._release(self.gained * self.hop)
+
+    def flush(self) -> Audio:
+        """The end of the stream: the held samples (a partial last frame counts as a frame)."""
+        end = self.held_start + self.held.shape[1]
+        if end > self.complete * self.hop:
+            a = self.complete * self.hop - self.held_start
+            self.wants.append(self._want(np.abs(self.held[:, a:]).max(1)))
+            self.complete += 1
+        self._decide(self.complete)
+        return self._release(end)
+
+    def restore(self, z: npt.ArrayLike) -> Audio:
+        """Undo the gains on the postfilter output (pushed in order from sample 0, never past
+        the samples returned so far)."""
+        return self.inverse.push(z)
+
+
+class OutputLevel:
+    """The decoder's last stage, on both paths: each gain block of the output gets the
+    input's loudness.
+
+    The transmitted gain says how much louder the input was than the plain decoder output y;
+    the postfilter changes the level again, so the block's final gain is the transmitted gain
+    plus the measured ratio of y to the stage's output z (0 dB on the plain codec path,
+    where z = y). Both signals are pushed in order from sample 0; a block's samples are
+    returned once it is complete in both (at :meth:`finish` for the last one).
+
+    Example:
+        >>> import numpy as np
+        >>> tone = np.sin(2 * np.pi * 1000 * np.arange(3840) / 48000)[None].astype(np.float32)
+        >>> o = OutputLevel(channels=1, hop=640, frames_per_gain=3)
+        >>> o.add_gains(np.array([[6.0, 6.0]]))     # the input was 6 dB louder than y
+        >>> z = o.push(0.5 * tone, 0.25 * tone)     # a postfilter that lost another 6 dB
+        >>> round(float(np.abs(z).max()), 3)
+        0.998
+    """
+
+    def __init__(self, channels: int, hop: int, frames_per_gain: int) -> None:
+        self.channels, self.hop, self.g = channels, hop, frames_per_gain
+        self.meter = LevelMeter(channels, hop, frames_per_gain, quantize=False)
+        self.stage = GainStage(channels, hop, frames_per_gain)
+        self.transmitted = np.zeros((channels, 0), np.float32)  # gains not yet used
+        self.held = np.zeros((channels, 0), np.float32)  # output not yet returned
+
+    def add_gains(self, gains_db: npt.ArrayLike) -> None:
+        g = np.asarray(gains_db, np.float32).reshape(self.channels, -1)
+        self.transmitted = np.concatenate([self.transmitted, g], axis=1)
+
+    def _use(self, ratio_db: Gains) -> Audio:
+        n = ratio_db.shape[1]
+        if n > self.transmitted.shape[1]:
+            raise ValueError("the transmitted gains of a block must be added before its audio "
+                             "is complete")
+        self.stage.add_gains(self.transmitted[:, :n] + ratio_db)
+        self.transmitted = self.transmitted[:, n:]
+        k = min(self.held.shape[1], self.stage.samples_covered - self.stage.pos)
+        out, self.held = self.held[:, :k], self.held[:, k:]
+        return self.stage.push(out)
+
+    def push(self, y: npt.ArrayLike, z: npt.ArrayLike) -> Audio:
+        """``y``: more plain decoder output; ``z``: more output of the stage before this one
+        (the postfilter, or ``y`` itself)."""
+        z = np.asarray(z, np.float32)
+        self.meter.add_input(y)
+        self.meter.add_output(z)
+        self.held = np.concatenate([self.held, z], axis=1)
+        return self._use(self.meter.gains())
+
+    def finish(self, total_frames: int) -> Audio:
+        """The rest, for a stream of ``total_frames`` codec frames."""
+        return self._use(self.meter.finish(total_frames))

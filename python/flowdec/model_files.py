@@ -88,12 +88,30 @@ class PostfilterCard:
     # Whether decoding uses the postfilter by default: the card's evaluation found it
     # improves on the plain codec (absent: yes). See flowdec.train.export.add_evaluation.
     recommended: bool = True
+    # The level the network was trained at: inputs are presented at this peak level by a
+    # causal peak follower (flowdec.level.PeakNormalizer); None (absent): as they come.
+    input_level: InputLevel | None = None
+
+
+@dataclass(frozen=True)
+class InputLevel:
+    """``input_level`` of a postfilter card (see :class:`flowdec.level.PeakNormalizer`)."""
+
+    peak_dbfs: float
+    release_db_per_s: float
+    floor_dbfs: float
 
 
 def _block_reach(kernel: int, blocks: int, lookahead_blocks: int) -> tuple[int, int]:
     future = lookahead_blocks
     past = blocks * (kernel - 1) - future
     return past, future
+
+
+def _input_level(d: Any) -> InputLevel | None:
+    if d is None:
+        return None
+    return InputLevel(float(d["peak_dbfs"]), float(d["release_db_per_s"]), float(d["floor_dbfs"]))
 
 
 def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
@@ -126,6 +144,7 @@ def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
                 frames_multiple=int(p["frames_multiple"]),
                 lookahead_frames=int(p["lookahead_frames"]), raw=p,
                 recommended=bool(p.get("recommended", True)),
+                input_level=_input_level(p.get("input_level")),
             )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model card {folder / 'model_card.json'} is incomplete: {e}") from e

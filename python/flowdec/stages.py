@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .audio import CODEC_RATE
+from .level import PeakNormalizer
 from .model_files import CodecCard, PostfilterCard
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
@@ -149,7 +151,9 @@ class PostfilterStage:
 
     Output samples [h·n0, h·n1) come from a window of frames [n0 − 2 − L, n1 + 2 + R + X/h)
     with L = R = ``context`` frames; the first X = 2·h samples of each chunk are cross-faded
-    with the previous chunk's tail.
+    with the previous chunk's tail. When the card gives an ``input_level``, y is presented at
+    that level (:class:`flowdec.level.PeakNormalizer`, causal, so chunking does not change
+    it) and the output is scaled back.
     """
 
     def __init__(self, analysis: Callable[[np.ndarray], np.ndarray],
@@ -164,9 +168,14 @@ class PostfilterStage:
         self.context = -(-context // self.m) * self.m
         self.fade_frames = 2
         self.fade = self.fade_frames * self.h
+        self.input_level = card.input_level
         self.reset()
 
     def reset(self) -> None:
+        lv = self.input_level
+        self.level = (PeakNormalizer(self.channels, self.h, lv.peak_dbfs, lv.release_db_per_s,
+                                     lv.floor_dbfs, CODEC_RATE / self.h)
+                      if lv is not None else None)
         self.buf = np.zeros((self.channels, 0), np.float32)
         self.buf_start = 0
         self.received = 0
@@ -176,7 +185,8 @@ class PostfilterStage:
     @property
     def future_frames(self) -> int:
         """Frames after a chunk's end whose samples must have arrived before it runs."""
-        return 2 + self.context + self.fade_frames + 2  # +2: last frame's window half
+        held = PeakNormalizer.HOLD_FRAMES if self.input_level is not None else 0
+        return 2 + self.context + self.fade_frames + 2 + held  # +2: last frame's window half
 
     def _segment(self, g0: int, g1: int) -> np.ndarray:
         """y over global samples [g0, g1), zero outside the signal received so far."""
@@ -212,15 +222,27 @@ class PostfilterStage:
         return out[:, : (n1 - n0) * h]
 
     def push(self, y: np.ndarray) -> np.ndarray:
-        self.buf = np.concatenate([self.buf, np.asarray(y, np.float32)], axis=1)
+        y = np.asarray(y, np.float32)
+        if self.level is not None:
+            y = self.level.push(y)
+        self.buf = np.concatenate([self.buf, y], axis=1)
         self.received += y.shape[1]
         out = []
-        while (self.next_frame + self.chunk + self.future_frames) * self.h <= self.received:
+        # ``received`` counts samples the normaliser has released; it holds at most
+        # HOLD_FRAMES frames, which future_frames includes
+        held = PeakNormalizer.HOLD_FRAMES if self.level is not None else 0
+        while (self.next_frame + self.chunk + self.future_frames - held) * self.h <= self.received:
             a = self.next_frame
             out.append(self._run(a, a + self.chunk, None))
-        return _cat(out, (self.channels,), np.float32)
+        return self._restore(_cat(out, (self.channels,), np.float32))
+
+    def _restore(self, out: np.ndarray) -> np.ndarray:
+        return self.level.restore(out) if self.level is not None else out
 
     def finish(self) -> np.ndarray:
+        if self.level is not None:  # the samples the normaliser still holds
+            self.buf = np.concatenate([self.buf, self.level.flush()], axis=1)
+            self.received = self.buf_start + self.buf.shape[1]
         total = self.received // self.h + 1  # frames of the one-shot analysis
         end_frame = math.ceil(self.received / self.h)
         out = []
@@ -230,4 +252,4 @@ class PostfilterStage:
             out.append(self._run(a, b, total))
         res = _cat(out, (self.channels,), np.float32)
         emitted = self.next_frame * self.h
-        return res[:, : res.shape[1] - max(0, emitted - self.received)]
+        return self._restore(res[:, : res.shape[1] - max(0, emitted - self.received)])

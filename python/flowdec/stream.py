@@ -29,8 +29,8 @@ How it works:
 
 Level gains (:mod:`flowdec.level`): each chunk is whole 40 ms gain blocks
 (:data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN`), so the engine measures the decoder's
-loudness loss on the chunk and restores it on the codec path without extra latency; the
-packets carry the same gains.
+loudness loss on the chunk and gives the output (plain or postfiltered) the input's loudness
+per block without extra latency; the packets carry the same gains.
 
 Chunk invariance (tested): with ``worker=False``, the output does not depend on the host
 block sizes at all, and after removing the latency it equals :meth:`flowdec.Codec.roundtrip`
@@ -67,7 +67,7 @@ from .bitstream import (
     encode_packet,
 )
 from .codec import Codec
-from .level import GainStage, LevelMeter
+from .level import LevelMeter, OutputLevel
 from .stages import PostfilterStage
 
 CHUNK_QUANTUM = 3840
@@ -160,7 +160,7 @@ class _Chain:
         self.enc.reset()
         self.dec.reset()
         self.meter = LevelMeter(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
-        self.level = GainStage(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
+        self.level = OutputLevel(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
         if self.post is not None:
             self.post.reset()
         self.k = 0  # next chunk (relative to origin)
@@ -204,12 +204,11 @@ class _Chain:
         self.dec.chunk = y_end - self.dec.next_hop
         y = self.dec.push(codes)
         self.meter.add_output(y)
-        gains = self.meter.gains()
-        if self.post is not None:
-            out = self.post.push(y)
-        else:  # the chunk is whole gain blocks (chunks are multiples of 6 frames)
-            self.level.add_gains(gains)
-            out = self.level.push(y)
+        gains = self.meter.gains()  # y runs ahead of the output: the chunk's blocks are in
+        self.level.add_gains(gains)
+        # the chunk is whole gain blocks (chunks are multiples of 6 frames), so the output
+        # level stage returns all of it
+        out = self.level.push(y, self.post.push(y) if self.post is not None else y)
         self.k = k + 1
         if out.shape[1] != self.chunk:
             raise RuntimeError(f"chain produced {out.shape[1]} samples, expected {self.chunk}")

@@ -5,8 +5,10 @@ r"""Train the flow-matching postfilter against a frozen codec.
 
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
-random peak level in [−18, 0] dBFS, so the runtime needs no whole-file normalisation (which
-would break chunked and streaming processing). Pairs (x, y = D0(E(x))) at random bitrates
+random peak level in :data:`PEAK_RANGE_DBFS` ([−18, 0] dBFS). The runtime presents its input
+at the top of that range with a causal peak follower (the card's ``input_level``,
+:class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which would break
+chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
 are made on the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``;
 about 40 % faster on a CPU). Resumes from RUN/checkpoint.pt.
 """
@@ -45,6 +47,11 @@ class PostfilterTrain:
     validate_every: int = 500
     seed: int = 0
     threads: int = 2
+
+PEAK_RANGE_DBFS = (-18.0, 0.0)
+"""Peak levels of the training examples (each example: one level drawn uniformly)."""
+INPUT_LEVEL = {"peak_dbfs": PEAK_RANGE_DBFS[1], "release_db_per_s": 20.0, "floor_dbfs": -50.0}
+"""The card's ``input_level``: the runtime presents input at the top of the training range."""
 
 
 def sample_noise_like(y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -146,11 +153,12 @@ def main(argv: list[str] | None = None) -> None:
         def train_pairs() -> tuple[np.ndarray, np.ndarray]:
             return coded(sampler.batch(tr.batch_size), rng.choice(levels, tr.batch_size))
 
-    def make_batch(x: np.ndarray, y: np.ndarray, level_db: float = -18.0
+    def make_batch(x: np.ndarray, y: np.ndarray, level_db: float = PEAK_RANGE_DBFS[0]
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pairs at peak levels drawn from [level_db, 0] dBFS (runtime applies no gain)."""
+        """Pairs at peak levels drawn from [level_db, top of PEAK_RANGE_DBFS] dBFS."""
+        top = PEAK_RANGE_DBFS[1]
         peak = np.abs(y).max(1, keepdims=True) + 1e-8
-        peak = peak / 10 ** (rng.uniform(level_db, 0.0, (x.shape[0], 1)) / 20)
+        peak = peak / 10 ** (rng.uniform(level_db, top, (x.shape[0], 1)) / 20)
         xt = torch.from_numpy(x / peak).float().to(d.device)
         yt = torch.from_numpy(y / peak).float().to(d.device)
         return stft_features(xt, net_cfg), stft_features(yt, net_cfg)
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         out: dict[str, float] = {}
         gen = torch.Generator().manual_seed(0)
         for dom, xs in val.items():
-            X, Y = make_batch(*coded(xs, np.full(xs.shape[0], 8)), level_db=0.0)
+            X, Y = make_batch(*coded(xs, np.full(xs.shape[0], 8)), level_db=PEAK_RANGE_DBFS[1])
             x = istft_features(X, seg, net_cfg)
             y = istft_features(Y, seg, net_cfg)
             e = istft_features(midpoint(ema, Y, sigma, 6, gen), seg, net_cfg)
