@@ -89,7 +89,8 @@ class PostfilterCard:
     # improves on the plain codec (absent: yes). See flowdec.train.export.add_evaluation.
     recommended: bool = True
     # The level the network was trained at: inputs are presented at this peak level by a
-    # causal peak follower (flowdec.level.PeakNormalizer); None (absent): as they come.
+    # peak follower with one frame of look-ahead (flowdec.level.PeakNormalizer); None
+    # (absent): as they come.
     input_level: InputLevel | None = None
 
 

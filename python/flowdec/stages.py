@@ -152,8 +152,8 @@ class PostfilterStage:
     Output samples [h·n0, h·n1) come from a window of frames [n0 − 2 − L, n1 + 2 + R + X/h)
     with L = R = ``context`` frames; the first X = 2·h samples of each chunk are cross-faded
     with the previous chunk's tail. When the card gives an ``input_level``, y is presented at
-    that level (:class:`flowdec.level.PeakNormalizer`, causal, so chunking does not change
-    it) and the output is scaled back.
+    that level (:class:`flowdec.level.PeakNormalizer`: its gains look one frame ahead at
+    most, so chunking does not change them) and the output is scaled back.
     """
 
     def __init__(self, analysis: Callable[[np.ndarray], np.ndarray],

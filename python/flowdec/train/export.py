@@ -173,8 +173,9 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         "frames_multiple": cfg.patch_t,
         "lookahead_frames": cfg.lookahead_frames,
         "input_level": dict(INPUT_LEVEL, why="inputs are presented at the top of the training "
-                            f"peak range {list(PEAK_RANGE_DBFS)} dBFS by a causal peak follower "
-                            "(flowdec.level.PeakNormalizer) and scaled back after"),
+                            f"peak range {list(PEAK_RANGE_DBFS)} dBFS by a peak follower with "
+                            "one frame of look-ahead (flowdec.level.PeakNormalizer) and scaled "
+                            "back after"),
         "parameters": sum(p.numel() for p in net.parameters()),
         "config": conf["net"],
         "training": {

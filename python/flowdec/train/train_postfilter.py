@@ -6,9 +6,9 @@ r"""Train the flow-matching postfilter against a frozen codec.
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
 random peak level in :data:`PEAK_RANGE_DBFS` ([−18, 0] dBFS). The runtime presents its input
-at the top of that range with a causal peak follower (the card's ``input_level``,
-:class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which would break
-chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
+at the top of that range with a peak follower that looks one frame ahead (the card's
+``input_level``, :class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which
+would break chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
 are made on the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``;
 about 40 % faster on a CPU). Resumes from RUN/checkpoint.pt.
 """
