@@ -141,7 +141,7 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     """Export the postfilter's EMA weights to ``out_dir/postfilter.onnx`` + card section."""
     from .loop import load_allowing_new_layers
     from .postfilter_model import PostfilterConfig, PostfilterNet
-    from .train_postfilter import INPUT_LEVEL, PEAK_RANGE_DBFS
+    from .train_postfilter import INPUT_LEVEL, PEAK_TOP_DBFS
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
     conf = state["config"]
@@ -173,9 +173,9 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         "frames_multiple": cfg.patch_t,
         "lookahead_frames": cfg.lookahead_frames,
         "input_level": dict(INPUT_LEVEL, why="inputs are presented at the top of the training "
-                            f"peak range {list(PEAK_RANGE_DBFS)} dBFS by a peak follower with "
-                            "one frame of look-ahead (flowdec.level.PeakNormalizer) and scaled "
-                            "back after"),
+                            f"peak range [{conf['train'].get('min_peak_dbfs', -18.0)}, "
+                            f"{PEAK_TOP_DBFS}] dBFS by a peak follower with one frame of "
+                            "look-ahead (flowdec.level.PeakNormalizer) and scaled back after"),
         "parameters": sum(p.numel() for p in net.parameters()),
         "config": conf["net"],
         "training": {

@@ -5,7 +5,8 @@ r"""Train the flow-matching postfilter against a frozen codec.
 
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
-random peak level in :data:`PEAK_RANGE_DBFS` ([−18, 0] dBFS). The runtime presents its input
+random peak level in [``min_peak_dbfs``, :data:`PEAK_TOP_DBFS`] ([−18, 0] dBFS by default;
+``--min-peak-dbfs``). The runtime presents its input
 at the top of that range with a peak follower that looks one frame ahead (the card's
 ``input_level``, :class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which
 would break chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
@@ -47,10 +48,12 @@ class PostfilterTrain:
     validate_every: int = 500
     seed: int = 0
     threads: int = 2
+    min_peak_dbfs: float = -18.0  # examples' peak levels: uniform in [this, PEAK_TOP_DBFS]
 
-PEAK_RANGE_DBFS = (-18.0, 0.0)
-"""Peak levels of the training examples (each example: one level drawn uniformly)."""
-INPUT_LEVEL = {"peak_dbfs": PEAK_RANGE_DBFS[1], "release_db_per_s": 20.0, "floor_dbfs": -50.0}
+PEAK_TOP_DBFS = 0.0
+"""Loudest peak level of the training examples (each example: one level drawn uniformly
+from [``PostfilterTrain.min_peak_dbfs``, this])."""
+INPUT_LEVEL = {"peak_dbfs": PEAK_TOP_DBFS, "release_db_per_s": 20.0, "floor_dbfs": -50.0}
 """The card's ``input_level``: the runtime presents input at the top of the training range."""
 
 
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", help="pair cache from flowdec.train.pairs (same codec run)")
     p.add_argument("--channels", type=int, help="network width (new runs only)")
     p.add_argument("--global-sigma", action="store_true", help="use the scalar σ_y (ablation)")
+    p.add_argument("--min-peak-dbfs", type=float,
+                   help="quietest example peak level (default -18; the runtime presents input "
+                        f"at {PEAK_TOP_DBFS:g} dBFS)")
     add_run_options(p)
     args = p.parse_args(argv)
 
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         tr.validate_every = args.validate_every
     if args.total_steps:
         tr.total_steps = args.total_steps
+    if args.min_peak_dbfs is not None:
+        tr.min_peak_dbfs = min(args.min_peak_dbfs, PEAK_TOP_DBFS)
     torch.set_num_threads(tr.threads)
     config = {"net": dataclasses.asdict(net_cfg), "train": dataclasses.asdict(tr), "sigma": sig,
               "codec_run": str(args.codec_run)}
@@ -153,12 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         def train_pairs() -> tuple[np.ndarray, np.ndarray]:
             return coded(sampler.batch(tr.batch_size), rng.choice(levels, tr.batch_size))
 
-    def make_batch(x: np.ndarray, y: np.ndarray, level_db: float = PEAK_RANGE_DBFS[0]
+    def make_batch(x: np.ndarray, y: np.ndarray, level_db: float = tr.min_peak_dbfs
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pairs at peak levels drawn from [level_db, top of PEAK_RANGE_DBFS] dBFS."""
-        top = PEAK_RANGE_DBFS[1]
+        """Pairs at peak levels drawn from [level_db, PEAK_TOP_DBFS] dBFS."""
         peak = np.abs(y).max(1, keepdims=True) + 1e-8
-        peak = peak / 10 ** (rng.uniform(level_db, top, (x.shape[0], 1)) / 20)
+        peak = peak / 10 ** (rng.uniform(level_db, PEAK_TOP_DBFS, (x.shape[0], 1)) / 20)
         xt = torch.from_numpy(x / peak).float().to(d.device)
         yt = torch.from_numpy(y / peak).float().to(d.device)
         return stft_features(xt, net_cfg), stft_features(yt, net_cfg)
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         out: dict[str, float] = {}
         gen = torch.Generator().manual_seed(0)
         for dom, xs in val.items():
-            X, Y = make_batch(*coded(xs, np.full(xs.shape[0], 8)), level_db=PEAK_RANGE_DBFS[1])
+            X, Y = make_batch(*coded(xs, np.full(xs.shape[0], 8)), level_db=PEAK_TOP_DBFS)
             x = istft_features(X, seg, net_cfg)
             y = istft_features(Y, seg, net_cfg)
             e = istft_features(midpoint(ema, Y, sigma, 6, gen), seg, net_cfg)
