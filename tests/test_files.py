@@ -12,13 +12,15 @@ asserted at 1e-3.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from flowdec.bitstream import BitstreamWarning, read_fdc
+from flowdec.bitstream import MAGIC, BitstreamWarning, Packet, encode_packet, read_fdc
 from flowdec.codec import Codec
 from flowdec.files import (
     FlowdecError,
@@ -82,6 +84,29 @@ def test_file_path_equals_in_memory_codec(codec: Codec, tmp_path: Path) -> None:
     np.testing.assert_array_equal(y, codec.decode(stream, postfilter=False))
     assert d.seed is None and d.output == tmp_path / "out.wav"
     assert folder_files(tmp_path) == ["in.wav", "out.wav", "x.fdc"]  # no temporary left
+
+
+def test_version_1_file_decodes_without_gains(codec: Codec, tmp_path: Path) -> None:
+    """A .fdc from before the level gains (format version 1) still decodes: the plain decoder
+    output as it was, and ``flowdec info`` says it has no gains."""
+    x = make_audio(48000, 1, 2.0, seed=4)
+    stream = codec.encode(x, 48000, 6.0, frames_per_gain=0)
+    h = stream.header
+    fields = struct.pack("<8sIIQIIQHBBBB", bytes.fromhex(h.model_id), h.sample_rate,
+                         h.original_rate, h.original_length, h.frame_rate_num, h.frame_rate_den,
+                         stream.codes.shape[2], h.frames_per_packet, h.channels, h.n_codebooks,
+                         h.bits_per_code, 0)
+    head = struct.pack("<8sHH", MAGIC, 1, 62) + fields
+    head += struct.pack("<I", zlib.crc32(head))
+    packet = encode_packet(h, Packet(0, stream.codes))  # 151 frames: one packet, no gains
+    (tmp_path / "v1.fdc").write_bytes(head + packet)
+    decode_file(codec, tmp_path / "v1.fdc", tmp_path / "out.wav", postfilter=False,
+                progress=False)
+    y, _ = read_audio(tmp_path / "out.wav")
+    np.testing.assert_array_equal(y, codec.decode(stream, postfilter=False))
+    info = stream_info(tmp_path / "v1.fdc", codec.folder)
+    assert info.complete and info.header.frames_per_gain == 0
+    assert "level gains:     none" in "\n".join(info.lines())
 
 
 def test_postfilter_file_path_equals_in_memory(codec: Codec, tmp_path: Path) -> None:
