@@ -178,8 +178,9 @@ class StreamHeader:
         :class:`FdcWriter` and :func:`write_fdc` store the real count.
     frames_per_gain : frames per level-gain block, a divisor of ``frames_per_packet``;
         0 = the stream carries no gains (all of version 1). Each block has one gain per
-        channel, in dB: the level correction the encoder measured for the plain decoder
-        output (input energy / decoded energy over the block's samples).
+        channel, in dB: the loudness correction the encoder measured for the plain decoder
+        output (K-weighted input energy / decoded energy over the block, see
+        :mod:`flowdec.level`).
         :data:`FILE_FRAMES_PER_GAIN` (75, 1 s) for files, :data:`LIVE_FRAMES_PER_GAIN`
         (3, 40 ms) for streams.
 
@@ -781,8 +782,8 @@ def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike,
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 480000, 75, 1, 8, 10)
     >>> path = os.path.join(tempfile.mkdtemp(), "ten_seconds.fdc")
     >>> write_fdc(path, h, np.zeros((1, 8, 750), dtype=np.uint16))
-    >>> os.path.getsize(path)  # 7500 B payload + 64 B header + 3 x 16 B packet framing
-    7612
+    >>> os.path.getsize(path)  # 7500 B payload + 64 B header + 2 x 16 B packet framing
+    7596
     """
     with FdcWriter(path, header) as w:
         w.write(codes, gains_db)
