@@ -9,14 +9,13 @@ RTF and latency, writes bench_out/chunks.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from flowdec.codec import Codec
 from flowdec.stream import Stream
+from results import save
 
 
 def main() -> None:
@@ -44,10 +43,7 @@ def main() -> None:
                  "latency_ms": round(s.latency_samples / 48, 1)}
             rows.append(r)
             print(f"{ms:g} | {r['path']} | {r['rtf']} | {r['latency_ms']}", flush=True)
-    out = Path("bench_out/chunks.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": a.threads, "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    save("bench_out/chunks.json", {"threads": a.threads, "rows": rows})
 
 
 if __name__ == "__main__":

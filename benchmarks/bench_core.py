@@ -8,11 +8,9 @@ Prints a table and writes JSON (default ``bench_out/core.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +18,7 @@ import numpy as np
 from flowdec import features as ft
 from flowdec import reference as ref
 from flowdec import solver
+from results import save
 
 SR = 48000
 CFG = ft.STFTConfig()
@@ -156,12 +155,9 @@ def main() -> None:
         print(f"{r['kernel']:24} {r['threads']:3d} {r['GB_per_s']:7.2f} {r['copy_GB_per_s']:7.2f} "
               f"{100 * r['fraction_of_copy']:7.0f}%")
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.machine(), "processor": platform.processor(),
             "python": platform.python_version(), "numpy": np.__version__}
-    out.write_text(json.dumps({"meta": meta, "stft": stft_rows, "kernels": kernel_rows}, indent=1))
-    print(f"\nwrote {out}")
+    save(args.out, {"meta": meta, "stft": stft_rows, "kernels": kernel_rows})
 
 
 if __name__ == "__main__":

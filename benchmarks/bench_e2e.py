@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from results import save
+
 RATE = 48000
 
 
@@ -136,12 +138,9 @@ def main() -> None:
     print("\n| device | threads | stage | impl | RTF |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['device']} | {r['threads']} | {r['stage']} | {r['impl']} | {r['rtf']:.4f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{platform.machine()} {platform.processor()}",
-                               "model": str(folder), "seconds": args.seconds,
-                               "onnxruntime": ort.__version__, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    save(args.out, {"machine": f"{platform.machine()} {platform.processor()}",
+                    "model": str(folder), "seconds": args.seconds,
+                    "onnxruntime": ort.__version__, "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,12 @@ the optional ``pyloudnorm`` package.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from pedalboard.io import AudioFile
 
 from flowdec.codec import Codec, example_clip
 from flowdec.evaluation.metrics import mel_distance
+from results import save
 
 
 def level_db(x: np.ndarray) -> float:
@@ -45,10 +43,7 @@ def main() -> None:
             rows.append(r)
             print(f"{b:g} | {r['path']} | {r['level_db']:+.2f} | {r['lufs_db']} | {r['mel']:.3f}",
                   flush=True)
-    out = Path("bench_out/example_clip.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model_id": codec.model_id, "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    save("bench_out/example_clip.json", {"model_id": codec.model_id, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ held-out set the model card uses).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from flowdec.audio import resample
 from flowdec.bitstream import FILE_FRAMES_PER_GAIN, LIVE_FRAMES_PER_GAIN
 from flowdec.codec import Codec
 from flowdec.evaluation.metrics import mel_distance, visqol
+from results import save
 
 VARIANTS = {"no gains": 0, "file gains (1 s)": FILE_FRAMES_PER_GAIN,
             "stream gains (40 ms)": LIVE_FRAMES_PER_GAIN}
@@ -68,10 +68,7 @@ def main() -> None:
         summary.append(s)
         print(f"{dom} | {b:g} | {name} | {s['abs_loudness_change_lu_mean']:.2f} "
               f"({s['abs_loudness_change_lu_max']:.2f}) | {s['visqol']:.2f} | {s['mel']:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model_id": codec.model_id, "summary": summary,
-                                    "clips": rows}, indent=1))
-    print(f"wrote {args.out}")
+    save(args.out, {"model_id": codec.model_id, "summary": summary, "clips": rows})
 
 
 if __name__ == "__main__":

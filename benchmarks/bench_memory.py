@@ -14,11 +14,12 @@ postfilter stage → writer, 10 s chunks); ``--nfe 0`` means postfilter off. Wri
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from results import save
 
 CHILD = r"""
 import resource, sys, threading, time
@@ -83,16 +84,13 @@ def main() -> None:
             rows.append(row)
             print(f"nfe {nfe}: peak {peak:.0f} MB (+{peak - base:.0f} MB), RTF {row['rtf']:.3f}",
                   flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model": model, "rows": rows}, indent=2))
+    save(args.out, {"model": model, "rows": rows}, indent=2)
     print("\n| path | audio | postfilter | peak RSS MB | added MB | RTF |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         pf = f"NFE {r['nfe']}" if r["postfilter"] else "off"
         print(f"| {r['path']} | {r['minutes']:g} min mono 48 kHz | {pf} | {r['peak_rss_mb']:.0f} "
               f"| {r['added_mb']:.0f} | {r['rtf']:.3f} |")
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

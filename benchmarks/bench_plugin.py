@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import gc
 import glob
-import json
 import os
 import shlex
 import shutil
@@ -35,6 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from results import save  # noqa: E402
 from test_plugin_common import VST3, PyClient, start_backend, stop  # noqa: E402
 
 RATE = 48000
@@ -155,8 +155,7 @@ def main() -> int:
     for mode, r in rtf.items():
         print(f"end-to-end RTF (offline renders at once, one backend, {mode} network calls): "
               + ", ".join(f"{k} instance(s) {v:.2f}" for k, v in r.items()))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    save(args.out, result, indent=2)
     return 0
 
 

@@ -10,14 +10,13 @@ arrived) for ``--seconds`` of audio. Prints a table and writes JSON (bench_out/s
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 
 from flowdec.codec import Codec
 from flowdec.stream import Stream
+from results import save
 
 
 def run(codec: Codec, block: int, chunk_ms: float, seconds: float, sr: int, postfilter: bool,
@@ -83,11 +82,7 @@ def main() -> None:
                     a.context)
             rows.append(r)
             print(" | ".join(str(r[k]) for k in head), flush=True)
-    p = Path(a.out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"seconds": a.seconds, "model": str(codec.folder), "rows": rows},
-                            indent=1))
-    print(f"wrote {p}")
+    save(a.out, {"seconds": a.seconds, "model": str(codec.folder), "rows": rows})
 
 
 if __name__ == "__main__":
