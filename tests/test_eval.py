@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flowdec.codec import Codec
 from flowdec.evaluation import metrics as M
 from flowdec.evaluation.opus import align, estimate_delay, opus_roundtrip
 
@@ -208,3 +209,17 @@ def test_eval_refuses_missing_folder(tmp_path: Path, model_dir: Path) -> None:
 
     assert main(["eval", str(tmp_path / "nope"), "--model", str(model_dir), "--quiet",
                  "--no-report", "-o", str(tmp_path / "o")]) == 1
+
+
+def test_ablation_settings(codec: Codec) -> None:
+    from flowdec.evaluation.runner import EvalConfig, settings_for
+
+    names = [s.name for s in settings_for(codec, EvalConfig(bitrates=(6.0,), nfes=(6,),
+                                                             baselines=(), ablations=True))]
+    if not codec.has_postfilter:
+        assert names == ["ndac"]
+        return
+    assert names[:2] == ["ndac", "flowdec-nfe6"]
+    assert {"flowdec-nfe6-euler", "flowdec-nfe6-global"} <= set(names)
+    envelope = codec.post_card is not None and codec.post_card.envelope is not None
+    assert ("flowdec-nfe6-noenv" in names) == envelope

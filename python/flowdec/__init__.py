@@ -12,15 +12,17 @@ _LAZY = {
     "Stream": "flowdec.stream",
     "FlowDecEffect": "flowdec.effect",
     "Pipeline": "flowdec.effect",
+    "Postfilter": "flowdec.postfilter",
 }
 """Public names loaded on first use (PEP 562) so ``import flowdec`` stays light."""
 
 if TYPE_CHECKING:
     from .codec import Codec
     from .effect import FlowDecEffect, Pipeline
+    from .postfilter import Postfilter
     from .stream import Stream
 
-__all__ = ["Codec", "FlowDecEffect", "Pipeline", "Stream", "__version__"]
+__all__ = ["Codec", "FlowDecEffect", "Pipeline", "Postfilter", "Stream", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

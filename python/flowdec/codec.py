@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from . import features, solver
+from . import features
 from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
 from .batching import Batcher, BatchingSession
 from .bitstream import (
@@ -31,6 +31,7 @@ from .bitstream import (
 )
 from .level import LevelMeter, OutputLevel
 from .model_files import PostfilterCard, load_cards, resolve
+from .postfilter import make_stage, stft_config
 from .sessions import DecoderNet, EncoderNet, PostfilterNet
 from .stages import DecoderStage, EncoderStage, PostfilterStage
 
@@ -140,8 +141,7 @@ class Codec:
         return DecoderStage(self.decoder, self.card, channels, n_codebooks, chunk_frames)
 
     def stft_config(self) -> features.STFTConfig:
-        p = self._post()
-        return features.STFTConfig(n_fft=p.n_fft, hop=p.hop, alpha=p.alpha, beta=p.beta)
+        return stft_config(self._post())
 
     def _post(self) -> PostfilterCard:
         if self.post_card is None:
@@ -150,31 +150,13 @@ class Codec:
 
     def postfilter_stage(self, channels: int, chunk_frames: int, nfe: int, seed: int,
                          solver_name: str = "midpoint", context: int = 16,
-                         sigma: str = "band") -> PostfilterStage:
-        """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of hop 384)."""
-        p = self._post()
-        cfg = self.stft_config()
+                         sigma: str = "band", envelope: bool = True) -> PostfilterStage:
+        """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of hop 384; see
+        :func:`flowdec.postfilter.make_stage`)."""
         net = self.postfilter_net
         assert net is not None
-        sigma_y = np.asarray(p.sigma_y if sigma == "band" else [p.sigma_y_global] * len(p.sigma_y),
-                             np.float32)
-
-        if self.device == "cuda":
-            from .gpu import CudaSolver
-
-            gpu = CudaSolver(net.session, sigma_y)
-
-            def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
-                return gpu.solve(Y, nfe, seed, frame_offset, solver_name)
-        else:
-
-            def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
-                return solver.midpoint_solve(Y, sigma_y, net, nfe=nfe, seed=seed,
-                                             frame_offset=frame_offset, solver=solver_name)
-
-        return PostfilterStage(lambda x: features.analysis(x, cfg),
-                               lambda X, n: features.synthesis(X, n, cfg), solve, p, channels,
-                               chunk_frames, context)
+        return make_stage(net, self._post(), self.device, channels, chunk_frames, nfe, seed,
+                          solver_name, context, sigma, envelope)
 
     # -- whole clips -----------------------------------------------------------------------
     def encode(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
@@ -253,11 +235,13 @@ class Codec:
 
     def decode(self, stream: Bitstream, nfe: int = 6, seed: int | None = None,
                postfilter: bool | None = None, solver_name: str = "midpoint",
-               chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> np.ndarray:
+               chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
+               envelope: bool = True) -> np.ndarray:
         """Decode to ``[channels, original_length]`` float32 at the original rate.
 
         ``postfilter``: True/False, or None for the model's recommendation
-        (:attr:`postfilter_recommended`)."""
+        (:attr:`postfilter_recommended`). ``sigma`` and ``envelope``: postfilter options
+        (:func:`flowdec.postfilter.make_stage`; the defaults are the model's method)."""
         h = stream.header
         self.check_stream(h)
         if h.frames_per_gain and stream.gains_db is None:
@@ -265,7 +249,7 @@ class Codec:
                 f"the stream's header has level gains (one per {h.frames_per_gain} frames) but "
                 "the Bitstream has none: load files with Bitstream.load (or read_fdc_gains)")
         out = list(self.decode_chunks(iter([(stream.codes, stream.gains_db)]), h, nfe, seed,
-                                      postfilter, solver_name, chunk_seconds))
+                                      postfilter, solver_name, chunk_seconds, sigma, envelope))
         y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)
         t48 = self.length_at_codec_rate(h)
         y = fit_length(y, t48)
@@ -277,7 +261,8 @@ class Codec:
     def decode_chunks(self, code_chunks: Iterable[CodeChunk], h: StreamHeader, nfe: int = 6,
                       seed: int | None = None, postfilter: bool | None = None,
                       solver_name: str = "midpoint",
-                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[np.ndarray]:
+                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
+                      envelope: bool = True) -> Iterator[np.ndarray]:
         """Yield 48 kHz audio ``[channels, n]`` for successive (codes, gains) chunks (bounded
         memory). With level gains, each gain block of the output (plain or postfiltered) is
         brought to the input's loudness (:class:`flowdec.level.OutputLevel`)."""
@@ -287,7 +272,8 @@ class Codec:
             if seed is None:
                 seed = secrets.randbits(32)
             pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
-            post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name)
+            post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name,
+                                         sigma=sigma, envelope=envelope)
         level = (OutputLevel(h.channels, self.card.hop, h.frames_per_gain)
                  if h.frames_per_gain else None)
         empty = np.zeros((h.channels, 0), np.float32)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .envelope import Envelope
+
 SHIPPED_MODEL = "flowdec-75"
 
 
@@ -92,6 +94,9 @@ class PostfilterCard:
     # peak follower with one frame of look-ahead (flowdec.level.PeakNormalizer); None
     # (absent): as they come.
     input_level: InputLevel | None = None
+    # The output's band envelope is kept to the codec output's after the ODE solve
+    # (flowdec.envelope); None (absent): the solver's output as it is.
+    envelope: Envelope | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,12 @@ def _input_level(d: Any) -> InputLevel | None:
     if d is None:
         return None
     return InputLevel(float(d["peak_dbfs"]), float(d["release_db_per_s"]), float(d["floor_dbfs"]))
+
+
+def _envelope(d: Any) -> Envelope | None:
+    if d is None:
+        return None
+    return Envelope(int(d["bands"]), float(d["max_gain_db"]), float(d["keep_below_hz"]))
 
 
 def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
@@ -146,6 +157,7 @@ def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
                 lookahead_frames=int(p["lookahead_frames"]), raw=p,
                 recommended=bool(p.get("recommended", True)),
                 input_level=_input_level(p.get("input_level")),
+                envelope=_envelope(p.get("envelope")),
             )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model card {folder / 'model_card.json'} is incomplete: {e}") from e

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .audio import CODEC_RATE
+from .envelope import EnvelopeMatch
 from .level import PeakNormalizer
 from .model_files import CodecCard, PostfilterCard
 
@@ -153,13 +154,18 @@ class PostfilterStage:
     with L = R = ``context`` frames; the first X = 2·h samples of each chunk are cross-faded
     with the previous chunk's tail. When the card gives an ``input_level``, y is presented at
     that level (:class:`flowdec.level.PeakNormalizer`: its gains look one frame ahead at
-    most, so chunking does not change them) and the output is scaled back.
+    most, so chunking does not change them) and the output is scaled back. When it gives an
+    ``envelope`` (and ``envelope`` is true), each solved frame gets y's band envelope
+    (:mod:`flowdec.envelope`; per frame, so chunking does not change it either).
     """
 
     def __init__(self, analysis: Callable[[np.ndarray], np.ndarray],
                  synthesis: Callable[[np.ndarray, int], np.ndarray], solve: SolveFn,
-                 card: PostfilterCard, channels: int, chunk_frames: int, context: int) -> None:
+                 card: PostfilterCard, channels: int, chunk_frames: int, context: int,
+                 envelope: bool = True) -> None:
         self.analysis, self.synthesis, self.solve = analysis, synthesis, solve
+        self.envelope = (EnvelopeMatch(card.envelope, card.n_fft, CODEC_RATE, card.alpha)
+                         if envelope and card.envelope is not None else None)
         self.channels = channels
         self.h = card.hop
         self.half = card.n_fft // 2
@@ -205,7 +211,11 @@ class PostfilterStage:
         m1 = m0 + -(-(m1 - m0) // self.m) * self.m  # whole patches; extra frames are zeros
         seg = self._segment(m0 * h - self.half, (m1 + 1) * h)
         feats = self.analysis(seg)[..., 2 : 2 + (m1 - m0)]
-        x = self.synthesis(self.solve(np.ascontiguousarray(feats), m0), (m1 - m0 - 1) * h)
+        feats = np.ascontiguousarray(feats)
+        solved = self.solve(feats, m0)
+        if self.envelope is not None:
+            solved = self.envelope(solved, feats)
+        x = self.synthesis(solved, (m1 - m0 - 1) * h)
         lo = (n0 - m0) * h
         out = x[:, lo : lo + (n1 - n0) * h + self.fade].copy()
         if self.tail is not None:

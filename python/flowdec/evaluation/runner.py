@@ -5,8 +5,10 @@ on the mono downmix) and every bitrate ``b`` (kbit/s per channel):
 
 - ``ndac``: the codec alone (postfilter off);
 - ``flowdec-nfeN``: codec + postfilter, midpoint solver, per-band σ_y, for each N in ``nfes``;
-- with ``ablations``: ``flowdec-nfe6-euler`` (Euler solver) and ``flowdec-nfe6-global``
-  (one global σ_y instead of the per-band curve);
+- with ``ablations``: ``flowdec-nfe6-euler`` (Euler solver), ``flowdec-nfe6-global``
+  (one global σ_y instead of the per-band curve) and, for a card with an envelope stage,
+  ``flowdec-nfe6-noenv`` (the solver's output without the codec output's band envelope,
+  :mod:`flowdec.envelope`);
 - ``opus``: opusenc at ``b`` and at ``2b`` kbit/s (hard CBR, see :mod:`.opus`).
 
 Outputs in ``out_dir``: ``clips.csv`` (one row per clip × setting), ``summary.json``
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..audio import CODEC_RATE, fit_length, resample
+from ..audio import CODEC_RATE, resample
 from ..codec import Codec
 from . import metrics as M
 from .opus import opus_roundtrip, opus_version
@@ -71,12 +73,14 @@ class Setting:
     nfe: int = 0
     solver: str = ""
     sigma: str = ""
+    envelope: bool = True
 
     @property
     def name(self) -> str:
         if self.system == "flowdec":
             tail = ("-euler" if self.solver == "euler" else "") + (
-                "-global" if self.sigma == "global" else "")
+                "-global" if self.sigma == "global" else "") + (
+                "" if self.envelope else "-noenv")
             return f"flowdec-nfe{self.nfe}{tail}"
         return self.system
 
@@ -136,6 +140,9 @@ def settings_for(codec: Codec, cfg: EvalConfig) -> list[Setting]:
             if cfg.ablations:
                 out += [Setting("flowdec", b, 6, "euler", "band"),
                         Setting("flowdec", b, 6, "midpoint", "global")]
+                post = codec.post_card
+                if post is not None and post.envelope is not None:
+                    out.append(Setting("flowdec", b, 6, "midpoint", "band", envelope=False))
         opus_rates += [b, 2 * b]
     if "opus" in cfg.baselines:
         out += [Setting("opus", r) for r in sorted(set(opus_rates))]
@@ -146,13 +153,8 @@ def _decode(codec: Codec, stream: Any, s: Setting, seed: int) -> np.ndarray:
     """Decode at 48 kHz with the setting's postfilter options."""
     if s.system == "ndac":
         return codec.decode(stream, postfilter=False)
-    if s.sigma == "band":
-        return codec.decode(stream, nfe=s.nfe, seed=seed, postfilter=True, solver_name=s.solver)
-    y = codec.decode(stream, postfilter=False)
-    stage = codec.postfilter_stage(y.shape[0], int(10 * CODEC_RATE / codec.stft_config().hop),
-                                   s.nfe, seed, s.solver, sigma=s.sigma)
-    out = np.concatenate([stage.push(y), stage.finish()], axis=1)
-    return fit_length(out, y.shape[1])
+    return codec.decode(stream, nfe=s.nfe, seed=seed, postfilter=True, solver_name=s.solver,
+                        sigma=s.sigma, envelope=s.envelope)
 
 
 def _write_wav(path: Path, audio: np.ndarray) -> None:
@@ -251,7 +253,8 @@ def _eval_clip(codec: Codec, clip: Clip, settings: list[Setting], cfg: EvalConfi
         row: dict[str, Any] = {
             "clip": clip.name, "domain": clip.domain, "setting": s.name, "system": s.system,
             "bitrate_kbps": s.bitrate, "actual_kbps": round(kbps, 3), "nfe": s.nfe,
-            "solver": s.solver, "sigma": s.sigma, "seconds": round(clip.seconds, 3),
+            "solver": s.solver, "sigma": s.sigma, "envelope": s.envelope,
+            "seconds": round(clip.seconds, 3),
             "rtf": wall / clip.seconds,
         }
         row.update(M.score(ref, y, use, speech))
@@ -344,7 +347,7 @@ def markdown_table(summary: dict[str, Any], domain: str) -> str:
 def _write_outputs(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],
                    use: list[str]) -> None:
     cols = ["clip", "domain", "setting", "system", "bitrate_kbps", "actual_kbps", "nfe",
-            "solver", "sigma", "seconds", "rtf", *[m for m in use if m != "fad"]]
+            "solver", "sigma", "envelope", "seconds", "rtf", *[m for m in use if m != "fad"]]
     with open(out / "clips.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

@@ -141,7 +141,7 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     """Export the postfilter's EMA weights to ``out_dir/postfilter.onnx`` + card section."""
     from .loop import load_allowing_new_layers
     from .postfilter_model import PostfilterConfig, PostfilterNet
-    from .train_postfilter import INPUT_LEVEL, PEAK_TOP_DBFS
+    from .train_postfilter import ENVELOPE, INPUT_LEVEL, PEAK_TOP_DBFS
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
     conf = state["config"]
@@ -176,6 +176,9 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                             f"peak range [{conf['train'].get('min_peak_dbfs', -18.0)}, "
                             f"{PEAK_TOP_DBFS}] dBFS by a peak follower with one frame of "
                             "look-ahead (flowdec.level.PeakNormalizer) and scaled back after"),
+        "envelope": dict(ENVELOPE, why="the network under-estimates high-band energy (its ODE "
+                         "solution is 6-13 dB low above 6 kHz): each solved frame gets the "
+                         "codec output's band energies (flowdec.envelope)"),
         "parameters": sum(p.numel() for p in net.parameters()),
         "config": conf["net"],
         "training": {

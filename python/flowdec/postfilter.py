@@ -1,0 +1,118 @@
+"""The postfilter on its own: enhance audio that the codec's decoder produced.
+
+:class:`flowdec.Codec` runs it inside ``decode`` (where it also gets the level gains); this
+class is for audio decoded elsewhere, for comparing solvers and step counts on the same
+input, and for research.
+
+Example:
+    >>> import flowdec
+    >>> codec = flowdec.Codec.load()
+    >>> y = codec.roundtrip(audio, 48000, postfilter=False)          # doctest: +SKIP
+    >>> pf = flowdec.Postfilter.load()
+    >>> out = pf.enhance(y, nfe=6, seed=1)                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import numpy as np
+import numpy.typing as npt
+
+from . import features, solver
+from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
+from .model_files import ModelError, PostfilterCard, load_cards, resolve
+from .sessions import PostfilterNet
+from .stages import PostfilterStage
+
+SOLVERS = ("midpoint", "euler")
+SIGMAS = ("band", "global")
+CHUNK_FRAMES = 1250
+"""Whole-clip processing unit in STFT frames (10 s at hop 384): bounds memory."""
+
+
+def stft_config(card: PostfilterCard) -> features.STFTConfig:
+    return features.STFTConfig(n_fft=card.n_fft, hop=card.hop, alpha=card.alpha, beta=card.beta)
+
+
+def make_stage(net: PostfilterNet, card: PostfilterCard, device: str, channels: int,
+               chunk_frames: int, nfe: int, seed: int, solver_name: str = "midpoint",
+               context: int = 16, sigma: str = "band", envelope: bool = True) -> PostfilterStage:
+    """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of ``card.hop``).
+
+    ``sigma``: "band" (the per-band σ_y curve) or "global" (one σ_y, an ablation);
+    ``envelope``: keep the codec output's band envelope when the card asks for it
+    (:mod:`flowdec.envelope`)."""
+    if solver_name not in SOLVERS:
+        raise ValueError(f"solver {solver_name!r} is unknown; choose one of {', '.join(SOLVERS)}")
+    if sigma not in SIGMAS:
+        raise ValueError(f"sigma {sigma!r} is unknown; choose one of {', '.join(SIGMAS)}")
+    cfg = stft_config(card)
+    sigma_y = np.asarray(card.sigma_y if sigma == "band" else
+                         [card.sigma_y_global] * len(card.sigma_y), np.float32)
+
+    if device == "cuda":
+        from .gpu import CudaSolver
+
+        gpu = CudaSolver(net.session, sigma_y)
+
+        def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
+            return gpu.solve(Y, nfe, seed, frame_offset, solver_name)
+    else:
+
+        def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
+            return solver.midpoint_solve(Y, sigma_y, net, nfe=nfe, seed=seed,
+                                         frame_offset=frame_offset, solver=solver_name)
+
+    return PostfilterStage(lambda x: features.analysis(x, cfg),
+                           lambda X, n: features.synthesis(X, n, cfg), solve, card, channels,
+                           chunk_frames, context, envelope=envelope)
+
+
+class Postfilter:
+    """A loaded postfilter: the ONNX network and its model card.
+
+    Args:
+        model: a model folder, a shipped model name, or None for the shipped default.
+        device: "cpu" or "cuda" (onnxruntime-gpu; the solver's kernels then run on the GPU).
+        threads: onnxruntime intra-op threads.
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | None = None, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        self.folder = resolve(model)
+        _, card = load_cards(self.folder)
+        if card is None:
+            raise ModelError(f"model {self.folder} has no postfilter (no postfilter.onnx or no "
+                             "'postfilter' section in its model card)")
+        self.card = card
+        self.device = device
+        self.net = PostfilterNet(self.folder / "postfilter.onnx", device, threads)
+        if threads:
+            features.set_num_threads(threads)
+
+    @classmethod
+    def load(cls, model: str | os.PathLike[str] | None = None, device: str = "cpu",
+             threads: int | None = None) -> Postfilter:
+        return cls(model, device, threads)
+
+    def enhance(self, y: npt.ArrayLike, nfe: int = 6, solver: str = "midpoint",
+                seed: int | None = None, sample_rate: float = CODEC_RATE, sigma: str = "band",
+                envelope: bool = True) -> np.ndarray:
+        """Enhance decoded audio ``y`` (``[samples]`` or ``[channels, samples]``).
+
+        ``nfe`` network evaluations (midpoint: two per step, so even; Euler: one per step);
+        the same ``seed`` gives the same output (None: a random one). ``y`` at another
+        ``sample_rate`` is resampled to 48 kHz and back. Returns float32 shaped like ``y``.
+        """
+        a = as_audio(y, "y")
+        sr = check_rate(sample_rate)
+        if seed is None:
+            seed = secrets.randbits(32)
+        x = resample(a, sr, CODEC_RATE)
+        stage = make_stage(self.net, self.card, self.device, a.shape[0], CHUNK_FRAMES, nfe,
+                           seed, solver, sigma=sigma, envelope=envelope)
+        out = fit_length(np.concatenate([stage.push(x), stage.finish()], axis=1), x.shape[1])
+        out = fit_length(resample(out, CODEC_RATE, sr), a.shape[1])
+        return out[0] if np.ndim(y) == 1 else out

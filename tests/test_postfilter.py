@@ -1,0 +1,169 @@
+"""The band envelope stage (``flowdec.envelope``) and the standalone ``flowdec.Postfilter``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pedalboard.io import AudioFile
+
+from flowdec import features
+from flowdec.codec import Codec, example_clip
+from flowdec.envelope import Envelope, EnvelopeMatch, band_edges, erb_rate, match_envelope
+from flowdec.model_files import ModelError
+from flowdec.postfilter import Postfilter
+
+RATE, N_FFT, ALPHA = 48000, 1536, 0.3
+
+
+def features_of(x: np.ndarray) -> np.ndarray:
+    return features.analysis(x, features.STFTConfig(n_fft=N_FFT, hop=384, alpha=ALPHA, beta=0.3))
+
+
+def band_energy_reference(X: np.ndarray, edges: np.ndarray, alpha: float) -> np.ndarray:
+    """Per frame and band, Σ |S|² of the uncompressed spectrum (|S| ∝ |X|^(1/α)); loops."""
+    c = X[..., 0, :, :].astype(np.float64) + 1j * X[..., 1, :, :].astype(np.float64)
+    lin = np.abs(c) ** (1.0 / alpha)
+    out = np.zeros(X.shape[:-3] + (len(edges) - 1, X.shape[-1]))
+    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        out[..., i, :] = (lin[..., a:b, :] ** 2).sum(-2)
+    return out
+
+
+def test_band_edges_follow_erb_rate() -> None:
+    e = band_edges(N_FFT, RATE, 64)
+    assert e[0] == 0 and e[-1] == N_FFT // 2 + 1
+    assert np.all(np.diff(e) >= 2)
+    assert 40 <= len(e) - 1 <= 64  # the lowest bands are widened to 2 bins, so fewer
+    widths = np.diff(erb_rate(e * RATE / N_FFT))
+    # above the widened low bands every band spans the same ERB-rate step (to a bin)
+    top = widths[len(widths) // 2 : -1]
+    assert np.ptp(top) < 0.2 * np.mean(top)
+
+
+def test_match_envelope_sets_band_energies() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(RATE).astype(np.float32) * 0.1
+    y = np.convolve(x, [0.5, 0.3, -0.2], "same").astype(np.float32)  # other spectral tilt
+    X, Y = features_of(x), features_of(y)
+    e = band_edges(N_FFT, RATE, 32)
+    out = match_envelope(X, Y, e, ALPHA, max_gain_db=60.0)
+    got, want = band_energy_reference(out, e, ALPHA), band_energy_reference(Y, e, ALPHA)
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=1e-12)
+    # only magnitudes change: the phase of every bin is X's
+    a = np.angle(out[:, 0] + 1j * out[:, 1])
+    b = np.angle(X[:, 0] + 1j * X[:, 1])
+    mask = np.hypot(X[:, 0], X[:, 1]) > 1e-3
+    np.testing.assert_allclose(np.cos(a - b)[mask], 1.0, atol=1e-4)
+
+
+def test_match_envelope_clamps_keeps_low_bins_and_is_identity_on_itself() -> None:
+    rng = np.random.default_rng(1)
+    Y = features_of(rng.standard_normal((2, RATE // 2)).astype(np.float32) * 0.1)
+    X = Y * np.float32(10 ** (-40 * ALPHA / 20))  # every band 40 dB quieter
+    e = band_edges(N_FFT, RATE, 64)
+    out = match_envelope(X, Y, e, ALPHA, max_gain_db=24.0, keep_bins=24)
+    ratio = band_energy_reference(out, e, ALPHA) / band_energy_reference(X, e, ALPHA)
+    lifted = 10 * np.log10(ratio[..., 12:, :])  # bands above the kept bins
+    np.testing.assert_allclose(lifted, 24.0, atol=1e-3)
+    assert np.array_equal(out[..., :24, :], Y[..., :24, :])
+    assert np.array_equal(match_envelope(Y, Y, e, ALPHA, 24.0), Y)
+
+
+def test_match_envelope_silence_and_bad_shapes() -> None:
+    e = band_edges(N_FFT, RATE, 16)
+    Z = np.zeros((1, 2, N_FFT // 2 + 1, 5), np.float32)
+    Y = Z.copy()
+    Y[0, 0, 100:200] = 0.5
+    out = match_envelope(Z, Y, e, ALPHA, 24.0)  # nothing to scale: stays silent, no NaN
+    assert np.isfinite(out).all() and not out.any()
+    out = match_envelope(Y, Z, e, ALPHA, 24.0)  # y silent: clamped at -24 dB, finite
+    assert np.isfinite(out).all()
+    with pytest.raises(ValueError, match="must be equal"):
+        match_envelope(Z[..., :3], Z, e, ALPHA, 24.0)
+    with pytest.raises(ValueError, match="band edges"):
+        match_envelope(Z, Z, e[:-1], ALPHA, 24.0)
+    with pytest.raises(ValueError, match="invalid envelope"):
+        Envelope(0, 24.0, 750.0)
+
+
+def test_envelope_match_from_settings() -> None:
+    m = EnvelopeMatch(Envelope(64, 24.0, 750.0), N_FFT, RATE, ALPHA)
+    assert m.keep_bins == 24  # 750 Hz / 31.25 Hz per bin
+    assert m.edges[-1] == N_FFT // 2 + 1
+
+
+# -- the standalone postfilter on the shipped model --------------------------------------------
+
+@pytest.fixture(scope="module")
+def pf(model_dir: Path) -> Postfilter:
+    try:
+        return Postfilter(model_dir, threads=2)
+    except ModelError:
+        pytest.skip("model has no postfilter")
+
+
+@pytest.fixture(scope="module")
+def decoded(codec: Codec) -> np.ndarray:
+    """2 s of the example clip through the codec alone (mono, 48 kHz)."""
+    with AudioFile(str(example_clip())) as f:
+        audio = f.read(int(2 * f.samplerate)).mean(0)
+        sr = f.samplerate
+    return codec.roundtrip(audio, sr, bitrate=6.0, postfilter=False)
+
+
+def test_enhance_is_seeded_and_keeps_shape(pf: Postfilter, decoded: np.ndarray) -> None:
+    a = pf.enhance(decoded, nfe=6, seed=7)
+    b = pf.enhance(decoded, nfe=6, seed=7)
+    c = pf.enhance(decoded, nfe=6, seed=8)
+    assert a.shape == decoded.shape and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c, atol=1e-4)
+    e = pf.enhance(decoded, nfe=6, seed=7, solver="euler")
+    assert e.shape == a.shape and not np.allclose(a, e, atol=1e-4)
+    st = pf.enhance(np.stack([decoded, decoded * 0.5]), nfe=2, seed=1)
+    assert st.shape == (2, decoded.size)
+    resampled = pf.enhance(decoded[:44100], nfe=2, seed=1, sample_rate=44100)
+    assert resampled.shape == (44100,) and np.isfinite(resampled).all()
+
+
+def test_enhance_keeps_the_codec_output_envelope(pf: Postfilter, decoded: np.ndarray) -> None:
+    """What the envelope stage is for: without it the network's output loses 10-16 dB above
+    7 kHz; with it every band keeps the decoded audio's level to within 3 dB (measured: 0 dB
+    below 750 Hz where y's bins are kept, about -1.2 dB above: the solved frames' phases are
+    not those of one signal, so overlap-add loses some energy)."""
+    if pf.card.envelope is None:
+        pytest.skip("this model's card has no envelope stage")
+    cfg = features.STFTConfig(n_fft=pf.card.n_fft, hop=pf.card.hop, alpha=pf.card.alpha,
+                              beta=pf.card.beta)
+    e = band_edges(cfg.n_fft, RATE, 16)
+
+    def band_db(x: np.ndarray) -> np.ndarray:
+        energy = band_energy_reference(features.analysis(x, cfg), e, cfg.alpha)[0].sum(-1)
+        return 10 * np.log10(energy + 1e-30)
+
+    ref = band_db(decoded)
+    kept = band_db(pf.enhance(decoded, nfe=6, seed=0)) - ref
+    raw = band_db(pf.enhance(decoded, nfe=6, seed=0, envelope=False)) - ref
+    assert np.abs(kept).max() <= 3.0, kept
+    top = slice(len(ref) // 2, None)  # the upper half of the bands (above ~3 kHz)
+    assert np.abs(raw[top]).mean() > 2 * np.abs(kept[top]).mean(), (raw, kept)
+
+
+def test_enhance_bad_input(pf: Postfilter, decoded: np.ndarray) -> None:
+    bad = decoded.copy()
+    bad[10] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pf.enhance(bad)
+    with pytest.raises(ValueError, match="solver"):
+        pf.enhance(decoded, solver="rk4")
+    with pytest.raises(ValueError, match="sigma"):
+        pf.enhance(decoded, sigma="flat")
+
+
+def test_model_without_postfilter(tmp_path: Path, model_dir: Path) -> None:
+    for name in ("encoder.onnx", "decoder.onnx", "model_card.json"):
+        (tmp_path / name).symlink_to(model_dir / name)
+    with pytest.raises(ModelError, match="no postfilter"):
+        Postfilter(tmp_path)
