@@ -130,7 +130,7 @@ def test_enhance_is_seeded_and_keeps_shape(pf: Postfilter, decoded: np.ndarray) 
 
 def test_enhance_keeps_the_codec_output_envelope(pf: Postfilter, decoded: np.ndarray) -> None:
     """What the envelope stage is for: without it the network's output loses 10-16 dB above
-    7 kHz; with it every band keeps the decoded audio's level to within 3 dB (measured: 0 dB
+    10 kHz; with it every band keeps the decoded audio's level to within 3 dB (measured: 0 dB
     below 750 Hz where y's bins are kept, about -1.2 dB above: the solved frames' phases are
     not those of one signal, so overlap-add loses some energy)."""
     if pf.card.envelope is None:

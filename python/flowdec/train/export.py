@@ -176,8 +176,9 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                             f"peak range [{conf['train'].get('min_peak_dbfs', -18.0)}, "
                             f"{PEAK_TOP_DBFS}] dBFS by a peak follower with one frame of "
                             "look-ahead (flowdec.level.PeakNormalizer) and scaled back after"),
-        "envelope": dict(ENVELOPE, why="the network under-estimates high-band energy (its ODE "
-                         "solution is 6-13 dB low above 6 kHz): each solved frame gets the "
+        "envelope": dict(ENVELOPE, why="the network gets its output's band levels wrong (top "
+                         "octave 8 dB below the codec output, below 6 kHz 2.5-3 dB above, at "
+                         "any NFE: benchmarks/bench_envelope.py): each solved frame gets the "
                          "codec output's band energies (flowdec.envelope)"),
         "parameters": sum(p.numel() for p in net.parameters()),
         "config": conf["net"],
