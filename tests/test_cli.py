@@ -12,6 +12,7 @@ from pedalboard.io import AudioFile
 
 from flowdec import cli, files
 from flowdec.codec import Bitstream, Codec
+from flowdec.postfilter import Postfilter
 
 
 def make_audio(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -72,6 +73,20 @@ def test_cli_end_to_end(model_dir: Path, codec: Codec, tmp_path: Path) -> None:
     assert rate == 44100 and rt.shape == ref.shape
     assert float(np.abs(rt - ref).max()) < 1e-5  # 24-bit flac quantisation
 
+    # the postfilter alone on the plain decoded file: as Postfilter.enhance on the whole clip
+    # (1.2 s is one postfilter window, so equal up to float32 WAV storage)
+    r = flowdec("decode", "x.fdc", "plain.wav", "--no-postfilter", *m, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = flowdec("enhance", "plain.wav", "e.wav", "--nfe", "2", "--seed", "4", *m, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("enhanced plain.wav -> e.wav: 1.2 s, 2 ch, 44100 Hz, "
+                               "postfilter nfe 2 seed 4"), r.stdout
+    e, rate = read_audio(tmp_path / "e.wav")
+    plain = read_audio(tmp_path / "plain.wav")[0]
+    ref = Postfilter(model_dir, threads=2).enhance(plain, nfe=2, seed=4, sample_rate=44100)
+    assert rate == 44100 and e.shape == plain.shape == ref.shape
+    np.testing.assert_allclose(e, ref, atol=1e-6)
+
     tree = tmp_path / "music"
     (tree / "live" / "day1").mkdir(parents=True)
     write_audio(tree / "intro.wav", make_audio(48000, 1, 0.5), 48000)
@@ -111,6 +126,8 @@ def test_cli_errors_are_one_line(model_dir: Path, tmp_path: Path,
         (["decode", "ok.wav", "o.wav"], "not a flowdec .fdc file"),
         (["roundtrip", "ok.wav", "o.wav", "-b", "5"], "bitrate 5 kbit/s is not available"),
         (["info", "x.wav"], "not a flowdec .fdc file"),
+        (["enhance", "x.wav", "o.wav"], "x.wav: cannot read audio"),
+        (["enhance", "ok.wav", "o.wav", "--nfe", "3"], "nfe must be a positive even number"),
     ]
     for args, message in cases:
         args = [str(tmp_path / a) if a.endswith((".wav", ".fdc")) else a for a in args]

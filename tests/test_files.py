@@ -28,9 +28,11 @@ from flowdec.files import (
     bounce,
     decode_file,
     encode_file,
+    enhance_file,
     roundtrip_file,
     stream_info,
 )
+from flowdec.postfilter import Postfilter
 
 POSTFILTER_REL_RMS = 1e-3
 
@@ -151,6 +153,25 @@ def test_long_file_chunked_postfilter_within_tolerance(codec: Codec, tmp_path: P
     assert y.shape == x.shape and np.isfinite(y).all()
     assert rel_rms(y, ref) <= POSTFILTER_REL_RMS
     assert seen == sorted(seen) and seen[-1] == pytest.approx(5.0)
+
+
+def test_enhance_file_in_windows_equals_in_memory(model_dir: Path, tmp_path: Path) -> None:
+    """The postfilter alone on a file, in 1.5-s windows at 44.1 kHz, vs one-shot enhance."""
+    pf = Postfilter(model_dir, threads=2)
+    x = make_audio(44100, 2, 4.0, seed=4)
+    src = write_audio(tmp_path / "plain.wav", x, 44100)
+    seen: list[float] = []
+    r = enhance_file(pf, src, tmp_path / "e.wav", nfe=2, seed=9, chunk_seconds=1.5,
+                     progress=lambda done, total: seen.append(done))
+    assert (r.verb, r.seed, r.nfe, r.bitrate) == ("enhanced", 9, 2, None)
+    y, rate = read_audio(tmp_path / "e.wav")
+    ref = pf.enhance(x, nfe=2, seed=9, sample_rate=44100)
+    assert rate == 44100 and y.shape == x.shape and np.isfinite(y).all()
+    assert rel_rms(y, ref) <= POSTFILTER_REL_RMS
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(4.0)
+    with pytest.raises(FlowdecError, match="solver"):
+        enhance_file(pf, src, tmp_path / "f.wav", solver="heun")
+    assert not (tmp_path / "f.wav").exists()
 
 
 def test_fdc_size_matches_bitrate(codec: Codec, tmp_path: Path) -> None:

@@ -154,7 +154,7 @@ def _chunk_option(p: argparse.ArgumentParser) -> None:
 
 # -- the built-in verbs ----------------------------------------------------------------------
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register encode, decode, roundtrip, bounce and info."""
+    """Register encode, decode, roundtrip, bounce, enhance and info."""
     p = subparsers.add_parser("encode", help="audio file -> .fdc bitstream",
                               description="Encode an audio file (wav, flac, ogg, mp3, aiff; "
                                           "any rate and channel count) to a .fdc file.")
@@ -196,6 +196,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _decode_options(p)
     _chunk_option(p)
     p.set_defaults(func=_bounce)
+
+    p = subparsers.add_parser("enhance", help="the postfilter alone on decoded audio",
+                              description="Run the flow-matching postfilter on an audio file "
+                                          "the codec decoded without it (flowdec decode "
+                                          "--no-postfilter, or another program); rate, "
+                                          "channels and length are kept.")
+    p.add_argument("input", type=Path, help="decoded audio file")
+    p.add_argument("output", type=Path, help="audio file to write")
+    p.add_argument("--nfe", type=_positive_int, default=6,
+                   help="network evaluations (default 6; even for midpoint)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="noise seed (default: random, printed in the summary)")
+    p.add_argument("--solver", choices=("midpoint", "euler"), default="midpoint",
+                   help="ODE solver (default midpoint)")
+    _chunk_option(p)
+    p.set_defaults(func=_enhance)
 
     p = subparsers.add_parser("info", help="describe .fdc files",
                               description="Header fields, duration, bitrate, packets, file size "
@@ -245,6 +261,24 @@ def _bounce(args: argparse.Namespace) -> int:
                **_decode_kw(args))
     say(args, r.summary())
     return 1 if r.failures else 0
+
+
+def _enhance(args: argparse.Namespace) -> int:
+    from .files import FlowdecError, enhance_file
+    from .model_files import ModelError
+    from .postfilter import Postfilter
+    from .sessions import DeviceError
+
+    try:
+        pf = Postfilter(args.model or os.environ.get(MODEL_ENV) or None, args.device,
+                        args.threads)
+    except (ModelError, DeviceError) as e:
+        raise FlowdecError(str(e)) from None
+    r = enhance_file(pf, args.input, args.output, nfe=args.nfe, seed=args.seed,
+                     solver=args.solver, chunk_seconds=args.chunk_seconds,
+                     progress=progress_arg(args))
+    say(args, r.summary())
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

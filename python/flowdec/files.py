@@ -1,4 +1,5 @@
-"""Audio files in and out of the codec: encode, decode, round-trip and bounce, streaming.
+"""Audio files in and out of the codec: encode, decode, round-trip, bounce and enhance
+(the postfilter alone), streaming.
 
 Every function here reads and writes in chunks of ``chunk_seconds`` (10 s by default; the
 postfilter works in windows of at most :data:`POSTFILTER_CHANNEL_SECONDS`), so memory is
@@ -54,6 +55,7 @@ from .audio import CODEC_RATE, StreamResampler, check_rate
 from .bitstream import FILE_FRAMES_PER_GAIN, BitstreamError, FdcReader, FdcWriter, StreamHeader
 from .codec import Codec
 from .model_files import ModelError, load_cards, resolve
+from .postfilter import Postfilter
 from .sessions import DeviceError
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "bounce",
     "decode_file",
     "encode_file",
+    "enhance_file",
     "roundtrip_file",
     "stream_info",
 ]
@@ -118,7 +121,7 @@ class FileResult:
     wall_seconds: float
     sample_rate: int
     channels: int
-    bitrate: float  # kbit/s per channel (nominal: codebooks × bits × frame rate)
+    bitrate: float | None  # kbit/s per channel (nominal: codebooks × bits × frame rate)
     output_bytes: int
     postfilter: bool = False
     nfe: int = 0
@@ -135,8 +138,9 @@ class FileResult:
         Example: ``encoded a.wav -> a.fdc: 12.0 s, 2 ch, 44100 Hz, 6 kbit/s per channel,
         18.3 kB, 41.2x real time``
         """
-        parts = [f"{self.seconds:.1f} s", f"{self.channels} ch", f"{self.sample_rate} Hz",
-                 f"{self.bitrate:g} kbit/s per channel"]
+        parts = [f"{self.seconds:.1f} s", f"{self.channels} ch", f"{self.sample_rate} Hz"]
+        if self.bitrate is not None:
+            parts.append(f"{self.bitrate:g} kbit/s per channel")
         if self.verb != "encoded":
             parts.append(f"postfilter nfe {self.nfe} seed {self.seed}" if self.postfilter
                          else "no postfilter")
@@ -385,6 +389,10 @@ def _check_decode(codec: Codec, nfe: int, solver: str, postfilter: bool, chunk_s
     if not codec.has_postfilter:
         raise FlowdecError(f"model {codec.folder} has no postfilter; use postfilter=False "
                            "(--no-postfilter)")
+    _check_solver(nfe, solver)
+
+
+def _check_solver(nfe: int, solver: str) -> None:
     if solver not in ("midpoint", "euler"):
         raise FlowdecError(f"solver must be 'midpoint' or 'euler', not {solver!r}")
     if nfe < 1 or (solver == "midpoint" and nfe % 2):
@@ -586,6 +594,46 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
         return FileResult("round-tripped", src.path, out, src.seconds, time.perf_counter() - t0,
                           src.rate, src.channels, h.nominal_kbps, out.stat().st_size, postfilter,
                           nfe, used_seed)
+
+
+def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike, nfe: int = 6,
+                 seed: int | None = None, solver: str = "midpoint", chunk_seconds: float = 10.0,
+                 progress: Progress = None) -> FileResult:
+    """Run the postfilter alone on an audio file the codec decoded (e.g. with
+    ``--no-postfilter``, or by another program), streaming in chunks; the output keeps the
+    input's rate, channels and length. Equals :meth:`flowdec.Postfilter.enhance` on the whole
+    clip within the postfilter stage's seam tolerance (same ``seed``).
+
+    Example:
+        >>> enhance_file(Postfilter.load(), "plain.wav", "enhanced.wav", seed=1)  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    if not chunk_seconds > 0:
+        raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    _check_solver(nfe, solver)
+    out = _prepare_output(out_path, WRITE_EXTENSIONS)
+    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+        used_seed = secrets.randbits(32) if seed is None else int(seed)
+        window = _decode_chunk_seconds(chunk_seconds, src.channels, True)
+        stage = postfilter.stage(src.channels, nfe, used_seed, solver,
+                                 chunk_frames=int(window * CODEC_RATE / postfilter.card.hop))
+        rs = StreamResampler(src.rate, CODEC_RATE, src.channels)
+        bar = _Progress(progress, src.seconds, f"enhance {src.path.name}")
+
+        def audio48() -> Iterator[np.ndarray]:
+            for x in src.chunks():
+                yield stage.push(rs.push(x))
+            if not rs.identity:
+                yield stage.push(rs.push(np.zeros((src.channels, 0), np.float32), last=True))
+            yield stage.finish()
+
+        try:
+            with _AudioOut(out, src.rate, src.channels) as w:
+                _write_audio(audio48(), src.rate, src.channels, lambda: src.frames, w, bar)
+        finally:
+            bar.close()
+        return FileResult("enhanced", src.path, out, src.seconds, time.perf_counter() - t0,
+                          src.rate, src.channels, None, out.stat().st_size, True, nfe, used_seed)
 
 
 def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str

@@ -97,6 +97,13 @@ class Postfilter:
              threads: int | None = None) -> Postfilter:
         return cls(model, device, threads)
 
+    def stage(self, channels: int, nfe: int, seed: int, solver: str = "midpoint",
+              sigma: str = "band", envelope: bool = True,
+              chunk_frames: int = CHUNK_FRAMES) -> PostfilterStage:
+        """A stage that enhances 48 kHz audio pushed in pieces (``push`` then ``finish``)."""
+        return make_stage(self.net, self.card, self.device, channels, chunk_frames, nfe, seed,
+                          solver, sigma=sigma, envelope=envelope)
+
     def enhance(self, y: npt.ArrayLike, nfe: int = 6, solver: str = "midpoint",
                 seed: int | None = None, sample_rate: float = CODEC_RATE, sigma: str = "band",
                 envelope: bool = True) -> np.ndarray:
@@ -111,8 +118,7 @@ class Postfilter:
         if seed is None:
             seed = secrets.randbits(32)
         x = resample(a, sr, CODEC_RATE)
-        stage = make_stage(self.net, self.card, self.device, a.shape[0], CHUNK_FRAMES, nfe,
-                           seed, solver, sigma=sigma, envelope=envelope)
+        stage = self.stage(a.shape[0], nfe, seed, solver, sigma, envelope)
         out = fit_length(np.concatenate([stage.push(x), stage.finish()], axis=1), x.shape[1])
         out = fit_length(resample(out, CODEC_RATE, sr), a.shape[1])
         return out[0] if np.ndim(y) == 1 else out
