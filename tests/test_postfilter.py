@@ -130,9 +130,9 @@ def test_enhance_is_seeded_and_keeps_shape(pf: Postfilter, decoded: np.ndarray) 
 
 def test_enhance_keeps_the_codec_output_envelope(pf: Postfilter, decoded: np.ndarray) -> None:
     """What the envelope stage is for: without it the network's output loses 10-16 dB above
-    10 kHz; with it every band keeps the decoded audio's level to within 3 dB (measured: 0 dB
-    below 750 Hz where y's bins are kept, about -1.2 dB above: the solved frames' phases are
-    not those of one signal, so overlap-add loses some energy)."""
+    10 kHz against the decoded audio it starts from; with it every band keeps that audio's
+    level (measured within 0.13 dB: the stage matches twice, the second time on the STFT of
+    the synthesised signal, since overlap-add of the solver's frames loses about 1 dB)."""
     if pf.card.envelope is None:
         pytest.skip("this model's card has no envelope stage")
     cfg = features.STFTConfig(n_fft=pf.card.n_fft, hop=pf.card.hop, alpha=pf.card.alpha,
@@ -146,7 +146,7 @@ def test_enhance_keeps_the_codec_output_envelope(pf: Postfilter, decoded: np.nda
     ref = band_db(decoded)
     kept = band_db(pf.enhance(decoded, nfe=6, seed=0)) - ref
     raw = band_db(pf.enhance(decoded, nfe=6, seed=0, envelope=False)) - ref
-    assert np.abs(kept).max() <= 3.0, kept
+    assert np.abs(kept).max() <= 0.5, kept
     top = slice(len(ref) // 2, None)  # the upper half of the bands (above ~3 kHz)
     assert np.abs(raw[top]).mean() > 2 * np.abs(kept[top]).mean(), (raw, kept)
 

@@ -156,7 +156,8 @@ class PostfilterStage:
     that level (:class:`flowdec.level.PeakNormalizer`: its gains look one frame ahead at
     most, so chunking does not change them) and the output is scaled back. When it gives an
     ``envelope`` (and ``envelope`` is true), each solved frame gets y's band envelope
-    (:mod:`flowdec.envelope`; per frame, so chunking does not change it either).
+    (:mod:`flowdec.envelope`; per frame, so chunking does not change it either), twice: on the
+    solver's frames, then on the STFT of the signal they synthesise.
     """
 
     def __init__(self, analysis: Callable[[np.ndarray], np.ndarray],
@@ -213,9 +214,13 @@ class PostfilterStage:
         feats = self.analysis(seg)[..., 2 : 2 + (m1 - m0)]
         feats = np.ascontiguousarray(feats)
         solved = self.solve(feats, m0)
+        n = (m1 - m0 - 1) * h
         if self.envelope is not None:
+            # the solver's frames are not the STFT of one signal, so overlap-add loses about
+            # 1 dB of the matched energy: match once more on the STFT of the signal they make
             solved = self.envelope(solved, feats)
-        x = self.synthesis(solved, (m1 - m0 - 1) * h)
+            solved = self.envelope(self.analysis(self.synthesis(solved, n)), feats)
+        x = self.synthesis(solved, n)
         lo = (n0 - m0) * h
         out = x[:, lo : lo + (n1 - n0) * h + self.fade].copy()
         if self.tail is not None:
