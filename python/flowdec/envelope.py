@@ -2,10 +2,11 @@
 
 The postfilter network we can train (0.2 M parameters, CPU-trained) gets the band levels of
 its output wrong. On the 12 held-out clips at 6 kbit/s its top octave (12–24 kHz) comes out
-8 dB below the codec output it starts from and the bands below 6 kHz 2.5–3 dB above, while
-the codec output's balance is the closer one to the clean signal's (``python
+4 dB below the codec output it starts from and the bands below 6 kHz about 3 dB above,
+while the codec output's balance is the closer one to the clean signal's (``python
 benchmarks/bench_envelope.py CLIP_DIR``; the ODE solution has converged, NFE 20 gives the
-same). ViSQOL, FAD and log-spectral distances all suffer from it.
+same). ViSQOL, FAD and log-spectral distances all suffer from it (the card's evaluation,
+setting ``flowdec-nfe6-noenv``).
 
 So after the ODE solve, :func:`match_envelope` gives each STFT frame, in each of about
 ``bands`` ERB-spaced bands, the energy y has in that frame and band (the gain clamped to

@@ -216,10 +216,17 @@ class PostfilterStage:
         solved = self.solve(feats, m0)
         n = (m1 - m0 - 1) * h
         if self.envelope is not None:
+            # only frames that reach the output samples need it (a frame spans ±2 hops, and
+            # the second match's analysis reaches 2 frames further)
+            a = max(0, n0 - m0 - 4)
+            b = min(m1 - m0, n1 - m0 + self.fade_frames + 4)
+            if not solved.flags.writeable:
+                solved = solved.copy()
+            solved[..., a:b] = self.envelope(solved[..., a:b], feats[..., a:b])
             # the solver's frames are not the STFT of one signal, so overlap-add loses about
             # 1 dB of the matched energy: match once more on the STFT of the signal they make
-            solved = self.envelope(solved, feats)
-            solved = self.envelope(self.analysis(self.synthesis(solved, n)), feats)
+            again = self.analysis(self.synthesis(solved, n))[..., a:b]
+            solved[..., a:b] = self.envelope(again, feats[..., a:b])
         x = self.synthesis(solved, n)
         lo = (n0 - m0) * h
         out = x[:, lo : lo + (n1 - n0) * h + self.fade].copy()

@@ -176,10 +176,11 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                             f"peak range [{conf['train'].get('min_peak_dbfs', -18.0)}, "
                             f"{PEAK_TOP_DBFS}] dBFS by a peak follower with one frame of "
                             "look-ahead (flowdec.level.PeakNormalizer) and scaled back after"),
-        "envelope": dict(ENVELOPE, why="the network gets its output's band levels wrong (top "
-                         "octave 8 dB below the codec output, below 6 kHz 2.5-3 dB above, at "
-                         "any NFE: benchmarks/bench_envelope.py): each solved frame gets the "
-                         "codec output's band energies (flowdec.envelope)"),
+        "envelope": dict(ENVELOPE, why="the network gets its output's band levels wrong (see "
+                         "benchmarks/bench_envelope.py: the top octave too low, the bands "
+                         "below 6 kHz too high against the codec output, at any NFE): each "
+                         "solved frame gets the codec output's band energies "
+                         "(flowdec.envelope)"),
         "parameters": sum(p.numel() for p in net.parameters()),
         "config": conf["net"],
         "training": {
