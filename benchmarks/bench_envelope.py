@@ -23,6 +23,7 @@ from pedalboard.io import AudioFile
 from flowdec import features
 from flowdec.audio import resample
 from flowdec.codec import Codec
+from flowdec.envelope import band_energy
 from flowdec.postfilter import Postfilter, stft_config
 from results import save
 
@@ -87,9 +88,8 @@ def main() -> None:
 
 
 def region_energy(X: np.ndarray, edges: list[int], alpha: float) -> np.ndarray:
-    """Σ |S|² of the uncompressed spectrum per frequency region (|S| ∝ |X|^(1/α))."""
-    p = (X[:, 0].astype(np.float64) ** 2 + X[:, 1].astype(np.float64) ** 2) ** (1 / alpha)
-    return np.array([p[:, a:b].sum() for a, b in spans(edges)])
+    """Σ |S|² of the uncompressed spectrum per frequency region, over channels and frames."""
+    return band_energy(X, edges, alpha).sum(axis=(0, 2))
 
 
 def spans(edges: list[int]) -> list[tuple[int, int]]:

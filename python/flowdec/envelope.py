@@ -74,12 +74,22 @@ def band_edges(n_fft: int, sample_rate: float, bands: int, min_bins: int = 2) ->
     return np.asarray(edges, np.int64)
 
 
+def band_energy(Z: npt.ArrayLike, edges: npt.ArrayLike, alpha: float) -> np.ndarray:
+    """Energy of the uncompressed spectrum (∝ |Z|^(2/α)) per band and frame of compressed
+    features ``[..., 2, F, N]``: ``[..., bands, N]`` float64."""
+    z = np.asarray(Z)
+    p = z[..., 0, :, :].astype(np.float64) ** 2 + z[..., 1, :, :].astype(np.float64) ** 2
+    return np.add.reduceat(p ** (1.0 / alpha), np.asarray(edges, np.int64)[:-1], axis=-2)
+
+
 def match_envelope(X: npt.ArrayLike, Y: npt.ArrayLike, edges: npt.ArrayLike, alpha: float,
-                   max_gain_db: float, keep_bins: int = 0) -> np.ndarray:
+                   max_gain_db: float, keep_bins: int = 0,
+                   y_energy: np.ndarray | None = None) -> np.ndarray:
     """X with each frame's band energies set to Y's (compressed features ``[..., 2, F, N]``).
 
     ``alpha`` is the features' compression exponent (energy ∝ |X|^(2/α)); gains are clamped
-    to ± ``max_gain_db``; bins below ``keep_bins`` are taken from Y unchanged."""
+    to ± ``max_gain_db``; bins below ``keep_bins`` are taken from Y unchanged. ``y_energy``:
+    ``band_energy(Y, edges, alpha)`` when the caller already has it."""
     X = np.asarray(X, np.float32)
     Y = np.asarray(Y, np.float32)
     if X.shape != Y.shape or X.ndim < 3 or X.shape[-3] != 2:
@@ -88,12 +98,8 @@ def match_envelope(X: npt.ArrayLike, Y: npt.ArrayLike, edges: npt.ArrayLike, alp
     n_freq = X.shape[-2]
     if e[0] != 0 or e[-1] != n_freq or np.any(np.diff(e) < 1):
         raise ValueError(f"band edges must rise from 0 to {n_freq} bins")
-
-    def band_energy(Z: np.ndarray) -> np.ndarray:
-        p = (Z[..., 0, :, :].astype(np.float64) ** 2 + Z[..., 1, :, :].astype(np.float64) ** 2)
-        return np.add.reduceat(p ** (1.0 / alpha), e[:-1], axis=-2)  # [..., bands, N]
-
-    gain_db = 10.0 * np.log10((band_energy(Y) + _TINY) / (band_energy(X) + _TINY))
+    target = band_energy(Y, e, alpha) if y_energy is None else y_energy
+    gain_db = 10.0 * np.log10((target + _TINY) / (band_energy(X, e, alpha) + _TINY))
     gain_db = np.clip(gain_db, -max_gain_db, max_gain_db)
     scale = 10.0 ** (alpha * gain_db / 20.0)  # in the compressed domain
     out = X * np.repeat(scale, np.diff(e), axis=-2)[..., None, :, :].astype(np.float32)
@@ -112,6 +118,11 @@ class EnvelopeMatch:
         self.keep_bins = min(int(np.ceil(settings.keep_below_hz * n_fft / sample_rate)),
                              n_fft // 2 + 1)
 
-    def __call__(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    def energy(self, Y: np.ndarray) -> np.ndarray:
+        """Y's band energies, to pass to several calls against the same Y."""
+        return band_energy(Y, self.edges, self.alpha)
+
+    def __call__(self, X: np.ndarray, Y: np.ndarray,
+                 y_energy: np.ndarray | None = None) -> np.ndarray:
         return match_envelope(X, Y, self.edges, self.alpha, self.settings.max_gain_db,
-                              self.keep_bins)
+                              self.keep_bins, y_energy)

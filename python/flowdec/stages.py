@@ -222,11 +222,12 @@ class PostfilterStage:
             b = min(m1 - m0, n1 - m0 + self.fade_frames + 4)
             if not solved.flags.writeable:
                 solved = solved.copy()
-            solved[..., a:b] = self.envelope(solved[..., a:b], feats[..., a:b])
+            y, target = feats[..., a:b], self.envelope.energy(feats[..., a:b])
+            solved[..., a:b] = self.envelope(solved[..., a:b], y, target)
             # the solver's frames are not the STFT of one signal, so overlap-add loses about
             # 1 dB of the matched energy: match once more on the STFT of the signal they make
             again = self.analysis(self.synthesis(solved, n))[..., a:b]
-            solved[..., a:b] = self.envelope(again, feats[..., a:b])
+            solved[..., a:b] = self.envelope(again, y, target)
         x = self.synthesis(solved, n)
         lo = (n0 - m0) * h
         out = x[:, lo : lo + (n1 - n0) * h + self.fade].copy()
