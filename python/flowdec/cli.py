@@ -137,14 +137,18 @@ def postfilter_option(p: argparse.ArgumentParser) -> None:
                    help="plain codec output, without the postfilter")
 
 
-def _decode_options(p: argparse.ArgumentParser) -> None:
+def _solver_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nfe", type=_positive_int, default=6,
                    help="postfilter network evaluations (default 6; even for midpoint)")
     p.add_argument("--seed", type=int, default=None,
                    help="postfilter noise seed (default: random, printed in the summary)")
-    postfilter_option(p)
     p.add_argument("--solver", choices=("midpoint", "euler"), default="midpoint",
                    help="postfilter ODE solver (default midpoint)")
+
+
+def _decode_options(p: argparse.ArgumentParser) -> None:
+    _solver_options(p)
+    postfilter_option(p)
 
 
 def _chunk_option(p: argparse.ArgumentParser) -> None:
@@ -204,12 +208,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                           "channels and length are kept.")
     p.add_argument("input", type=Path, help="decoded audio file")
     p.add_argument("output", type=Path, help="audio file to write")
-    p.add_argument("--nfe", type=_positive_int, default=6,
-                   help="network evaluations (default 6; even for midpoint)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="noise seed (default: random, printed in the summary)")
-    p.add_argument("--solver", choices=("midpoint", "euler"), default="midpoint",
-                   help="ODE solver (default midpoint)")
+    _solver_options(p)
     _chunk_option(p)
     p.set_defaults(func=_enhance)
 

@@ -57,6 +57,7 @@ from .codec import Codec
 from .model_files import ModelError, load_cards, resolve
 from .postfilter import Postfilter
 from .sessions import DeviceError
+from .solver import SOLVERS
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -393,7 +394,7 @@ def _check_decode(codec: Codec, nfe: int, solver: str, postfilter: bool, chunk_s
 
 
 def _check_solver(nfe: int, solver: str) -> None:
-    if solver not in ("midpoint", "euler"):
+    if solver not in SOLVERS:
         raise FlowdecError(f"solver must be 'midpoint' or 'euler', not {solver!r}")
     if nfe < 1 or (solver == "midpoint" and nfe % 2):
         raise FlowdecError(f"nfe must be a positive{' even' if solver == 'midpoint' else ''} "

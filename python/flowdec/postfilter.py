@@ -26,7 +26,6 @@ from .model_files import ModelError, PostfilterCard, load_cards, resolve
 from .sessions import PostfilterNet
 from .stages import PostfilterStage
 
-SOLVERS = ("midpoint", "euler")
 SIGMAS = ("band", "global")
 CHUNK_FRAMES = 1250
 """Whole-clip processing unit in STFT frames (10 s at hop 384): bounds memory."""
@@ -44,8 +43,9 @@ def make_stage(net: PostfilterNet, card: PostfilterCard, device: str, channels: 
     ``sigma``: "band" (the per-band σ_y curve) or "global" (one σ_y, an ablation);
     ``envelope``: keep the codec output's band envelope when the card asks for it
     (:mod:`flowdec.envelope`)."""
-    if solver_name not in SOLVERS:
-        raise ValueError(f"solver {solver_name!r} is unknown; choose one of {', '.join(SOLVERS)}")
+    if solver_name not in solver.SOLVERS:
+        raise ValueError(f"solver {solver_name!r} is unknown; choose one of "
+                         f"{', '.join(solver.SOLVERS)}")
     if sigma not in SIGMAS:
         raise ValueError(f"sigma {sigma!r} is unknown; choose one of {', '.join(SIGMAS)}")
     cfg = stft_config(card)

@@ -29,6 +29,9 @@ __all__ = [
 Velocity = Callable[[np.ndarray, np.ndarray, float], npt.ArrayLike]
 """v(X, Y, t) -> array of X's shape; X, Y float32 [B, 2, F, N], t in [0, 1]."""
 
+SOLVERS = ("midpoint", "euler")
+"""The ODE solvers :func:`midpoint_solve` offers."""
+
 
 def _check_int(value: object, name: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
@@ -185,7 +188,7 @@ def midpoint_solve(
     >>> X1.shape
     (1, 2, 5, 3)
     """
-    if solver not in ("midpoint", "euler"):
+    if solver not in SOLVERS:
         raise ValueError(f"solver: must be 'midpoint' or 'euler', got {solver!r}")
     nfe_i = _check_int(nfe, "nfe", 1, 10_000)
     if solver == "midpoint" and nfe_i % 2:
