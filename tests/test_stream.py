@@ -209,6 +209,31 @@ def test_worker_matches_sync_when_fast_enough(codec: Codec) -> None:
     np.testing.assert_array_equal(ya, yb)
 
 
+def test_burst_of_input_is_late_but_not_dropped(codec: Codec) -> None:
+    """A burst (the worker held up while two chunks arrive) makes the engine late, not lossy:
+    on the codec path there is nothing cheaper to degrade to, and no chunk whose output is
+    not yet due may be thrown away."""
+    sr, block = 48000, 512
+    s = Stream(codec, postfilter=False, worker=True, degrade=True)
+    s.prepare(sr, block, 1)
+    x = _clip(sr, 1.0)
+    lat = s.latency_samples
+    burst = lat + 3 * block  # two chunks and their lookahead; the caller 3 blocks past due
+    outs = []
+    with s._lock:  # the worker cannot start until the whole burst is in
+        for i in range(0, burst, block):
+            outs.append(s.process(x[:, i : i + block]))
+    deadline = time.perf_counter() + 10.0
+    while s._out_written < burst + 2 * s.chunk_host and time.perf_counter() < deadline:
+        time.sleep(0.001)
+    s.close()
+    assert s.stats.chunks >= 2
+    assert s.stats.dropped_chunks == 0
+    assert s.stats.level == 0 and s.stats.degradations == 0
+    read = sum(o.shape[1] for o in outs)
+    assert s.stats.underrun_samples == read - lat  # only what was read before chunk 0 was out
+
+
 def test_packets_carry_the_codes(codec: Codec) -> None:
     got: list[bytes] = []
     lock = threading.Lock()

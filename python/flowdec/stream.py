@@ -23,8 +23,10 @@ How it works:
 - ``worker=True``: ``process`` only copies into an input ring and out of an output ring and
   wakes the worker thread; the worker pulls whole chunks. When it falls behind it degrades one
   step per late chunk — fewer postfilter steps (NFE 6 → 4 → 2), then the plain decoder output
-  (the postfilter's seams stay cross-faded), then dropped chunks (silence) — and recovers one
-  step after :data:`RECOVER_AFTER` chunks on time. ``worker=False`` does the work inside
+  (the postfilter's seams stay cross-faded) — and recovers one step after
+  :data:`RECOVER_AFTER` chunks on time. A chunk is dropped (silence) only when the caller has
+  already read past its output: lateness alone never throws away audio that can still be on
+  time. ``worker=False`` does the work inside
   ``process`` (deterministic: used by tests, pedalboard effects and offline bounces).
 
 Level gains (:mod:`flowdec.level`): each chunk is whole 40 ms gain blocks
@@ -303,7 +305,7 @@ class Stream:
         self.on_packet = on_packet
         self.levels: list[int] = (
             list(range(nfe, 0, -2)) + [0] if postfilter else [0]
-        )  # postfilter evaluations per level; past the last level chunks are dropped
+        )  # postfilter evaluations per degradation level; the last is the plain decoder
         self.stats = StreamStats()
         self.header: StreamHeader | None = None
         self._prepared = False
@@ -496,11 +498,7 @@ class Stream:
                 if live and self._deadline_passed(ch.k):
                     self._drop()
                     continue
-                if live and self._level >= len(self.levels):
-                    self._drop()
-                    self._level = len(self.levels) - 1  # retry the cheapest processing next
-                    continue
-                ch.nfe = self.levels[min(self._level, len(self.levels) - 1)]
+                ch.nfe = self.levels[self._level]
                 self.stats.nfe = ch.nfe
                 t0 = time.perf_counter()
                 try:
@@ -532,10 +530,12 @@ class Stream:
 
     def _adapt(self, ready: bool, slack: int) -> None:
         """One step cheaper when the next chunk is waiting and less than a chunk of the
-        margin is left; one step back after :data:`RECOVER_AFTER` chunks with the worker idle."""
+        margin is left; one step back after :data:`RECOVER_AFTER` chunks with the worker idle.
+        The cheapest step is the plain decoder: dropping a chunk that could still be on time
+        (a single hiccup of more than one host block) would cost a whole chunk of audio."""
         if ready and slack < self.chunk_host:
             self._on_time = 0
-            if self._level < len(self.levels):
+            if self._level < len(self.levels) - 1:
                 self._level += 1
                 self.stats.degradations += 1
         elif not ready:
