@@ -26,12 +26,13 @@ Problems the caller can fix are :class:`FlowdecError` with a one-line message; a
 input gives a :class:`FlowdecWarning`, digital silence a log note (it is encoded anyway).
 
 Example:
-    >>> from flowdec.codec import Codec
+    >>> from flowdec.codec import Codec, example_clip
     >>> from flowdec.files import encode_file, decode_file
     >>> codec = Codec.load()
-    >>> r = encode_file(codec, "song.flac", "song.fdc", bitrate=6.0)   # kbit/s per channel
-    >>> print(r.summary())
-    >>> decode_file(codec, "song.fdc", "song.wav", nfe=6, seed=1)       # 44.1 kHz if the input was
+    >>> r = encode_file(codec, example_clip(), "clip.fdc", bitrate=6.0)  # kbit/s per channel
+    >>> r.sample_rate, r.channels                                       # the clip's
+    (44100, 2)
+    >>> r = decode_file(codec, "clip.fdc", "clip.wav", nfe=6, seed=1)   # at the input's rate
 """
 
 from __future__ import annotations

@@ -262,8 +262,12 @@ class LiveSession:
             latency, or Ctrl-C).
 
     Example:
-        >>> s = LiveSession(codec, input_file="in.wav", output_file="out.wav", postfilter=False)
-        >>> report = s.run(on_status=lambda st: print(st.line()))
+        >>> from flowdec.codec import Codec, example_clip
+        >>> s = LiveSession(Codec.load(), input_file=example_clip(), output_file="out.wav",
+        ...                 postfilter=False, duration=1.0)   # two files: no sound card needed
+        >>> report = s.run()                                  # one second, at real-time pace
+        >>> report.output_samples                             # exactly 1 s at the clip's rate
+        44100
     """
 
     def __init__(self, codec: Codec, *, input_device: str | None = None,
