@@ -40,6 +40,26 @@ def test_gpu_solve_matches_cpu(model_dir: object) -> None:
     assert np.abs(out - ref).max() <= 1e-3 * scale
 
 
+@pytest.mark.cuda
+@needs_gpu
+def test_gpu_stream_matches_cpu_stream(model_dir: object) -> None:
+    """The streaming engine solves on the GPU when the codec is on it (same noise keys)."""
+    from flowdec.codec import Codec
+    from flowdec.stream import Stream
+
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((1, 24000)) * 0.1).astype(np.float32)
+    outs = []
+    for codec in (Codec(str(model_dir), device="cpu", threads=2),
+                  Codec(str(model_dir), device="cuda")):
+        s = Stream(codec, postfilter=True, nfe=6, worker=False)
+        s.prepare(48000, 512, 1)
+        full = np.pad(x, ((0, 0), (0, s.latency_samples)))
+        outs.append(np.concatenate([s.process(full[:, i : i + 512])
+                                    for i in range(0, full.shape[1], 512)], axis=1))
+    assert np.abs(outs[1] - outs[0]).max() <= 1e-3 * np.abs(outs[0]).max()
+
+
 def test_cpu_only_machine_says_so(model_dir: object) -> None:
     """On a machine without onnxruntime's CUDA provider, device='cuda' is a clear error."""
     if "CUDAExecutionProvider" in ort.get_available_providers():

@@ -31,7 +31,7 @@ from .bitstream import (
 )
 from .level import LevelMeter, OutputLevel
 from .model_files import PostfilterCard, load_cards, resolve
-from .postfilter import make_stage, stft_config
+from .postfilter import PostfilterSolve, make_stage, stft_config
 from .sessions import DecoderNet, EncoderNet, PostfilterNet
 from .stages import DecoderStage, EncoderStage, PostfilterStage
 
@@ -152,11 +152,11 @@ class Codec:
                          solver_name: str = "midpoint", context: int = 16,
                          sigma: str = "band", envelope: bool = True) -> PostfilterStage:
         """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of hop 384; see
-        :func:`flowdec.postfilter.make_stage`)."""
+        :class:`flowdec.postfilter.PostfilterSolve`)."""
         net = self.postfilter_net
         assert net is not None
-        return make_stage(net, self._post(), self.device, channels, chunk_frames, nfe, seed,
-                          solver_name, context, sigma, envelope)
+        solve = PostfilterSolve(net, self._post(), self.device, nfe, seed, solver_name, sigma)
+        return make_stage(solve, self._post(), channels, chunk_frames, context, envelope)
 
     # -- whole clips -----------------------------------------------------------------------
     def encode(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
@@ -241,7 +241,8 @@ class Codec:
 
         ``postfilter``: True/False, or None for the model's recommendation
         (:attr:`postfilter_recommended`). ``sigma`` and ``envelope``: postfilter options
-        (:func:`flowdec.postfilter.make_stage`; the defaults are the model's method)."""
+        (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.make_stage`;
+        the defaults are the model's method)."""
         h = stream.header
         self.check_stream(h)
         if h.frames_per_gain and stream.gains_db is None:

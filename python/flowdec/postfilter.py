@@ -35,36 +35,52 @@ def stft_config(card: PostfilterCard) -> features.STFTConfig:
     return features.STFTConfig(n_fft=card.n_fft, hop=card.hop, alpha=card.alpha, beta=card.beta)
 
 
-def make_stage(net: PostfilterNet, card: PostfilterCard, device: str, channels: int,
-               chunk_frames: int, nfe: int, seed: int, solver_name: str = "midpoint",
-               context: int = 16, sigma: str = "band", envelope: bool = True) -> PostfilterStage:
-    """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of ``card.hop``).
+class PostfilterSolve:
+    """The postfilter's ODE solve for a :class:`~flowdec.stages.PostfilterStage`:
+    ``solve(Y [C, 2, F, N], frame_offset) → X̂``, the noise keyed by global STFT frame
+    ``frame_offset + frame_origin``.
+
+    ``nfe``, ``seed`` and ``frame_origin`` are plain attributes that take effect on the next
+    window: the streaming engine lowers ``nfe`` under load (0: no evaluations, X̂ = Y, the
+    plain decoder output) and moves ``frame_origin`` when it restarts after dropped chunks.
 
     ``sigma``: "band" (the per-band σ_y curve) or "global" (one σ_y, an ablation);
-    ``envelope``: keep the codec output's band envelope when the card asks for it
-    (:mod:`flowdec.envelope`)."""
-    if solver_name not in solver.SOLVERS:
-        raise ValueError(f"solver {solver_name!r} is unknown; choose one of "
-                         f"{', '.join(solver.SOLVERS)}")
-    if sigma not in SIGMAS:
-        raise ValueError(f"sigma {sigma!r} is unknown; choose one of {', '.join(SIGMAS)}")
+    ``device``: "cuda" keeps the solver's buffers on the GPU (:class:`flowdec.gpu.CudaSolver`).
+    """
+
+    def __init__(self, net: PostfilterNet, card: PostfilterCard, device: str, nfe: int,
+                 seed: int, solver_name: str = "midpoint", sigma: str = "band") -> None:
+        if solver_name not in solver.SOLVERS:
+            raise ValueError(f"solver {solver_name!r} is unknown; choose one of "
+                             f"{', '.join(solver.SOLVERS)}")
+        if sigma not in SIGMAS:
+            raise ValueError(f"sigma {sigma!r} is unknown; choose one of {', '.join(SIGMAS)}")
+        self.net, self.solver_name = net, solver_name
+        self.nfe, self.seed, self.frame_origin = nfe, seed, 0
+        self.sigma_y = np.asarray(card.sigma_y if sigma == "band" else
+                                  [card.sigma_y_global] * len(card.sigma_y), np.float32)
+        self.gpu = None
+        if device == "cuda":
+            from .gpu import CudaSolver
+
+            self.gpu = CudaSolver(net.session, self.sigma_y)
+
+    def __call__(self, Y: np.ndarray, frame_offset: int) -> np.ndarray:
+        if self.nfe == 0:
+            return Y
+        frame = frame_offset + self.frame_origin
+        if self.gpu is not None:
+            return self.gpu.solve(Y, self.nfe, self.seed, frame, self.solver_name)
+        return solver.midpoint_solve(Y, self.sigma_y, self.net, nfe=self.nfe, seed=self.seed,
+                                     frame_offset=frame, solver=self.solver_name)
+
+
+def make_stage(solve: PostfilterSolve, card: PostfilterCard, channels: int, chunk_frames: int,
+               context: int = 16, envelope: bool = True) -> PostfilterStage:
+    """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of ``card.hop``)
+    around ``solve``; ``envelope``: keep the codec output's band envelope when the card asks
+    for it (:mod:`flowdec.envelope`)."""
     cfg = stft_config(card)
-    sigma_y = np.asarray(card.sigma_y if sigma == "band" else
-                         [card.sigma_y_global] * len(card.sigma_y), np.float32)
-
-    if device == "cuda":
-        from .gpu import CudaSolver
-
-        gpu = CudaSolver(net.session, sigma_y)
-
-        def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
-            return gpu.solve(Y, nfe, seed, frame_offset, solver_name)
-    else:
-
-        def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
-            return solver.midpoint_solve(Y, sigma_y, net, nfe=nfe, seed=seed,
-                                         frame_offset=frame_offset, solver=solver_name)
-
     return PostfilterStage(lambda x: features.analysis(x, cfg),
                            lambda X, n: features.synthesis(X, n, cfg), solve, card, channels,
                            chunk_frames, context, envelope=envelope)
@@ -101,8 +117,8 @@ class Postfilter:
               sigma: str = "band", envelope: bool = True,
               chunk_frames: int = CHUNK_FRAMES) -> PostfilterStage:
         """A stage that enhances 48 kHz audio pushed in pieces (``push`` then ``finish``)."""
-        return make_stage(self.net, self.card, self.device, channels, chunk_frames, nfe, seed,
-                          solver, sigma=sigma, envelope=envelope)
+        solve = PostfilterSolve(self.net, self.card, self.device, nfe, seed, solver, sigma)
+        return make_stage(solve, self.card, channels, chunk_frames, envelope=envelope)
 
     def enhance(self, y: npt.ArrayLike, nfe: int = 6, solver: str = "midpoint",
                 seed: int | None = None, sample_rate: float = CODEC_RATE, sigma: str = "band",

@@ -59,7 +59,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import features, solver
 from .audio import CODEC_RATE, check_rate
 from .bitstream import (
     LIVE_FRAMES_PER_GAIN,
@@ -70,6 +69,7 @@ from .bitstream import (
 )
 from .codec import Codec
 from .level import LevelMeter, OutputLevel
+from .postfilter import PostfilterSolve, make_stage
 from .stages import PostfilterStage
 
 CHUNK_QUANTUM = 3840
@@ -127,29 +127,18 @@ class _Chain:
     def __init__(self, codec: Codec, channels: int, n_q: int, chunk: int, nfe: int, seed: int,
                  postfilter: bool, context: int) -> None:
         self.codec, self.channels, self.n_q, self.chunk = codec, channels, n_q, chunk
-        self.seed = seed
         self.hop = codec.card.hop
         self.enc = codec.encoder_stage(channels, 1)
         self.dec = codec.decoder_stage(channels, n_q, 1)
-        self.nfe = nfe  # current evaluations; 0 = bypass (plain decoder output)
         self.post: PostfilterStage | None = None
+        self.solve: PostfilterSolve | None = None
         self.origin = 0
         if postfilter:
             p = codec._post()
-            cfg = codec.stft_config()
             net = codec.postfilter_net
             assert net is not None
-            sigma = np.asarray(p.sigma_y, np.float32)
-
-            def solve(Y: np.ndarray, frame_offset: int) -> np.ndarray:
-                if self.nfe <= 0:
-                    return Y  # bypass: Φ⁻¹(Φ(y)) = y, seams still cross-faded by the stage
-                return solver.midpoint_solve(Y, sigma, net, nfe=self.nfe, seed=self.seed,
-                                             frame_offset=frame_offset + self.origin // p.hop)
-
-            self.post = PostfilterStage(lambda x: features.analysis(x, cfg),
-                                        lambda X, n: features.synthesis(X, n, cfg), solve, p,
-                                        channels, chunk // p.hop, context)
+            self.solve = PostfilterSolve(net, p, codec.device, nfe, seed)
+            self.post = make_stage(self.solve, p, channels, chunk // p.hop, context)
             if self.post.chunk * p.hop != chunk:
                 raise ValueError("chunk must be a multiple of 2 postfilter hops")
         y_need = self.post.future_frames * self.post.h if self.post is not None else 0
@@ -157,8 +146,21 @@ class _Chain:
         self.lookahead = (self.dec_frames_extra + self.dec.future + self.enc.future) * self.hop
         self.reset(0)
 
+    @property
+    def nfe(self) -> int:
+        """Postfilter evaluations for the next chunk (0: the plain decoder output, the
+        postfilter's seams still cross-faded)."""
+        return self.solve.nfe if self.solve is not None else 0
+
+    @nfe.setter
+    def nfe(self, nfe: int) -> None:
+        if self.solve is not None:
+            self.solve.nfe = nfe
+
     def reset(self, origin: int) -> None:
         self.origin = origin
+        if self.solve is not None and self.post is not None:
+            self.solve.frame_origin = origin // self.post.h  # noise keyed by global frame
         self.enc.reset()
         self.dec.reset()
         self.meter = LevelMeter(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
