@@ -211,3 +211,22 @@ def test_postfilter_recommendation_from_an_evaluation(tmp_path: Path) -> None:
         post = json.loads((tmp_path / "model_card.json").read_text())["postfilter"]
         assert post["recommended"] is expected
         assert len(post["recommendation"]["checks"]) == 8  # 2 rates x 2 domains x 2 metrics
+
+
+def test_validation_clips_are_distinct(tmp_path: Path) -> None:
+    """A file shorter than the crop always gives the same crop: valclips must not write it
+    twice, and says so clearly when a split cannot give enough distinct clips."""
+    from flowdec.train.data import AudioCache
+    from flowdec.train.valclips import write_clips
+
+    rng = np.random.default_rng(0)
+    short = [(0.1 * rng.standard_normal(24000), "speech", "valid") for _ in range(3)]
+    long = [(0.1 * rng.standard_normal(96000), "music", "valid")]
+    cache = AudioCache.from_arrays(short + long, tmp_path / "cache")
+    paths = write_clips(cache, tmp_path / "clips", per_domain=3, seconds=1.0, seed=0)
+    assert len(paths) == 6
+    for domain in ("music", "speech"):
+        data = {p.read_bytes() for p in paths if p.name.startswith(domain)}
+        assert len(data) == 3, domain
+    with pytest.raises(SystemExit, match="speech validation split gave only 3 distinct"):
+        write_clips(cache, tmp_path / "more", per_domain=4, seconds=1.0, seed=0)

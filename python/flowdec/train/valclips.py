@@ -4,18 +4,23 @@
 
 Picks, deterministically (seeded), ``per_domain`` non-silent crops of ``seconds`` seconds from
 the ``valid`` split of each domain and writes ``<domain>_<n>.wav`` (48 kHz mono float), the
-names ``flowdec eval`` groups by (music_*, speech_*, sound_*).
+names ``flowdec eval`` groups by (music_*, speech_*, sound_*). Clips within a domain are
+distinct (a crop equal to an earlier one is drawn again), so no clip counts twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
 from pedalboard.io import AudioFile
 
 from .data import SAMPLE_RATE, AudioCache, CropSampler
+
+MAX_DRAWS = 100
+"""Crops drawn per clip before giving up on finding one unlike the domain's earlier clips."""
 
 
 def write_clips(cache: AudioCache, out: Path, per_domain: int, seconds: float, seed: int
@@ -24,8 +29,18 @@ def write_clips(cache: AudioCache, out: Path, per_domain: int, seconds: float, s
     sampler = CropSampler(cache, "valid", seconds, seed=seed, augment=False)
     paths = []
     for domain in sampler.domains:
+        seen: set[bytes] = set()
         for i in range(per_domain):
-            x, _ = sampler.crop(domain)
+            for _ in range(MAX_DRAWS):  # a file shorter than the crop always gives the same one
+                x, _ = sampler.crop(domain)
+                key = hashlib.sha1(np.asarray(x, np.float32).tobytes()).digest()
+                if key not in seen:
+                    break
+            else:
+                raise SystemExit(f"the {domain} validation split gave only {len(seen)} distinct "
+                                 f"clips of {seconds:g} s in {MAX_DRAWS} draws; ask for fewer "
+                                 "(--per-domain) or shorter ones (--seconds)")
+            seen.add(key)
             p = out / f"{domain}_{i}.wav"
             with AudioFile(str(p), "w", SAMPLE_RATE, 1) as f:
                 f.write(np.asarray(x, np.float32)[None])
