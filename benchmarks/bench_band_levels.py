@@ -128,7 +128,8 @@ def correct(x: np.ndarray, y: np.ndarray, bands: int, frames_per_block: int,
 
     def per_block(Z: np.ndarray) -> np.ndarray:
         e = np.pad(band_energy(Z, edges, PLAIN.alpha)[0], ((0, 0), (0, pad)))
-        return e.reshape(len(edges) - 1, blocks, frames_per_block).sum(-1)
+        out: np.ndarray = e.reshape(len(edges) - 1, blocks, frames_per_block).sum(-1)
+        return out
 
     floor = 1e-10 * PLAIN.n_fft * frames_per_block
     gain = 10 * np.log10((per_block(X) + floor) / (per_block(Y) + floor))

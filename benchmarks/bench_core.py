@@ -11,6 +11,7 @@ import argparse
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -74,14 +75,14 @@ def bench_stft(repeat: int, quick: bool) -> list[dict[str, Any]]:
         X = ft.analysis(x)
         tf = torch_fns(x)
         run_np = not quick or batch == 1
-        np_fwd = best_time(lambda x=x: ref.stft_ref(x), 1) if run_np else None
-        np_inv = best_time(lambda x=x, X=X: ref.istft_ref(X, x.shape[1]), 1) if run_np else None
+        np_fwd = best_time(partial(ref.stft_ref, x), 1) if run_np else None
+        np_inv = best_time(partial(ref.istft_ref, X, x.shape[1]), 1) if run_np else None
         for threads in (1, 2):
             ft.set_num_threads(threads)
             if torch is not None:
                 torch.set_num_threads(threads)
-            ours_f = best_time(lambda x=x: ft.analysis(x), repeat)
-            ours_i = best_time(lambda x=x, X=X: ft.synthesis(X, x.shape[1]), repeat)
+            ours_f = best_time(partial(ft.analysis, x), repeat)
+            ours_i = best_time(partial(ft.synthesis, X, x.shape[1]), repeat)
             t_f = best_time(tf[0], repeat) if tf else None
             t_i = best_time(tf[1], repeat) if tf else None
             cases = (("phi", ours_f, t_f, np_fwd), ("phi_inv", ours_i, t_i, np_inv))

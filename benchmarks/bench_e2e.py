@@ -18,6 +18,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def bench_device(folder: Path, device: str, threads: int, seconds: float, repeat
     if codec.has_postfilter:
         for nfe in (2, 6, 10):
             add(f"end to end, nfe {nfe}", best(
-                lambda nfe=nfe: codec.roundtrip(x, RATE, 6.0, nfe=nfe, seed=0), repeat))
+                partial(codec.roundtrip, x, RATE, 6.0, nfe=nfe, seed=0), repeat))
     return rows
 
 

@@ -89,7 +89,8 @@ def main() -> None:
 
 def region_energy(X: np.ndarray, edges: list[int], alpha: float) -> np.ndarray:
     """Σ |S|² of the uncompressed spectrum per frequency region, over channels and frames."""
-    return band_energy(X, edges, alpha).sum(axis=(0, 2))
+    out: np.ndarray = band_energy(X, edges, alpha).sum(axis=(0, 2))
+    return out
 
 
 def spans(edges: list[int]) -> list[tuple[int, int]]:

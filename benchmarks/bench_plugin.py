@@ -54,8 +54,8 @@ def bench_process_block(sock: Path, seconds: float) -> dict[str, dict[str, float
     x = (0.1 * np.random.default_rng(0).standard_normal((2, int(seconds * RATE)))).astype(
         np.float32)
     for block in (64, 512, 4096):
-        p = pedalboard.load_plugin(str(VST3))
-        p.force_realtime = True
+        p = pedalboard.load_plugin(str(VST3))  # type: ignore[attr-defined]
+        p.force_realtime = True  # type: ignore[attr-defined]  # a plugin parameter
         for i in range(0, x.shape[1], block * 64):  # roughly paced: backend keeps up
             p.process(x[:, i:i + block * 64], RATE, buffer_size=block, reset=False)
         del p
@@ -97,9 +97,10 @@ def bench_rtf(model: str, seconds: float, postfilter: bool, batch: bool) -> dict
         x = (0.1 * np.random.default_rng(1).standard_normal((2, int(seconds * RATE)))).astype(
             np.float32)
         for n in (1, 2, 4):
-            plugins = [pedalboard.load_plugin(str(VST3)) for _ in range(n)]
+            plugins = [pedalboard.load_plugin(str(VST3))  # type: ignore[attr-defined]
+                       for _ in range(n)]
             for p in plugins:
-                p.postfilter = postfilter
+                p.postfilter = postfilter  # type: ignore[attr-defined]  # a plugin parameter
                 p.process(x[:, :4800], RATE, buffer_size=512)  # connect, warm up
 
             def render(p: pedalboard.ExternalPlugin) -> None:
