@@ -88,7 +88,8 @@ def bench_device(folder: Path, device: str, threads: int, seconds: float, repeat
     if codec.has_postfilter:
         for nfe in (2, 6, 10):
             add(f"end to end, nfe {nfe}", best(
-                partial(codec.roundtrip, x, RATE, 6.0, nfe=nfe, seed=0), repeat))
+                partial(codec.roundtrip, x, RATE, 6.0, nfe=nfe, seed=0, postfilter=True),
+                repeat))
     return rows
 
 
