@@ -228,5 +228,5 @@ def test_validation_clips_are_distinct(tmp_path: Path) -> None:
     for domain in ("music", "speech"):
         data = {p.read_bytes() for p in paths if p.name.startswith(domain)}
         assert len(data) == 3, domain
-    with pytest.raises(SystemExit, match="speech validation split gave only 3 distinct"):
+    with pytest.raises(ValueError, match="speech validation split gave only 3 distinct"):
         write_clips(cache, tmp_path / "more", per_domain=4, seconds=1.0, seed=0)

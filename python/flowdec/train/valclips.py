@@ -37,7 +37,7 @@ def write_clips(cache: AudioCache, out: Path, per_domain: int, seconds: float, s
                 if key not in seen:
                     break
             else:
-                raise SystemExit(f"the {domain} validation split gave only {len(seen)} distinct "
+                raise ValueError(f"the {domain} validation split gave only {len(seen)} distinct "
                                  f"clips of {seconds:g} s in {MAX_DRAWS} draws; ask for fewer "
                                  "(--per-domain) or shorter ones (--seconds)")
             seen.add(key)
@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--seed", type=int, default=2026)
     args = p.parse_args(argv)
-    paths = write_clips(AudioCache(args.cache), Path(args.out), args.per_domain, args.seconds,
-                        args.seed)
+    try:
+        paths = write_clips(AudioCache(args.cache), Path(args.out), args.per_domain,
+                            args.seconds, args.seed)
+    except ValueError as e:
+        raise SystemExit(f"valclips: {e}") from None
     print(f"wrote {len(paths)} clips to {args.out}")
 
 
