@@ -130,15 +130,18 @@ class AudioCache:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index, offset = [], 0
-        with open(folder / "audio.int16", "wb") as out:
+        part = f".{os.getpid()}.part"  # complete files appear under their names, index last
+        with open(folder / ("audio.int16" + part), "wb") as out:
             for i, (x, domain, split) in enumerate(clips):
                 q = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
                 out.write(q.tobytes())
                 index.append({"path": f"synthetic/{i}", "domain": domain, "split": split,
                               "offset": offset, "length": int(q.size)})
                 offset += q.size
-        with open(folder / "index.json", "w") as fh:
+        os.replace(folder / ("audio.int16" + part), folder / "audio.int16")
+        with open(folder / ("index.json" + part), "w") as fh:
             json.dump(index, fh)
+        os.replace(folder / ("index.json" + part), folder / "index.json")
         return cls(folder)
 
     def clip(self, i: int) -> np.ndarray:

@@ -87,7 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(t.threads)
 
     d = init_distributed(args.device)
-    cache = make_cache(args)
+    if d.local_rank == 0:  # one process per machine builds the cache; the others open it after
+        cache = make_cache(args)
+    if d.world > 1:
+        torch.distributed.barrier()
+    if d.local_rank != 0:
+        cache = make_cache(args)
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
