@@ -12,7 +12,7 @@ from flowdec import features
 from flowdec.codec import Codec, example_clip
 from flowdec.envelope import Envelope, EnvelopeMatch, band_edges, erb_rate, match_envelope
 from flowdec.model_files import ModelError
-from flowdec.postfilter import Postfilter
+from flowdec.postfilter import Postfilter, PostfilterSolve
 
 RATE, N_FFT, ALPHA = 48000, 1536, 0.3
 
@@ -149,6 +149,21 @@ def test_enhance_keeps_the_codec_output_envelope(pf: Postfilter, decoded: np.nda
     assert np.abs(kept).max() <= 0.5, kept
     top = slice(len(ref) // 2, None)  # the upper half of the bands (above ~3 kHz)
     assert np.abs(raw[top]).mean() > 2 * np.abs(kept[top]).mean(), (raw, kept)
+
+
+def test_no_evaluations_skip_the_envelope(pf: Postfilter, decoded: np.ndarray) -> None:
+    """The streaming engine's cheapest level (NFE 0) hands y's frames back; the stage then
+    does no envelope matching (the machine is overloaded) and returns y."""
+    out = {}
+    for envelope in (True, False):
+        stage = pf.stage(1, nfe=6, seed=0, envelope=envelope)
+        assert isinstance(stage.solve, PostfilterSolve)
+        stage.solve.nfe = 0
+        out[envelope] = np.concatenate([stage.push(decoded[None]), stage.finish()], axis=1)
+    assert np.array_equal(out[True], out[False])
+    n = min(out[True].shape[1], decoded.size)
+    assert n > decoded.size - 1000
+    np.testing.assert_allclose(out[True][0, :n], decoded[:n], atol=1e-4)
 
 
 def test_enhance_bad_input(pf: Postfilter, decoded: np.ndarray) -> None:

@@ -18,8 +18,8 @@ The postfilter stage matches twice: on the solver's frames, then on the STFT of 
 they synthesise (the solver's frames are not one signal's STFT, so overlap-add alone loses
 about 1 dB of the matched energy; after the second pass the bands are within ~0.1 dB).
 Everything is per frame: the stage adds no look-ahead and does not depend on how the audio
-is chunked, and ``match_envelope(Y, Y)`` is ``Y`` exactly (the stream's bypass stays a
-bypass).
+is chunked, and ``match_envelope(Y, Y)`` is ``Y`` exactly; the stage skips it when the
+solve hands y's own frames back (the stream's bypass, NFE 0).
 
 Settings come from the postfilter's model card (``envelope``; absent: no matching).
 """

@@ -41,8 +41,9 @@ class PostfilterSolve:
     ``frame_offset + frame_origin``.
 
     ``nfe``, ``seed`` and ``frame_origin`` are plain attributes that take effect on the next
-    window: the streaming engine lowers ``nfe`` under load (0: no evaluations, X̂ = Y, the
-    plain decoder output) and moves ``frame_origin`` when it restarts after dropped chunks.
+    window: the streaming engine lowers ``nfe`` under load (0: no evaluations, and ``Y``
+    itself is returned — the stage then skips its envelope matching) and moves
+    ``frame_origin`` when it restarts after dropped chunks.
 
     ``sigma``: "band" (the per-band σ_y curve) or "global" (one σ_y, an ablation);
     ``device``: "cuda" keeps the solver's buffers on the GPU (:class:`flowdec.gpu.CudaSolver`).

@@ -215,7 +215,9 @@ class PostfilterStage:
         feats = np.ascontiguousarray(feats)
         solved = self.solve(feats, m0)
         n = (m1 - m0 - 1) * h
-        if self.envelope is not None:
+        # a solve with no evaluations (the streaming engine's cheapest level under load) gives
+        # y's own frames back: nothing to match, and no time to spend on it
+        if self.envelope is not None and solved is not feats:
             # only frames that reach the output samples need it (a frame spans ±2 hops, and
             # the second match's analysis reaches 2 frames further)
             a = max(0, n0 - m0 - 4)
