@@ -396,7 +396,7 @@ def _check_decode(codec: Codec, nfe: int, solver: str, postfilter: bool, chunk_s
 
 def _check_solver(nfe: int, solver: str) -> None:
     if solver not in SOLVERS:
-        raise FlowdecError(f"solver must be 'midpoint' or 'euler', not {solver!r}")
+        raise FlowdecError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
     if nfe < 1 or (solver == "midpoint" and nfe % 2):
         raise FlowdecError(f"nfe must be a positive{' even' if solver == 'midpoint' else ''} "
                            f"number for the {solver} solver, got {nfe}")

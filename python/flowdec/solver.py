@@ -189,7 +189,7 @@ def midpoint_solve(
     (1, 2, 5, 3)
     """
     if solver not in SOLVERS:
-        raise ValueError(f"solver: must be 'midpoint' or 'euler', got {solver!r}")
+        raise ValueError(f"solver: must be one of {', '.join(SOLVERS)}, got {solver!r}")
     nfe_i = _check_int(nfe, "nfe", 1, 10_000)
     if solver == "midpoint" and nfe_i % 2:
         raise ValueError(f"nfe: must be even for the midpoint solver, got {nfe_i}")
