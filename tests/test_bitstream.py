@@ -16,9 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowdec.band_level import BAND_STEP_DB
 from flowdec.bitstream import (
     FILE_FRAMES_PER_GAIN,
     FILE_FRAMES_PER_PACKET,
+    FILE_LEVEL_BANDS,
     GAIN_LIMIT_DB,
     HEADER_SIZE,
     LIVE_FRAMES_PER_GAIN,
@@ -63,6 +65,13 @@ def rand_gains(seed: int, channels: int, blocks: int) -> npt.NDArray[np.float32]
     return (rng.integers(-127, 128, size=(channels, blocks)) * 0.25).astype(np.float32)
 
 
+def rand_band_gains(seed: int, channels: int, blocks: int, bands: int
+                    ) -> npt.NDArray[np.float32]:
+    """Band gains in dB on the stored grid (3 dB steps, -24 … +21 dB)."""
+    rng = np.random.default_rng(seed + 2)
+    return (rng.integers(-8, 8, size=(channels, blocks, bands)) * BAND_STEP_DB).astype(np.float32)
+
+
 def read_quiet(source: str | Path | io.BytesIO) -> tuple[StreamHeader, Codes, bool]:
     """read_fdc, returning whether a BitstreamWarning was raised (any other warning fails)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -90,11 +99,13 @@ def fdc_bytes(h: StreamHeader, codes: Codes, tmp: Path) -> bytes:
         StreamHeader("0000000000000000", 48000, 1, 1, 0, 1, 2**32 - 1, 1, 1, 1, 2**64 - 1),
         header(fpp=600, frames_per_gain=75),
         StreamHeader("FFFFFFFFFFFFFFFF", 48000, 2, 8000, 1, 75, 1, 4, 10, 65535, 0, 65535),
+        header(fpp=600, frames_per_gain=75, level_bands=FILE_LEVEL_BANDS),
+        StreamHeader("FFFFFFFFFFFFFFFF", 48000, 2, 8000, 1, 75, 1, 4, 10, 6, 0, 3, 1),
     ],
 )
 def test_header_round_trip(h: StreamHeader) -> None:
     data = encode_header(h)
-    assert len(data) == HEADER_SIZE == 64
+    assert len(data) == HEADER_SIZE == 65
     assert data.startswith(MAGIC)
     assert decode_header(data + b"\xc5\xfd rest") == (h, HEADER_SIZE)
 
@@ -295,36 +306,46 @@ def test_file_round_trip(
     assert os.listdir(tmp_path) == ["clip.fdc"]  # no temp file left behind
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_file_round_trip_with_gains_any_aligned_writes(tmp_path: Path, seed: int) -> None:
-    """Gains survive a file whatever the write pattern; writes must hold whole gain blocks
-    (only the last may end mid-block)."""
+@pytest.mark.parametrize(("seed", "bands"), [(0, 0), (1, 0), (2, 1), (3, 7), (4, 24), (5, 24)])
+def test_file_round_trip_with_gains_any_aligned_writes(tmp_path: Path, seed: int,
+                                                       bands: int) -> None:
+    """Gains and band gains survive a file whatever the write pattern; writes must hold whole
+    gain blocks (only the last may end mid-block)."""
     rng = np.random.default_rng(seed)
     fpg = int(rng.integers(1, 5))
     fpp = fpg * int(rng.integers(1, 4))
     frames = int(rng.integers(1, 60))
-    h = header(channels=2, nq=3, bits=9, fpp=fpp, frames_per_gain=fpg)
+    h = header(channels=2, nq=3, bits=9, fpp=fpp, frames_per_gain=fpg, level_bands=bands)
     codes = rand_codes(seed, 2, 3, frames, 9)
-    gains = rand_gains(seed, 2, -(-frames // fpg))
-    write_fdc(tmp_path / "whole.fdc", h, codes, gains)
+    blocks = -(-frames // fpg)
+    gains = rand_gains(seed, 2, blocks)
+    band_gains = rand_band_gains(seed, 2, blocks, bands) if bands else None
+    write_fdc(tmp_path / "whole.fdc", h, codes, gains, band_gains)
     with FdcWriter(tmp_path / "chunks.fdc", h) as w:
         start = 0
         while start < frames:
             k = fpg * int(rng.integers(0, 4))
-            w.write(codes[:, :, start : start + k], gains[:, start // fpg : (start + k) // fpg
-                                                           if start + k < frames else None])
+            b = slice(start // fpg, (start + k) // fpg if start + k < frames else None)
+            w.write(codes[:, :, start : start + k], gains[:, b],
+                    None if band_gains is None else band_gains[:, b])
             start += k
     assert (tmp_path / "chunks.fdc").read_bytes() == (tmp_path / "whole.fdc").read_bytes()
-    h2, codes2, gains2 = read_fdc_gains(tmp_path / "chunks.fdc")
-    assert h2.frames_per_gain == fpg
+    h2, codes2, gains2, bands2 = read_fdc_gains(tmp_path / "chunks.fdc")
+    assert h2.frames_per_gain == fpg and h2.level_bands == bands
     np.testing.assert_array_equal(codes2, codes)
     assert gains2 is not None
     np.testing.assert_array_equal(gains2, gains)
+    if band_gains is None:
+        assert bands2 is None
+    else:
+        assert bands2 is not None
+        np.testing.assert_array_equal(bands2, band_gains)
     if fpg > 1 and frames > 1:
         with FdcWriter(tmp_path / "ragged.fdc", h) as w:
-            w.write(codes[:, :, :1], gains[:, :1])
+            nb = None if band_gains is None else band_gains[:, :1]
+            w.write(codes[:, :, :1], gains[:, :1], nb)
             with pytest.raises(BitstreamError, match="only the last write may end mid-block"):
-                w.write(codes[:, :, 1:], gains[:, 1:])
+                w.write(codes[:, :, 1:], gains[:, 1:], nb)
             w.abort()
 
 
@@ -341,9 +362,52 @@ def test_version_1_files_still_read(tmp_path: Path) -> None:
                            for i in range(3))
     (tmp_path / "v1.fdc").write_bytes(data)
     assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 62)
-    h2, codes2, gains = read_fdc_gains(tmp_path / "v1.fdc")
-    assert h2.frames_per_gain == 0 and gains is None
+    h2, codes2, gains, bands = read_fdc_gains(tmp_path / "v1.fdc")
+    assert h2.frames_per_gain == 0 and gains is None and bands is None
     np.testing.assert_array_equal(codes2, codes)
+
+
+def test_version_2_files_still_read(tmp_path: Path) -> None:
+    """A version-2 file (64-byte header: level gains, no band gains), as written before the
+    band gains, decodes with its gains."""
+    h = header(fpp=10, frames_per_gain=5)
+    codes = rand_codes(6, 1, 8, 25, 10)
+    gains = rand_gains(6, 1, 5)
+    fields = struct.pack("<8sIIQIIQHBBBBH", bytes.fromhex(MODEL), 48000, 44100, 44100 * 3, 75,
+                         1, 25, 10, 1, 8, 10, 0, 5)
+    head = struct.pack("<8sHH", MAGIC, 2, 64) + fields
+    head += struct.pack("<I", zlib.crc32(head))
+    data = head + b"".join(
+        encode_packet(h, Packet(i, codes[:, :, 10 * i : 10 * i + 10], gains[:, 2 * i : 2 * i + 2]))
+        for i in range(3))
+    (tmp_path / "v2.fdc").write_bytes(data)
+    assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 64)
+    h2, codes2, gains2, bands = read_fdc_gains(tmp_path / "v2.fdc")
+    assert h2.frames_per_gain == 5 and h2.level_bands == 0 and bands is None
+    np.testing.assert_array_equal(codes2, codes)
+    assert gains2 is not None
+    np.testing.assert_array_equal(gains2, gains)
+
+
+def test_band_gains_are_quantised_and_checked() -> None:
+    """Band gains are stored in 3 dB steps, clamped to -24 … +21 dB; wrong shapes, non-finite
+    values or band gains without gain blocks are refused."""
+    h = header(fpp=6, frames_per_gain=3, level_bands=2)
+    codes = rand_codes(0, 1, 8, 6, 10)
+    bands = np.array([[[1.4, 1.6], [-40.0, 40.0]]])
+    data = encode_packet(h, Packet(0, codes, np.zeros((1, 2)), bands))
+    assert len(data) == packet_size(h, 6) == PACKET_OVERHEAD + 60 + 2 + 2
+    p, _ = decode_packet(h, data)
+    assert p.band_gains_db is not None
+    assert p.band_gains_db.tolist() == [[[0.0, 3.0], [-24.0, 21.0]]]
+    with pytest.raises(BitstreamError, match=r"band gains: expected shape \[1, 2, 2\]"):
+        encode_packet(h, Packet(0, codes, np.zeros((1, 2)), np.zeros((1, 2, 3))))
+    with pytest.raises(BitstreamError, match="pass band_gains_db of shape"):
+        encode_packet(h, Packet(0, codes, np.zeros((1, 2))))
+    with pytest.raises(BitstreamError, match="finite"):
+        encode_packet(h, Packet(0, codes, np.zeros((1, 2)), np.full((1, 2, 2), np.nan)))
+    with pytest.raises(BitstreamError, match="needs gain blocks"):
+        header(level_bands=4)
 
 
 def test_empty_stream(tmp_path: Path) -> None:
@@ -407,7 +471,7 @@ def test_file_size_overhead(tmp_path: Path) -> None:
         size = path.stat().st_size
         assert size <= nominal * 1.03, (nq, size, nominal)
         assert size == nominal + HEADER_SIZE + 2 * PACKET_OVERHEAD + 10
-    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7606  # +1.41 % at 6 kbit/s
+    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7607  # +1.43 % at 6 kbit/s
     assert FILE_FRAMES_PER_PACKET % FILE_FRAMES_PER_GAIN == 0
     assert LIVE_FRAMES_PER_PACKET % LIVE_FRAMES_PER_GAIN == 0
 
@@ -425,10 +489,10 @@ def test_wrong_magic_unknown_version_model_mismatch(tmp_path: Path) -> None:
     with pytest.raises(BitstreamError, match="truncated inside the header"):
         read_fdc(bad)
     newer = bytearray(good)
-    newer[8:10] = struct.pack("<H", 3)
-    newer[60:64] = struct.pack("<I", zlib.crc32(newer[:60]))
+    newer[8:10] = struct.pack("<H", 4)
+    newer[61:65] = struct.pack("<I", zlib.crc32(newer[:61]))
     bad.write_bytes(bytes(newer))
-    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 3.*upgrade flowdec"):
+    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 4.*upgrade flowdec"):
         read_fdc(bad)
     with pytest.raises(BitstreamError, match="newer flowdec"):
         decode_header(bytes(newer[:12]))  # the version is refused before the rest is needed

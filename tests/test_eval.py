@@ -163,14 +163,16 @@ def make_clips(folder: Path, seconds: float = 1.5) -> None:
 
 @pytest.fixture(scope="session")
 def eval_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
-    """``flowdec eval`` run once through the CLI (one bitrate, NFE 2, fast metrics)."""
+    """``flowdec eval`` run once through the CLI (one bitrate, NFE 2, fast metrics, with and
+    without 24 band gains)."""
     from flowdec.cli import main
 
     root = tmp_path_factory.mktemp("eval")
     make_clips(root / "clips")
     out = root / "out"
     baselines = ["--baselines", "opus"] if shutil.which("opusenc") else ["--baselines"]
-    rc = main(["eval", str(root / "clips"), "-b", "6", "--nfe", "2", *baselines,
+    rc = main(["eval", str(root / "clips"), "-b", "6", "--nfe", "2", "--level-bands", "24",
+               *baselines,
                "--metrics", "si_sdr", "mel_distance", "lsd_mse", "stoi", "-o", str(out),
                "--model", str(model_dir), "--threads", "2", "--quiet", "--no-report"])
     assert rc == 0
@@ -181,7 +183,15 @@ def test_eval_writes_csv_json_markdown(eval_dir: Path) -> None:
     with open(eval_dir / "clips.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     settings = {r["setting"] for r in rows}
-    assert {"ndac"} <= settings
+    assert {"ndac", "ndac-bands24"} <= settings
+    # actual kbit/s counts the side information: 8 bits per second for the level gains,
+    # 96 more for 24 band gains (per started second of each clip)
+    for r in rows:
+        if r["setting"].startswith("ndac"):
+            seconds = float(r["seconds"])
+            per_block = 8 + (96 if r["setting"] == "ndac-bands24" else 0)
+            side = np.ceil((np.ceil(seconds * 75) + 1) / 75) * per_block / seconds / 1000
+            assert float(r["actual_kbps"]) == pytest.approx(6 + side, abs=1e-3)
     assert {r["clip"] for r in rows} == {"music_a", "speech_b", "sound_c"}
     assert {r["domain"] for r in rows} == {"music", "speech", "sound"}
     for r in rows:
@@ -195,8 +205,9 @@ def test_eval_writes_csv_json_markdown(eval_dir: Path) -> None:
     assert summary["domains"] == ["music", "sound", "speech"]
     names = [s["name"] for s in summary["settings"]]
     assert names[0] == "ndac"
+    assert "ndac-bands24" in names
     if summary["model_folder"] and any(s["system"] == "flowdec" for s in summary["settings"]):
-        assert "flowdec-nfe2" in names
+        assert {"flowdec-nfe2", "flowdec-nfe2-bands24"} <= set(names)
     if shutil.which("opusenc"):
         assert [s["bitrate"] for s in summary["settings"] if s["system"] == "opus"] == [6, 12]
     for d in ("music", "speech", "sound", "all"):

@@ -1,12 +1,14 @@
-"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 2).
+"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 3).
 
 A stream is one header followed by packets. The header says everything needed to decode
-(model id, rates, channels, frame rate, codebooks, bits per code, frames per gain block);
-each packet carries up to ``frames_per_packet`` frames of codes for every channel,
-bit-packed exactly, then the level gains of its gain blocks (one signed byte per block and
-channel, in 0.25 dB), with its own length and CRC-32. The same packets are written to
-``.fdc`` files and sent by the live path. The byte-by-byte layout is in
-``docs/bitstream.md``; version-1 files (no gains) are still read.
+(model id, rates, channels, frame rate, codebooks, bits per code, frames per gain block,
+level bands); each packet carries up to ``frames_per_packet`` frames of codes for every
+channel, bit-packed exactly, then the level gains of its gain blocks (one signed byte per
+block and channel, in 0.25 dB) and, with level bands, the band gains of those blocks (4 bits
+per block, channel and band, in 3 dB), with its own length and CRC-32. The same packets are
+written to ``.fdc`` files and sent by the live path. The byte-by-byte layout is in
+``docs/bitstream.md``; version-1 (no gains) and version-2 files (no band gains) are still
+read.
 
 Units: rates in Hz, lengths in samples per channel, frames are codec frames (75 per second
 for hop 640 at 48 kHz), bitrates in kbit/s.
@@ -50,10 +52,12 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from flowdec.band_level import BAND_STEP_DB, BAND_STEP_RANGE, quantize_band_gains
 from flowdec.bitpack import pack_codes, unpack_codes
 
 __all__ = [
     "FILE_FRAMES_PER_GAIN",
+    "FILE_LEVEL_BANDS",
     "FILE_FRAMES_PER_PACKET",
     "FORMAT_VERSION",
     "GAIN_LIMIT_DB",
@@ -85,8 +89,8 @@ __all__ = [
 
 MAGIC = b"FLOWDEC\0"
 """First 8 bytes of every stream."""
-FORMAT_VERSION = 2
-"""Format version written by this flowdec; it reads versions 1 and 2 and refuses others."""
+FORMAT_VERSION = 3
+"""Format version written by this flowdec; it reads versions 1 to 3 and refuses others."""
 PACKET_SYNC = 0xFDC5
 """u16 sync word that starts every packet (bytes ``C5 FD`` on disk)."""
 FILE_FRAMES_PER_PACKET = 600
@@ -97,6 +101,8 @@ LIVE_FRAMES_PER_PACKET = 15
 6 kbit/s with the 40 ms gains)."""
 FILE_FRAMES_PER_GAIN = 75
 """Frames per level-gain block in files: 1 s at 75 frames/s (8 bit/s per channel)."""
+FILE_LEVEL_BANDS = 24
+"""ERB bands of the band gains in files (:mod:`flowdec.band_level`): 96 bit/s per channel."""
 LIVE_FRAMES_PER_GAIN = 3
 """Frames per level-gain block for streams: 40 ms, a divisor of every streaming chunk."""
 GAIN_STEP_DB = 0.25
@@ -106,14 +112,15 @@ GAIN_LIMIT_DB = 127 * GAIN_STEP_DB
 
 # header: magic, version, header length | model id, sample rate, original rate, original
 # length, frame rate num/den, total frames, frames per packet, channels, codebooks, bits,
-# flags, [version 2: frames per gain] | CRC-32 of everything before it.
+# flags, [version 2: frames per gain], [version 3: level bands] | CRC-32 of everything before.
 _HEAD = struct.Struct("<8sHH")
-_FIELDS_V1 = struct.Struct("<8sIIQIIQHBBBB")
-_FIELDS = struct.Struct("<8sIIQIIQHBBBBH")
+_FIELDS_BY_VERSION = {1: struct.Struct("<8sIIQIIQHBBBB"), 2: struct.Struct("<8sIIQIIQHBBBBH"),
+                      3: struct.Struct("<8sIIQIIQHBBBBHB")}
+_FIELDS = _FIELDS_BY_VERSION[FORMAT_VERSION]
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _FIELDS.size + _CRC.size
-"""Bytes in a version-2 header (64)."""
-_HEADER_SIZES = {1: _HEAD.size + _FIELDS_V1.size + _CRC.size, 2: HEADER_SIZE}
+"""Bytes in a version-3 header (65)."""
+_HEADER_SIZES = {v: _HEAD.size + f.size + _CRC.size for v, f in _FIELDS_BY_VERSION.items()}
 # packet: sync, index, frames, payload length, CRC-32 of (index, frames, length, payload)
 _PACKET = struct.Struct("<HIHII")
 PACKET_OVERHEAD = _PACKET.size
@@ -183,6 +190,11 @@ class StreamHeader:
         :mod:`flowdec.level`).
         :data:`FILE_FRAMES_PER_GAIN` (75, 1 s) for files, :data:`LIVE_FRAMES_PER_GAIN`
         (3, 40 ms) for streams.
+    level_bands : ERB bands of the band gains (:mod:`flowdec.band_level`), 0 = none (all of
+        versions 1 and 2, and the live path); needs gains. Each gain block then also has,
+        per channel and band, the input's energy over the plain decoder output's in
+        :data:`~flowdec.band_level.BAND_STEP_DB` steps. :data:`FILE_LEVEL_BANDS` (24) for
+        files.
 
     Example
     -------
@@ -203,6 +215,7 @@ class StreamHeader:
     frames_per_packet: int = FILE_FRAMES_PER_PACKET
     total_frames: int = 0
     frames_per_gain: int = 0
+    level_bands: int = 0
 
     def __post_init__(self) -> None:
         mid = self.model_id
@@ -225,6 +238,7 @@ class StreamHeader:
             "frames_per_packet": (1, 2**16 - 1),
             "total_frames": (0, _U64),
             "frames_per_gain": (0, 2**16 - 1),
+            "level_bands": (0, 255),
         }
         for name, (lo, hi) in limits.items():
             object.__setattr__(self, name, _int_field(name, getattr(self, name), lo, hi))
@@ -233,6 +247,9 @@ class StreamHeader:
                 f"frames_per_gain ({self.frames_per_gain}) must divide frames_per_packet "
                 f"({self.frames_per_packet}) so that gain blocks never straddle packets"
             )
+        if self.level_bands and not self.frames_per_gain:
+            raise BitstreamError(f"level_bands ({self.level_bands}) needs gain blocks: set "
+                                 "frames_per_gain too")
 
     def gain_blocks(self, frames: int) -> int:
         """Gain blocks covering ``frames`` frames (the last one may be short); 0 if the
@@ -265,6 +282,9 @@ class Packet:
     codes : ``[channels, n_codebooks, frames]`` uint16, ``1 <= frames <= frames_per_packet``.
     gains_db : ``[channels, header.gain_blocks(frames)]`` float32 level gains in dB
         (multiples of :data:`GAIN_STEP_DB`), or None when the header has no gains.
+    band_gains_db : ``[channels, header.gain_blocks(frames), header.level_bands]`` float32
+        band gains in dB (multiples of :data:`~flowdec.band_level.BAND_STEP_DB`), or None
+        when the header has no level bands.
 
     Example
     -------
@@ -275,6 +295,7 @@ class Packet:
     index: int
     codes: Codes
     gains_db: npt.NDArray[np.float32] | None = None
+    band_gains_db: npt.NDArray[np.float32] | None = None
 
     @property
     def frames(self) -> int:
@@ -286,13 +307,17 @@ def _codes_size(h: StreamHeader, frames: int) -> int:
     return (h.channels * h.n_codebooks * frames * h.bits_per_code + 7) // 8
 
 
+def _band_size(h: StreamHeader, frames: int) -> int:
+    return (h.channels * h.gain_blocks(frames) * h.level_bands * 4 + 7) // 8
+
+
 def _payload_size(h: StreamHeader, frames: int) -> int:
-    return _codes_size(h, frames) + h.channels * h.gain_blocks(frames)
+    return _codes_size(h, frames) + h.channels * h.gain_blocks(frames) + _band_size(h, frames)
 
 
 def packet_size(h: StreamHeader, frames: int) -> int:
     """Bytes of a packet holding ``frames`` frames: 16 bytes framing + bit-packed codes +
-    one byte per gain block and channel.
+    one byte per gain block and channel + 4 bits per gain block, channel and level band.
 
     Example
     -------
@@ -301,19 +326,22 @@ def packet_size(h: StreamHeader, frames: int) -> int:
     166
     >>> packet_size(dataclasses.replace(h, frames_per_packet=15, frames_per_gain=3), 15)
     171
+    >>> packet_size(dataclasses.replace(h, frames_per_packet=600, frames_per_gain=75,
+    ...                                 level_bands=24), 600)  # 8 s as in files
+    6120
     """
     return PACKET_OVERHEAD + _payload_size(h, frames)
 
 
 def encode_header(h: StreamHeader) -> bytes:
-    """Serialise a header (64 bytes, format version 2).
+    """Serialise a header (65 bytes, format version 3).
 
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
     >>> data = encode_header(h)
     >>> len(data), data[:8]
-    (64, b'FLOWDEC\\x00')
+    (65, b'FLOWDEC\\x00')
     """
     body = _HEAD.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE) + _FIELDS.pack(
         bytes.fromhex(h.model_id),
@@ -329,6 +357,7 @@ def encode_header(h: StreamHeader) -> bytes:
         h.bits_per_code,
         0,  # flags: none defined
         h.frames_per_gain,
+        h.level_bands,
     )
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -356,7 +385,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
-    >>> decode_header(encode_header(h) + b"packets...") == (h, 64)
+    >>> decode_header(encode_header(h) + b"packets...") == (h, 65)
     True
     """
     buf = bytes(data[:HEADER_SIZE])
@@ -395,9 +424,10 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
         raise BitstreamError(
             "header is corrupt (CRC-32 mismatch); the file is damaged: re-encode it"
         )
-    fields = (_FIELDS if version == 2 else _FIELDS_V1).unpack_from(buf, _HEAD.size)
+    fields = _FIELDS_BY_VERSION[version].unpack_from(buf, _HEAD.size)
     (mid, sr, orig_sr, orig_len, num, den, total, fpp, ch, nq, bits, flags) = fields[:12]
-    fpg = fields[12] if version == 2 else 0
+    fpg = fields[12] if version >= 2 else 0
+    bands = fields[13] if version >= 3 else 0
     if flags != 0:
         raise BitstreamError(
             f"header is corrupt (flags {flags:#x} are not defined in format version "
@@ -405,7 +435,7 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
         )
     try:
         h = StreamHeader(mid.hex(), sr, ch, orig_sr, orig_len, num, den, nq, bits, fpp, total,
-                         fpg)
+                         fpg, bands)
     except BitstreamError as e:
         raise BitstreamError(f"header is corrupt ({e}); the file is damaged") from None
     return h, size
@@ -481,13 +511,43 @@ def _check_gains(h: StreamHeader, gains: object, frames: int, what: str
     return quantize_gains(arr)
 
 
+def _check_band_gains(h: StreamHeader, gains: object, frames: int, what: str
+                      ) -> npt.NDArray[np.float32] | None:
+    """Validate ``[channels, gain_blocks(frames), level_bands]`` finite band gains in dB."""
+    if not h.level_bands:
+        if gains is not None:
+            raise BitstreamError(f"{what}: the header has no level bands; pass None or set "
+                                 "level_bands")
+        return None
+    want = (h.channels, h.gain_blocks(frames), h.level_bands)
+    if gains is None:
+        raise BitstreamError(f"{what}: the header has {h.level_bands} level bands; pass "
+                             f"band_gains_db of shape {list(want)}")
+    arr = np.asarray(gains)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise BitstreamError(f"{what}: expected a float array in dB, got dtype {arr.dtype}")
+    if arr.shape != want:
+        raise BitstreamError(f"{what}: expected shape {list(want)} (channels, gain blocks, "
+                             f"bands), got {list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise BitstreamError(f"{what}: band gains must be finite dB values")
+    return quantize_band_gains(arr)
+
+
+def _band_nibbles(gains: npt.NDArray[np.float32]) -> bytes:
+    steps = np.rint(gains / BAND_STEP_DB).astype(np.int64) - BAND_STEP_RANGE[0]
+    return pack_codes(steps.astype(np.uint16), 4)
+
+
 def encode_packet(h: StreamHeader, p: Packet) -> bytes:
     """Serialise one packet: 16 bytes framing + the codes bit-packed + the gain bytes.
 
     The payload packs ``p.codes[c, q, t]`` in C order (channel, then codebook, then frame
     fastest), ``bits_per_code`` bits each, LSB-first, the last byte zero-padded; then, when
     the header has gains, ``p.gains_db[c, b]`` as signed bytes in steps of
-    :data:`GAIN_STEP_DB` (channel-major; rounded and clamped as in :func:`gain_bytes`).
+    :data:`GAIN_STEP_DB` (channel-major; rounded and clamped as in :func:`gain_bytes`);
+    then, when it has level bands, ``p.band_gains_db[c, b, band]`` in C order as 4-bit
+    values ``step + 8`` (step = gain / 3 dB, −8..7), packed like the codes.
 
     Raises
     ------
@@ -510,9 +570,12 @@ def encode_packet(h: StreamHeader, p: Packet) -> bytes:
             "(frames_per_packet)"
         )
     gains = _check_gains(h, p.gains_db, frames, f"packet {index} gains")
+    bands = _check_band_gains(h, p.band_gains_db, frames, f"packet {index} band gains")
     payload = pack_codes(codes, h.bits_per_code)
     if gains is not None:
         payload += gain_bytes(gains)
+    if bands is not None:
+        payload += _band_nibbles(bands)
     fields = _PACKET.pack(PACKET_SYNC, index, frames, len(payload), 0)[2:12]
     crc = zlib.crc32(payload, zlib.crc32(fields))
     return _PACKET.pack(PACKET_SYNC, index, frames, len(payload), crc) + payload
@@ -580,11 +643,18 @@ def _decode_packet(
         flat = unpack_codes(payload[:n_codes], h.bits_per_code, count)
     except ValueError as e:  # cannot happen after the length check; never escape raw
         raise BitstreamError(f"{label} at byte offset {at} is corrupt ({e})") from None
-    gains = None
+    gains = bands = None
+    blocks = h.gain_blocks(frames)
     if h.frames_per_gain:
-        g = np.frombuffer(payload, np.int8, offset=n_codes).astype(np.float32) * GAIN_STEP_DB
-        gains = g.reshape(h.channels, h.gain_blocks(frames))
-    return Packet(int(index), flat.reshape(h.channels, h.n_codebooks, frames), gains), need
+        g = np.frombuffer(payload, np.int8, offset=n_codes, count=h.channels * blocks)
+        gains = g.astype(np.float32).reshape(h.channels, blocks) * GAIN_STEP_DB
+    if h.level_bands:
+        count = h.channels * blocks * h.level_bands
+        steps = unpack_codes(payload[n_codes + h.channels * blocks :], 4, count)
+        bands = ((steps.astype(np.float32) + BAND_STEP_RANGE[0]) * BAND_STEP_DB
+                 ).reshape(h.channels, blocks, h.level_bands)
+    codes = flat.reshape(h.channels, h.n_codebooks, frames)
+    return Packet(int(index), codes, gains, bands), need
 
 
 def decode_packet(
@@ -650,6 +720,7 @@ class FdcWriter:
         self._tmp = _tmp_name(self.path)
         self._buf: list[Codes] = []
         self._gbuf: list[npt.NDArray[np.float32]] = []
+        self._bbuf: list[npt.NDArray[np.float32]] = []
         self._buffered = 0
         self._index = 0
         self._frames = 0
@@ -665,21 +736,26 @@ class FdcWriter:
         """Frames per channel accepted so far (including those still buffered)."""
         return self._frames
 
-    def _emit(self, codes: Codes, gains: npt.NDArray[np.float32] | None) -> None:
+    def _emit(self, codes: Codes, gains: npt.NDArray[np.float32] | None,
+              bands: npt.NDArray[np.float32] | None) -> None:
         assert self._file is not None
         if self._index > _U32:
             raise BitstreamError("stream has more than 2**32 packets; split it into files")
-        self._file.write(encode_packet(self.header, Packet(self._index, codes, gains)))
+        self._file.write(encode_packet(self.header, Packet(self._index, codes, gains, bands)))
         self._index += 1
 
-    def _pending(self) -> tuple[Codes, npt.NDArray[np.float32] | None]:
+    def _pending(self) -> tuple[Codes, npt.NDArray[np.float32] | None,
+                                npt.NDArray[np.float32] | None]:
         codes = np.concatenate(self._buf, axis=2) if len(self._buf) > 1 else self._buf[0]
         gains = np.concatenate(self._gbuf, axis=1) if self._gbuf else None
-        return codes, gains
+        bands = np.concatenate(self._bbuf, axis=1) if self._bbuf else None
+        return codes, gains, bands
 
-    def write(self, codes: npt.ArrayLike, gains_db: npt.ArrayLike | None = None) -> None:
+    def write(self, codes: npt.ArrayLike, gains_db: npt.ArrayLike | None = None,
+              band_gains_db: npt.ArrayLike | None = None) -> None:
         """Append codes ``[channels, n_codebooks, k]`` (any ``k >= 0`` frames) and, when the
-        header has gains, their gains ``[channels, header.gain_blocks(k)]`` in dB.
+        header has gains, their gains ``[channels, header.gain_blocks(k)]`` in dB (and with
+        level bands their band gains ``[channels, header.gain_blocks(k), level_bands]``).
 
         With gains, every write but the last must hold whole gain blocks (``k`` a multiple
         of ``frames_per_gain``).
@@ -700,26 +776,31 @@ class FdcWriter:
                 f"blocks of {h.frames_per_gain}); only the last write may end mid-block"
             )
         gains = _check_gains(h, gains_db, k, "gains_db")
+        bands = _check_band_gains(h, band_gains_db, k, "band_gains_db")
         if k == 0:
             return
         self._buf.append(arr)
         if gains is not None:
             self._gbuf.append(gains)
+        if bands is not None:
+            self._bbuf.append(bands)
         self._buffered += k
         self._frames += k
         fpp = h.frames_per_packet
         if self._buffered < fpp:
             return
-        pending, pgains = self._pending()
+        pending, pgains, pbands = self._pending()
         full = (pending.shape[2] // fpp) * fpp
         per = fpp // h.frames_per_gain if h.frames_per_gain else 0
         for i, start in enumerate(range(0, full, fpp)):
             g = None if pgains is None else pgains[:, i * per : (i + 1) * per]
-            self._emit(pending[:, :, start : start + fpp], g)
+            b = None if pbands is None else pbands[:, i * per : (i + 1) * per]
+            self._emit(pending[:, :, start : start + fpp], g, b)
         rest = pending[:, :, full:]
+        done = (full // fpp) * per
         self._buf = [rest.copy()] if rest.shape[2] else []
-        self._gbuf = ([pgains[:, (full // fpp) * per :].copy()]
-                      if pgains is not None and rest.shape[2] else [])
+        self._gbuf = [pgains[:, done:].copy()] if pgains is not None and rest.shape[2] else []
+        self._bbuf = [pbands[:, done:].copy()] if pbands is not None and rest.shape[2] else []
         self._buffered = rest.shape[2]
 
     def close(self) -> None:
@@ -729,7 +810,7 @@ class FdcWriter:
         try:
             if self._buffered:
                 self._emit(*self._pending())
-                self._buf, self._gbuf, self._buffered = [], [], 0
+                self._buf, self._gbuf, self._bbuf, self._buffered = [], [], [], 0
             final = dataclasses.replace(self.header, total_frames=self._frames)
             self._file.seek(0)
             self._file.write(encode_header(final))
@@ -769,9 +850,12 @@ class FdcWriter:
 
 
 def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike,
-              gains_db: npt.ArrayLike | None = None) -> None:
+              gains_db: npt.ArrayLike | None = None,
+              band_gains_db: npt.ArrayLike | None = None) -> None:
     """Write codes ``[channels, n_codebooks, frames]`` (and, when the header has gains, their
-    gains ``[channels, header.gain_blocks(frames)]`` in dB) to a ``.fdc`` file atomically.
+    gains ``[channels, header.gain_blocks(frames)]`` in dB, and with level bands their band
+    gains ``[channels, header.gain_blocks(frames), level_bands]``) to a ``.fdc`` file
+    atomically.
 
     The file is written under a temporary name in the same folder and renamed when
     complete; ``header.total_frames`` is replaced by the real frame count.
@@ -782,11 +866,11 @@ def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike,
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 480000, 75, 1, 8, 10)
     >>> path = os.path.join(tempfile.mkdtemp(), "ten_seconds.fdc")
     >>> write_fdc(path, h, np.zeros((1, 8, 750), dtype=np.uint16))
-    >>> os.path.getsize(path)  # 7500 B payload + 64 B header + 2 x 16 B packet framing
-    7596
+    >>> os.path.getsize(path)  # 7500 B payload + 65 B header + 2 x 16 B packet framing
+    7597
     """
     with FdcWriter(path, header) as w:
-        w.write(codes, gains_db)
+        w.write(codes, gains_db, band_gains_db)
 
 
 def _read_header(f: BinaryIO) -> tuple[StreamHeader, int]:
@@ -948,15 +1032,18 @@ def read_fdc(
     >>> read_fdc(path)[1].shape
     (1, 4, 0)
     """
-    h, codes, _ = read_fdc_gains(path, expected_model_id)
+    h, codes, _, _ = read_fdc_gains(path, expected_model_id)
     return h, codes
 
 
 def read_fdc_gains(
     path: PathLike | BinaryIO, expected_model_id: str | None = None
-) -> tuple[StreamHeader, Codes, npt.NDArray[np.float32] | None]:
-    """Read a whole ``.fdc`` file: ``(header, codes, gains_db)``; ``gains_db`` is
-    ``[channels, gain blocks]`` in dB, or None for a stream without gains.
+) -> tuple[StreamHeader, Codes, npt.NDArray[np.float32] | None,
+           npt.NDArray[np.float32] | None]:
+    """Read a whole ``.fdc`` file: ``(header, codes, gains_db, band_gains_db)``;
+    ``gains_db`` is ``[channels, gain blocks]`` in dB, or None for a stream without gains;
+    ``band_gains_db`` is ``[channels, gain blocks, level bands]``, or None without level
+    bands.
 
     Example
     -------
@@ -973,8 +1060,12 @@ def read_fdc_gains(
         h = r.header
     codes = (np.concatenate([p.codes for p in packets], axis=2) if packets
              else np.zeros((h.channels, h.n_codebooks, 0), dtype=np.uint16))
-    if not h.frames_per_gain:
-        return h, codes, None
-    gains = [p.gains_db for p in packets if p.gains_db is not None]
-    return h, codes, (np.concatenate(gains, axis=1) if gains
-                      else np.zeros((h.channels, 0), np.float32))
+    gains = bands = None
+    if h.frames_per_gain:
+        gains = np.concatenate([np.zeros((h.channels, 0), np.float32)]
+                               + [p.gains_db for p in packets if p.gains_db is not None], axis=1)
+    if h.level_bands:
+        bands = np.concatenate([np.zeros((h.channels, 0, h.level_bands), np.float32)]
+                               + [p.band_gains_db for p in packets
+                                  if p.band_gains_db is not None], axis=1)
+    return h, codes, gains, bands

@@ -121,10 +121,24 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _level_bands(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0..255, got {s!r}") from None
+    if not 0 <= v <= 255:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0..255, got {s!r}")
+    return v
+
+
 def _bitrate_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-b", "--bitrate", type=float, default=6.0, metavar="KBPS",
                    help="kbit/s per channel: 3, 4.5, 6 or 7.5 (those the model card lists; "
                         "default 6)")
+    p.add_argument("--level-bands", type=_level_bands, default=0, metavar="N",
+                   help="also send the input's band balance: gains in N ERB bands per second "
+                        "(e.g. 24: +96 bit/s per channel, clearly better ViSQOL; see "
+                        "docs/bitstream.md). Default 0: none")
 
 
 def postfilter_option(p: argparse.ArgumentParser) -> None:
@@ -230,7 +244,8 @@ def _encode(args: argparse.Namespace) -> int:
     from .files import encode_file
 
     r = encode_file(load_codec(args), args.input, args.output, bitrate=args.bitrate,
-                    chunk_seconds=args.chunk_seconds, progress=progress_arg(args))
+                    chunk_seconds=args.chunk_seconds, progress=progress_arg(args),
+                    level_bands=args.level_bands)
     say(args, r.summary())
     return 0
 
@@ -247,7 +262,7 @@ def _roundtrip(args: argparse.Namespace) -> int:
     from .files import roundtrip_file
 
     r = roundtrip_file(load_codec(args), args.input, args.output, bitrate=args.bitrate,
-                       **_decode_kw(args))
+                       level_bands=args.level_bands, **_decode_kw(args))
     say(args, r.summary())
     return 0
 
@@ -257,7 +272,7 @@ def _bounce(args: argparse.Namespace) -> int:
 
     r = bounce(load_codec(args), args.inputs, args.out_dir, bitrate=args.bitrate,
                suffix="." + args.format, on_result=lambda res: say(args, res.summary()),
-               **_decode_kw(args))
+               level_bands=args.level_bands, **_decode_kw(args))
     say(args, r.summary())
     return 1 if r.failures else 0
 

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from . import features
 from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
+from .band_level import BandGainStage, BandLevelMeter
 from .batching import Batcher, BatchingSession
 from .bitstream import (
     FILE_FRAMES_PER_GAIN,
@@ -39,8 +41,9 @@ DEFAULT_CHUNK_SECONDS = 10.0
 """Offline processing unit: memory is bounded by this, whatever the file length."""
 
 
-CodeChunk = tuple[np.ndarray, "np.ndarray | None"]
-"""Codes ``[C, n_q, k]`` and their level gains ``[C, blocks]`` in dB (None: no gains)."""
+CodeChunk = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
+"""Codes ``[C, n_q, k]``, their level gains ``[C, blocks]`` in dB (None: no gains) and band
+gains ``[C, blocks, bands]`` in dB (None: no level bands)."""
 
 
 @dataclass
@@ -49,16 +52,19 @@ class Bitstream:
 
     ``codes`` is ``[channels, n_codebooks, frames]`` uint16 at ``header.frame_rate``;
     ``gains_db`` the level gains ``[channels, header.gain_blocks(frames)]`` in dB (see
-    :mod:`flowdec.level`), or None for a stream without them.
+    :mod:`flowdec.level`), or None for a stream without them; ``band_gains_db`` the band
+    gains ``[channels, header.gain_blocks(frames), header.level_bands]`` in dB (see
+    :mod:`flowdec.band_level`), or None for a stream without level bands.
     """
 
     header: StreamHeader
     codes: np.ndarray
     gains_db: np.ndarray | None = None
+    band_gains_db: np.ndarray | None = None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.fdc`` file (atomically: a temporary name renamed when complete)."""
-        write_fdc(path, self.header, self.codes, self.gains_db)
+        write_fdc(path, self.header, self.codes, self.gains_db, self.band_gains_db)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], expected_model_id: str | None = None) -> Bitstream:
@@ -161,66 +167,110 @@ class Codec:
     # -- whole clips -----------------------------------------------------------------------
     def encode(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
                chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-               frames_per_gain: int = FILE_FRAMES_PER_GAIN) -> Bitstream:
+               frames_per_gain: int = FILE_FRAMES_PER_GAIN, level_bands: int = 0) -> Bitstream:
         """Encode ``[channels, samples]`` (or mono ``[samples]``) at ``sample_rate`` Hz.
 
         ``frames_per_gain``: codec frames per level-gain block (see :mod:`flowdec.level`);
-        0 leaves the gains out (and skips the decoder run that measures them)."""
+        0 leaves the gains out (and skips the decoder run that measures them).
+        ``level_bands``: also send band gains in that many ERB bands per gain block
+        (:mod:`flowdec.band_level`; :data:`~flowdec.bitstream.FILE_LEVEL_BANDS` = 24 costs
+        96 bit/s per channel); 0: none."""
         a = as_audio(audio)
         sr = check_rate(sample_rate)
         n_q = self.card.codebooks_for(bitrate)
+        header = self.header(a.shape[0], sr, a.shape[1], n_q, frames_per_gain=frames_per_gain,
+                             level_bands=level_bands)  # checks the settings before any work
         x = resample(a, sr, CODEC_RATE)
-        parts = list(self.encode_chunks([x], a.shape[0], n_q, frames_per_gain, chunk_seconds))
-        codes = np.concatenate([c for c, _ in parts], axis=2)
-        gains = np.concatenate([g for _, g in parts], axis=1) if frames_per_gain else None
-        header = self.header(a.shape[0], sr, a.shape[1], n_q, codes.shape[2],
-                             frames_per_gain=frames_per_gain)
-        return Bitstream(header, codes.astype(np.uint16), gains)
+        parts = list(self.encode_chunks([x], a.shape[0], n_q, frames_per_gain, chunk_seconds,
+                                        level_bands))
+        codes = np.concatenate([c for c, _, _ in parts], axis=2)
+        gains = np.concatenate([g for _, g, _ in parts], axis=1) if frames_per_gain else None
+        bands = np.concatenate([b for _, _, b in parts], axis=1) if level_bands else None
+        header = dataclasses.replace(header, total_frames=codes.shape[2])
+        return Bitstream(header, codes.astype(np.uint16), gains, bands)
 
     def encode_chunks(self, audio48: Iterable[np.ndarray], channels: int, n_codebooks: int,
                       frames_per_gain: int = FILE_FRAMES_PER_GAIN,
-                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> Iterator[CodeChunk]:
-        """Codes and level gains for successive 48 kHz chunks ``[C, n]`` (bounded memory).
+                      chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+                      level_bands: int = 0) -> Iterator[CodeChunk]:
+        """Codes, level gains and band gains for successive 48 kHz chunks ``[C, n]`` (bounded
+        memory).
 
-        Each yielded pair covers whole gain blocks (the last may end mid-block). With gains,
-        the plain decoder runs alongside the encoder to measure them."""
+        Each yielded triple covers whole gain blocks (the last may end mid-block). With gains,
+        the plain decoder runs alongside the encoder to measure them; with level bands, the
+        band gains are measured on the plain decoder output and the level gains on that
+        output after the band gains (as the decoder will apply them)."""
         cf = self._chunk_frames(chunk_seconds)
         enc = self.encoder_stage(channels, cf)
         if not frames_per_gain:
             for x in audio48:
                 codes = enc.push(x)[:, :n_codebooks]
                 if codes.shape[2]:
-                    yield codes, None
-            yield enc.finish()[:, :n_codebooks], None
+                    yield codes, None, None
+            yield enc.finish()[:, :n_codebooks], None, None
             return
+        hop = self.card.hop
         dec = self.decoder_stage(channels, n_codebooks, cf)
-        meter = LevelMeter(channels, self.card.hop, frames_per_gain)
+        meter = LevelMeter(channels, hop, frames_per_gain)
+        band_meter = band_stage = None
+        if level_bands:
+            band_meter = BandLevelMeter(channels, hop, frames_per_gain, level_bands)
+            band_stage = BandGainStage(channels, hop, frames_per_gain, level_bands)
+        bands_held = np.zeros((channels, 0, level_bands), np.float32)  # band gains measured
         held = np.zeros((channels, n_codebooks, 0), np.int64)  # codes awaiting their gains
+
+        def decoded(y: np.ndarray) -> np.ndarray:
+            """The plain decoder output as the decoder will see it (band gains applied)."""
+            nonlocal bands_held
+            if band_meter is None or band_stage is None:
+                return y
+            band_meter.add_output(y)
+            g = band_meter.gains()
+            band_stage.add_gains(g)
+            bands_held = np.concatenate([bands_held, g], axis=1)
+            return band_stage.push(y)
+
+        def chunk(codes: np.ndarray, gains: np.ndarray) -> CodeChunk:
+            nonlocal bands_held
+            n = gains.shape[1]
+            bands = bands_held[:, :n] if level_bands else None
+            bands_held = bands_held[:, n:]
+            return codes, gains, bands
+
         for x in audio48:
             meter.add_input(x)
+            if band_meter is not None:
+                band_meter.add_input(x)
             codes = enc.push(x)[:, :n_codebooks]
-            meter.add_output(dec.push(codes))
+            meter.add_output(decoded(dec.push(codes)))
             held = np.concatenate([held, codes], axis=2)
             gains = meter.gains()
             if gains.shape[1]:
                 k = gains.shape[1] * frames_per_gain
-                yield held[:, :, :k], gains
+                yield chunk(held[:, :, :k], gains)
                 held = held[:, :, k:]
         codes = enc.finish()[:, :n_codebooks]
-        meter.add_output(dec.push(codes))
-        meter.add_output(dec.finish())
-        yield np.concatenate([held, codes], axis=2), meter.finish(enc.next_frame)
+        frames = enc.next_frame
+        meter.add_output(decoded(dec.push(codes)))
+        meter.add_output(decoded(dec.finish()))
+        if band_meter is not None and band_stage is not None:
+            g = band_meter.finish(frames, hop)
+            band_stage.add_gains(g)
+            bands_held = np.concatenate([bands_held, g], axis=1)
+            meter.add_output(band_stage.finish(frames * hop))
+        yield chunk(np.concatenate([held, codes], axis=2), meter.finish(frames))
 
     def header(self, channels: int, original_rate: int, original_length: int, n_codebooks: int,
                total_frames: int = 0, frames_per_packet: int = FILE_FRAMES_PER_PACKET,
-               frames_per_gain: int = FILE_FRAMES_PER_GAIN) -> StreamHeader:
+               frames_per_gain: int = FILE_FRAMES_PER_GAIN, level_bands: int = 0
+               ) -> StreamHeader:
         c = self.card
         return StreamHeader(
             model_id=c.model_id, sample_rate=c.sample_rate, channels=channels,
             original_rate=original_rate, original_length=original_length,
             frame_rate_num=c.sample_rate, frame_rate_den=c.hop, n_codebooks=n_codebooks,
             bits_per_code=c.bits_per_code, frames_per_packet=frames_per_packet,
-            total_frames=total_frames, frames_per_gain=frames_per_gain,
+            total_frames=total_frames, frames_per_gain=frames_per_gain, level_bands=level_bands,
         )
 
     def check_stream(self, header: StreamHeader) -> None:
@@ -249,7 +299,12 @@ class Codec:
             raise ValueError(
                 f"the stream's header has level gains (one per {h.frames_per_gain} frames) but "
                 "the Bitstream has none: load files with Bitstream.load (or read_fdc_gains)")
-        out = list(self.decode_chunks(iter([(stream.codes, stream.gains_db)]), h, nfe, seed,
+        if h.level_bands and stream.band_gains_db is None:
+            raise ValueError(
+                f"the stream's header has band gains ({h.level_bands} bands) but the Bitstream "
+                "has none: load files with Bitstream.load (or read_fdc_gains)")
+        chunk = (stream.codes, stream.gains_db, stream.band_gains_db)
+        out = list(self.decode_chunks(iter([chunk]), h, nfe, seed,
                                       postfilter, solver_name, chunk_seconds, sigma, envelope))
         y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)
         t48 = self.length_at_codec_rate(h)
@@ -264,9 +319,11 @@ class Codec:
                       solver_name: str = "midpoint",
                       chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
                       envelope: bool = True) -> Iterator[np.ndarray]:
-        """Yield 48 kHz audio ``[channels, n]`` for successive (codes, gains) chunks (bounded
-        memory). With level gains, each gain block of the output (plain or postfiltered) is
-        brought to the input's loudness (:class:`flowdec.level.OutputLevel`)."""
+        """Yield 48 kHz audio ``[channels, n]`` for successive (codes, gains, band gains)
+        chunks (bounded memory). With band gains, the plain decoder output first gets the
+        input's band balance (:class:`flowdec.band_level.BandGainStage`); with level gains,
+        each gain block of the output (plain or postfiltered) is then brought to the input's
+        loudness (:class:`flowdec.level.OutputLevel`)."""
         dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
         post = None
         if self.use_postfilter(postfilter):
@@ -277,17 +334,25 @@ class Codec:
                                          sigma=sigma, envelope=envelope)
         level = (OutputLevel(h.channels, self.card.hop, h.frames_per_gain)
                  if h.frames_per_gain else None)
+        bands = (BandGainStage(h.channels, self.card.hop, h.frames_per_gain, h.level_bands)
+                 if h.level_bands else None)
         empty = np.zeros((h.channels, 0), np.float32)
 
         def out(y: np.ndarray, z: np.ndarray) -> np.ndarray:
             return level.push(y, z) if level is not None else z
 
-        for codes, gains in code_chunks:
+        for codes, gains, band_gains in code_chunks:
             if level is not None and gains is not None:
                 level.add_gains(gains)
+            if bands is not None and band_gains is not None:
+                bands.add_gains(band_gains)
             y = dec.push(codes.astype(np.int64))
+            if bands is not None:
+                y = bands.push(y)
             yield out(y, post.push(y) if post is not None else y)
         y = dec.finish()
+        if bands is not None:
+            y = np.concatenate([bands.push(y), bands.finish(dec.received * self.card.hop)], axis=1)
         yield out(y, post.push(y) if post is not None else y)
         if post is not None:
             yield out(empty, post.finish())
@@ -296,14 +361,17 @@ class Codec:
 
     def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
                   nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
-                  frames_per_gain: int = FILE_FRAMES_PER_GAIN) -> np.ndarray:
+                  frames_per_gain: int = FILE_FRAMES_PER_GAIN, level_bands: int = 0
+                  ) -> np.ndarray:
         """Encode then decode; returns audio shaped like the input, at its rate.
 
-        ``frames_per_gain``: level-gain block (see :meth:`encode`); a :class:`flowdec.Stream`
-        uses :data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN`."""
+        ``frames_per_gain``, ``level_bands``: level side information (see :meth:`encode`); a
+        :class:`flowdec.Stream` uses :data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN` and no
+        level bands."""
         a = as_audio(audio)
-        out = self.decode(self.encode(a, sample_rate, bitrate, frames_per_gain=frames_per_gain),
-                          nfe, seed, postfilter)
+        stream = self.encode(a, sample_rate, bitrate, frames_per_gain=frames_per_gain,
+                             level_bands=level_bands)
+        out = self.decode(stream, nfe, seed, postfilter)
         return out[0] if np.ndim(audio) == 1 else out
 
 

@@ -2,6 +2,7 @@
 
     flowdec eval REF_DIR [-b 3 4.5 6 7.5] [--nfe 2 6 10] [--baselines opus] [-o OUT_DIR]
                  [--seed 0] [--ablations] [--metrics si_sdr mel_distance ...] [--no-report]
+                 [--level-bands 24]
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--max-seconds", type=float, default=None,
                    help="use only the first S seconds of each clip")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and plots")
+    p.add_argument("--level-bands", type=int, nargs="*", default=[], metavar="N",
+                   help="also code with N band gains per second (e.g. 24): settings "
+                        "ndac-bandsN and flowdec-nfeK-bandsN")
     p.set_defaults(func=run)
 
 
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(bitrates=tuple(args.bitrates), nfes=tuple(args.nfe),
                      baselines=tuple(args.baselines), ablations=args.ablations,
                      seed=args.seed, metrics=tuple(args.metrics), opus_mode=args.opus_mode,
-                     max_seconds=args.max_seconds)
+                     max_seconds=args.max_seconds, level_bands=tuple(args.level_bands))
     from .evaluation.opus import OpusNotFound
 
     codec = load_codec(args)

@@ -54,7 +54,7 @@ import numpy as np
 
 from .audio import CODEC_RATE, StreamResampler, check_rate
 from .bitstream import FILE_FRAMES_PER_GAIN, BitstreamError, FdcReader, FdcWriter, StreamHeader
-from .codec import Codec
+from .codec import Codec, CodeChunk
 from .model_files import ModelError, load_cards, resolve
 from .postfilter import Postfilter
 from .sessions import DeviceError
@@ -436,10 +436,10 @@ def _chunk_frames(codec: Codec, chunk_seconds: float) -> int:
     return max(1, int(chunk_seconds * codec.card.frame_rate))
 
 
-def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """Codes ``[C, n_q, k]`` and level gains for successive input chunks (48 kHz resampling
-    inside), as :meth:`Codec.encode_chunks` gives them."""
+def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float,
+                  level_bands: int) -> Iterator[CodeChunk]:
+    """Codes ``[C, n_q, k]``, level gains and band gains for successive input chunks (48 kHz
+    resampling inside), as :meth:`Codec.encode_chunks` gives them."""
     rs = StreamResampler(src.rate, CODEC_RATE, src.channels)
 
     def audio48() -> Iterator[np.ndarray]:
@@ -449,7 +449,7 @@ def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float
             yield rs.push(np.zeros((src.channels, 0), np.float32), last=True)
 
     yield from codec.encode_chunks(audio48(), src.channels, n_q, FILE_FRAMES_PER_GAIN,
-                                   chunk_seconds)
+                                   chunk_seconds, level_bands)
 
 
 def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
@@ -488,11 +488,14 @@ def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
 
 # -- public API ------------------------------------------------------------------------------
 def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: float = 6.0,
-                chunk_seconds: float = 10.0, progress: Progress = None) -> FileResult:
+                chunk_seconds: float = 10.0, progress: Progress = None,
+                level_bands: int = 0) -> FileResult:
     """Encode an audio file to a ``.fdc`` bitstream, streaming in chunks of ``chunk_seconds``.
 
     Args:
         bitrate: kbit/s per channel, one of ``codec.bitrates`` (3, 4.5, 6, 7.5).
+        level_bands: also send band gains in this many ERB bands per second
+            (:mod:`flowdec.band_level`; 24 costs 96 bit/s per channel); 0: none.
 
     Raises:
         FlowdecError: missing/unreadable/empty input, NaN samples, unknown bitrate, write error.
@@ -504,12 +507,13 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
     n_q = _codebooks(codec, bitrate)
     out = _prepare_output(out_path, (".fdc",))
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
-        header = codec.header(src.channels, src.rate, src.frames, n_q)
+        header = codec.header(src.channels, src.rate, src.frames, n_q, level_bands=level_bands)
         bar = _Progress(progress, src.seconds, f"encode {src.path.name}")
         try:
             with FdcWriter(out, header) as w:
-                for codes, gains in _encode_codes(codec, src, n_q, chunk_seconds):
-                    w.write(codes, gains)
+                for codes, gains, bands in _encode_codes(codec, src, n_q, chunk_seconds,
+                                                         level_bands):
+                    w.write(codes, gains, bands)
                     bar.update(src.read / src.rate)
                 if src.frames != header.original_length:  # e.g. an mp3's estimated length
                     w.header = dataclasses.replace(w.header, original_length=src.frames)
@@ -549,7 +553,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, h.duration_s, f"decode {src.name}")
         try:
-            codes = ((p.codes, p.gains_db) for p in reader)
+            codes = ((p.codes, p.gains_db, p.band_gains_db) for p in reader)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
                                         _decode_chunk_seconds(chunk_seconds, h.channels,
                                                               postfilter))
@@ -566,7 +570,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
 def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: float = 6.0,
                    nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
                    solver: str = "midpoint", chunk_seconds: float = 10.0,
-                   progress: Progress = None) -> FileResult:
+                   progress: Progress = None, level_bands: int = 0) -> FileResult:
     """Encode and decode a file without an intermediate ``.fdc`` (what a listener hears).
 
     Equals ``decode_file(encode_file(...))`` with the same seed and chunking; the output
@@ -581,11 +585,11 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     out = _prepare_output(out_path, WRITE_EXTENSIONS)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
-        h = codec.header(src.channels, src.rate, src.frames, n_q)
+        h = codec.header(src.channels, src.rate, src.frames, n_q, level_bands=level_bands)
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, src.seconds, f"roundtrip {src.path.name}")
         try:
-            codes = _encode_codes(codec, src, n_q, chunk_seconds)
+            codes = _encode_codes(codec, src, n_q, chunk_seconds, level_bands)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
                                         _decode_chunk_seconds(chunk_seconds, h.channels,
                                                               postfilter))
@@ -672,7 +676,8 @@ def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate:
            nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
            solver: str = "midpoint", chunk_seconds: float = 10.0, progress: Progress = None,
            suffix: str = ".wav",
-           on_result: Callable[[FileResult], None] | None = None) -> BounceResult:
+           on_result: Callable[[FileResult], None] | None = None,
+           level_bands: int = 0) -> BounceResult:
     """Round-trip files and whole folders into ``out_dir``, keeping the folder tree.
 
     A file ``IN/a/b.flac`` under a folder input ``IN`` goes to ``out_dir/a/b.wav`` (the
@@ -703,7 +708,7 @@ def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate:
     for src, dst in jobs:
         try:
             r = roundtrip_file(codec, src, dst, bitrate, nfe, seed, postfilter, solver,
-                               chunk_seconds, progress)
+                               chunk_seconds, progress, level_bands)
         except FlowdecError as e:
             log.error("%s", e)
             result.failures.append((src, str(e)))
@@ -730,6 +735,7 @@ class StreamInfo:
     installed_model: str | None  # id of the model we compare with, None if none found
     problem: str | None = None  # a corrupt packet, if any
     gain_range_db: tuple[float, float, float] | None = None  # level gains min, mean, max
+    band_range_db: tuple[float, float, float] | None = None  # band gains min, mean, max
 
     @property
     def seconds(self) -> float:
@@ -767,6 +773,7 @@ class StreamInfo:
             f"packets:         {self.packets} of up to {h.frames_per_packet} frames, "
             f"{self.frames} frames",
             f"level gains:     {self._gains_line()}",
+            f"band gains:      {self._bands_line()}",
         ]
 
     def _gains_line(self) -> str:
@@ -774,10 +781,19 @@ class StreamInfo:
         if not h.frames_per_gain:
             return "none (format version 1 or encoded without them)"
         every = f"one per {float(h.frames_per_gain / h.frame_rate):g} s per channel"
-        if self.gain_range_db is None:
-            return every
-        lo, mean, hi = self.gain_range_db
-        return f"{every}; min {lo:+.2f} dB, mean {mean:+.2f} dB, max {hi:+.2f} dB"
+        return every + _range(self.gain_range_db)
+
+    def _bands_line(self) -> str:
+        h = self.header
+        if not h.level_bands:
+            return "none (format version 1 or 2, or encoded without them)"
+        every = (f"{h.level_bands} ERB bands per {float(h.frames_per_gain / h.frame_rate):g} s "
+                 "per channel")
+        return every + _range(self.band_range_db)
+
+
+def _range(r: tuple[float, float, float] | None) -> str:
+    return "" if r is None else f"; min {r[0]:+.2f} dB, mean {r[1]:+.2f} dB, max {r[2]:+.2f} dB"
 
 
 def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
@@ -797,8 +813,20 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
         except ModelError:
             if model is not None:
                 raise
-    packets = frames = blocks = 0
-    lo, hi, total = np.inf, -np.inf, 0.0
+    packets = frames = 0
+    stats = {"gains": [np.inf, -np.inf, 0.0, 0], "bands": [np.inf, -np.inf, 0.0, 0]}
+
+    def add(what: str, g: np.ndarray | None) -> None:
+        if g is not None and g.size:
+            s = stats[what]
+            s[0], s[1] = min(s[0], float(g.min())), max(s[1], float(g.max()))
+            s[2] += float(g.sum())
+            s[3] += g.size
+
+    def summary(what: str) -> tuple[float, float, float] | None:
+        lo, hi, total, n = stats[what]
+        return (lo, total / n, hi) if n else None
+
     problem = None
     with _Translate(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation is reported in the result
@@ -808,13 +836,10 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
                 for pk in r:
                     packets += 1
                     frames += pk.frames
-                    g = pk.gains_db
-                    if g is not None and g.size:
-                        lo, hi = min(lo, float(g.min())), max(hi, float(g.max()))
-                        total += float(g.sum())
-                        blocks += g.size
+                    add("gains", pk.gains_db)
+                    add("bands", pk.band_gains_db)
             except BitstreamError as e:
                 problem = _oneline(e)
-    gains = (lo, total / blocks, hi) if blocks else None
     return StreamInfo(p, h, p.stat().st_size, packets, frames,
-                      problem is None and frames >= h.total_frames, installed, problem, gains)
+                      problem is None and frames >= h.total_frames, installed, problem,
+                      summary("gains"), summary("bands"))

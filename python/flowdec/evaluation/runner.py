@@ -9,7 +9,11 @@ on the mono downmix) and every bitrate ``b`` (kbit/s per channel):
   (one global σ_y instead of the per-band curve) and, for a card with an envelope stage,
   ``flowdec-nfe6-noenv`` (the solver's output without the codec output's band envelope,
   :mod:`flowdec.envelope`);
+- with ``level_bands`` (e.g. ``(24,)``): ``ndac-bandsB`` and ``flowdec-nfeN-bandsB``, the
+  same with B band gains in the bitstream (:mod:`flowdec.band_level`);
 - ``opus``: opusenc at ``b`` and at ``2b`` kbit/s (hard CBR, see :mod:`.opus`).
+
+"actual kbit/s" of the codec settings counts the level and band gains too (per channel).
 
 Outputs in ``out_dir``: ``clips.csv`` (one row per clip × setting), ``summary.json``
 (per-setting, per-domain means, FAD, real-time factors, which metrics were missing),
@@ -62,6 +66,7 @@ class EvalConfig:
     opus_mode: str = "cbr"
     report_bitrate: float | None = None   # audio saved for this bitrate (default: nearest 6)
     max_seconds: float | None = None      # crop clips (None: whole clips)
+    level_bands: Sequence[int] = ()       # also code with these band-gain settings
 
 
 @dataclass(frozen=True)
@@ -74,15 +79,17 @@ class Setting:
     solver: str = ""
     sigma: str = ""
     envelope: bool = True
+    level_bands: int = 0
 
     @property
     def name(self) -> str:
+        bands = f"-bands{self.level_bands}" if self.level_bands else ""
         if self.system == "flowdec":
             tail = ("-euler" if self.solver == "euler" else "") + (
                 "-global" if self.sigma == "global" else "") + (
                 "" if self.envelope else "-noenv")
-            return f"flowdec-nfe{self.nfe}{tail}"
-        return self.system
+            return f"flowdec-nfe{self.nfe}{tail}{bands}"
+        return self.system + bands
 
     @property
     def key(self) -> str:
@@ -143,6 +150,11 @@ def settings_for(codec: Codec, cfg: EvalConfig) -> list[Setting]:
                 post = codec.post_card
                 if post is not None and post.envelope is not None:
                     out.append(Setting("flowdec", b, 6, "midpoint", "band", envelope=False))
+        for bands in cfg.level_bands:
+            out.append(Setting("ndac", b, level_bands=bands))
+            if codec.has_postfilter:
+                out += [Setting("flowdec", b, n, "midpoint", "band", level_bands=bands)
+                        for n in cfg.nfes]
         opus_rates += [b, 2 * b]
     if "opus" in cfg.baselines:
         out += [Setting("opus", r) for r in sorted(set(opus_rates))]
@@ -234,7 +246,7 @@ def _eval_clip(codec: Codec, clip: Clip, settings: list[Setting], cfg: EvalConfi
     if "fad" in use:
         acc.emb_ref[clip.name] = M.aisfx_embeddings(ref)
     _write_wav(out / "audio" / clip.name / "reference.wav", ref)
-    streams: dict[float, tuple[Any, float]] = {}
+    streams: dict[tuple[float, int], tuple[Any, float]] = {}
     for s in settings:
         bar.set_postfix_str(f"{clip.name} {s.key}")
         t0 = time.perf_counter()
@@ -243,10 +255,14 @@ def _eval_clip(codec: Codec, clip: Clip, settings: list[Setting], cfg: EvalConfi
             r = opus_roundtrip(ref, CODEC_RATE, s.bitrate * ref.shape[0], cfg.opus_mode)
             y, wall, kbps = r.audio, r.wall_seconds, r.kbps / ref.shape[0]
         else:
-            if s.bitrate not in streams:
-                stream = codec.encode(ref, CODEC_RATE, s.bitrate)
-                streams[s.bitrate] = (stream, time.perf_counter() - t0)
-            stream, enc_wall = streams[s.bitrate]
+            how = (s.bitrate, s.level_bands)
+            if how not in streams:
+                stream = codec.encode(ref, CODEC_RATE, s.bitrate, level_bands=s.level_bands)
+                streams[how] = (stream, time.perf_counter() - t0)
+            stream, enc_wall = streams[how]
+            h = stream.header
+            side_bits = h.gain_blocks(h.total_frames) * (8 + 4 * h.level_bands)
+            kbps = s.bitrate + side_bits / clip.seconds / 1000
             t1 = time.perf_counter()
             y = _decode(codec, stream, s, cfg.seed)
             wall = enc_wall + time.perf_counter() - t1
@@ -254,6 +270,7 @@ def _eval_clip(codec: Codec, clip: Clip, settings: list[Setting], cfg: EvalConfi
             "clip": clip.name, "domain": clip.domain, "setting": s.name, "system": s.system,
             "bitrate_kbps": s.bitrate, "actual_kbps": round(kbps, 3), "nfe": s.nfe,
             "solver": s.solver, "sigma": s.sigma, "envelope": s.envelope,
+            "level_bands": s.level_bands,
             "seconds": round(clip.seconds, 3),
             "rtf": wall / clip.seconds,
         }
