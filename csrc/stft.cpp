@@ -170,10 +170,10 @@ void istft_overlap_add(const float* X, std::size_t channels, std::int64_t n_fram
     const std::int64_t F = plan->half + 1;
     const std::int64_t groups = (n_frames + L - 1) / L;
     // Split each channel into chunks of whole lane groups; each chunk overlap-adds into its
-    // own segment, and the segments are then added to acc in order.
-    const std::int64_t per_channel =
-        std::max<std::int64_t>(1, std::min<std::int64_t>(groups, num_threads()));
-    const std::int64_t groups_per_chunk = (groups + per_channel - 1) / per_channel;
+    // own segment, and the segments are then added to acc in order. The chunk length is
+    // fixed (not derived from the thread count), so the order of every sum, and with it the
+    // result, is the same however many threads run.
+    constexpr std::int64_t groups_per_chunk = 16;
     const std::int64_t chunks = (groups + groups_per_chunk - 1) / groups_per_chunk;
     const std::size_t jobs = channels * static_cast<std::size_t>(chunks);
     std::vector<std::vector<float>> segments(jobs);
