@@ -45,10 +45,14 @@ def test_participants_calls_run_as_one_batch_with_the_same_results(codec: Codec)
     audio = [(0.1 * rng.standard_normal((1, 640 * 12))).astype(np.float32) for _ in range(3)]
     xs = [rng.standard_normal((2, 2, 769, 8)).astype(np.float32) for _ in range(3)]
     t = np.array([0.25], np.float32)
+    # all three register before any calls: otherwise a thread that starts late finds the
+    # others done and every call runs alone (a CI failure: 6 runs for 6 calls)
+    registered = threading.Barrier(3)
 
     def work(i: int):  # type: ignore[no-untyped-def]
         def f():  # type: ignore[no-untyped-def]
             with batcher.participant():
+                registered.wait(30)
                 codes = enc.run(None, {"audio": audio[i]})[0]
                 v = pf.run(None, {"x": xs[i], "y": xs[i], "t": t})[0]
             return codes, v
