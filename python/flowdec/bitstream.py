@@ -488,50 +488,44 @@ def quantize_gains(gains_db: npt.ArrayLike) -> npt.NDArray[np.float32]:
     return q.reshape(g.shape)
 
 
-def _check_gains(h: StreamHeader, gains: object, frames: int, what: str
-                 ) -> npt.NDArray[np.float32] | None:
-    """Validate ``[channels, gain_blocks(frames)]`` finite gains in dB (None without gains)."""
-    if not h.frames_per_gain:
+def _check_db(gains: object, have: bool, want: tuple[int, ...], axes: str, absent: str,
+              present: str, arg: str, what: str) -> np.ndarray | None:
+    """Validate finite dB values of shape ``want`` when the header has them (``have``),
+    None when it has not; ``absent``/``present`` say so in the messages."""
+    if not have:
         if gains is not None:
-            raise BitstreamError(f"{what}: the header has no gains (frames_per_gain 0); pass "
-                                 "None or set frames_per_gain")
+            raise BitstreamError(f"{what}: the header has {absent}; pass None or set it")
         return None
-    want = (h.channels, h.gain_blocks(frames))
     if gains is None:
-        raise BitstreamError(f"{what}: the header has gains every {h.frames_per_gain} frames; "
-                             f"pass gains_db of shape {list(want)}")
+        raise BitstreamError(f"{what}: the header has {present}; pass {arg} of shape "
+                             f"{list(want)}")
     arr = np.asarray(gains)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
         raise BitstreamError(f"{what}: expected a float array in dB, got dtype {arr.dtype}")
     if arr.shape != want:
-        raise BitstreamError(f"{what}: expected shape {list(want)} (channels, gain blocks), got "
+        raise BitstreamError(f"{what}: expected shape {list(want)} ({axes}), got "
                              f"{list(arr.shape)}")
     if not np.all(np.isfinite(arr)):
         raise BitstreamError(f"{what}: gains must be finite dB values")
-    return quantize_gains(arr)
+    return arr
+
+
+def _check_gains(h: StreamHeader, gains: object, frames: int, what: str
+                 ) -> npt.NDArray[np.float32] | None:
+    """Validate ``[channels, gain_blocks(frames)]`` finite gains in dB (None without gains)."""
+    arr = _check_db(gains, bool(h.frames_per_gain), (h.channels, h.gain_blocks(frames)),
+                    "channels, gain blocks", "no gains (frames_per_gain 0)",
+                    f"gains every {h.frames_per_gain} frames", "gains_db", what)
+    return None if arr is None else quantize_gains(arr)
 
 
 def _check_band_gains(h: StreamHeader, gains: object, frames: int, what: str
                       ) -> npt.NDArray[np.float32] | None:
     """Validate ``[channels, gain_blocks(frames), level_bands]`` finite band gains in dB."""
-    if not h.level_bands:
-        if gains is not None:
-            raise BitstreamError(f"{what}: the header has no level bands; pass None or set "
-                                 "level_bands")
-        return None
     want = (h.channels, h.gain_blocks(frames), h.level_bands)
-    if gains is None:
-        raise BitstreamError(f"{what}: the header has {h.level_bands} level bands; pass "
-                             f"band_gains_db of shape {list(want)}")
-    arr = np.asarray(gains)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
-        raise BitstreamError(f"{what}: expected a float array in dB, got dtype {arr.dtype}")
-    if arr.shape != want:
-        raise BitstreamError(f"{what}: expected shape {list(want)} (channels, gain blocks, "
-                             f"bands), got {list(arr.shape)}")
-    if not np.all(np.isfinite(arr)):
-        raise BitstreamError(f"{what}: band gains must be finite dB values")
-    return quantize_band_gains(arr)
+    arr = _check_db(gains, bool(h.level_bands), want, "channels, gain blocks, bands",
+                    "no level bands", f"{h.level_bands} level bands", "band_gains_db", what)
+    return None if arr is None else quantize_band_gains(arr)
 
 
 def _band_nibbles(gains: npt.NDArray[np.float32]) -> bytes:
