@@ -5,9 +5,10 @@
 RTF = wall seconds / audio seconds (lower is faster; best of ``--repeat``), 48 kHz mono.
 Rows: encoder, decoder (onnxruntime), Φ, one postfilter network evaluation, the solver
 kernels of a whole NFE-6 solve (noise init + midpoint steps, network replaced by a no-op),
-Φ⁻¹, and end to end (``Codec.roundtrip``) with the postfilter off and at NFE 2/6/10. The
-alternative a user would pick: the same postfilter network (architecture from the model
-card, same shapes and FLOPs) run in PyTorch eager on the CPU, if torch imports. GPU rows
+Φ⁻¹, and end to end (``Codec.roundtrip``) with the postfilter off (also with 24 band gains)
+and at NFE 2/6/10. The alternative a user would pick: the same postfilter network
+(architecture from the model card, same shapes and FLOPs) run in PyTorch eager on the CPU,
+if torch imports. GPU rows
 when onnxruntime has the CUDA provider. Writes JSON (default ``bench_out/e2e.json``).
 """
 
@@ -85,6 +86,8 @@ def bench_device(folder: Path, device: str, threads: int, seconds: float, repeat
         add("phi^-1 (synthesis)", best(lambda: features.synthesis(Y, y.shape[1], cfg), repeat))
     add("end to end, no postfilter", best(
         lambda: codec.roundtrip(x, RATE, 6.0, postfilter=False), repeat))
+    add("end to end, no postfilter, 24 band gains", best(
+        lambda: codec.roundtrip(x, RATE, 6.0, postfilter=False, level_bands=24), repeat))
     if codec.has_postfilter:
         for nfe in (2, 6, 10):
             add(f"end to end, nfe {nfe}", best(

@@ -279,15 +279,24 @@ class BandGainStage:
         if not have:
             return 0
         spec, block = self.pending[..., :have], block[:have]
-        gain_db = np.einsum("fb,cnb->cfn", self.layout.interp, self.gains_db[:, block])
-        out = np.fft.irfft(spec * 10.0 ** (gain_db / 20), N_FFT, axis=1) * self.synthesis[:, None]
+        # per-bin gains of each block used, then per frame (a block holds many frames)
+        first = int(block[0])
+        used = self.gains_db[:, first : int(block[-1]) + 1]  # [C, blocks, bands]
+        gain = 10.0 ** (np.einsum("fb,cnb->cfn", self.layout.interp, used) / 20)
+        spec = spec * gain[:, :, block - first]
+        out = np.fft.irfft(spec, N_FFT, axis=1) * self.synthesis[:, None]
         # overlap-add in frame order into the accumulator (which starts at sample out_start)
         off = (self.pending_first - _PAST) * HOP - self.out_start
         need = off + (have - 1) * HOP + N_FFT - self.acc.shape[1]
         if need > 0:
             self.acc = np.pad(self.acc, ((0, 0), (0, need)))
-        for i in range(have):
-            self.acc[:, off + i * HOP : off + i * HOP + N_FFT] += out[:, :, i]
+        # frame i adds its quarter q to hop slot i + q; adding the quarters from q = 3 down to
+        # 0 sums each slot over its frames in frame order, as a loop over frames would
+        slots = self.acc[:, off : off + (have + _PAST) * HOP].reshape(self.channels, -1, HOP)
+        assert np.may_share_memory(slots, self.acc)  # splitting the last axis is a view
+        quarters = out.reshape(self.channels, N_FFT // HOP, HOP, have)
+        for q in range(N_FFT // HOP - 1, -1, -1):
+            slots[:, q : q + have] += quarters[:, q].transpose(0, 2, 1)
         self.pending = self.pending[..., have:]
         self.pending_first += have
         # drop the gains of blocks no later frame can use
