@@ -137,8 +137,8 @@ def _bitrate_option(p: argparse.ArgumentParser) -> None:
                         "default 6)")
     p.add_argument("--level-bands", type=_level_bands, default=0, metavar="N",
                    help="also send the input's band balance: gains in N ERB bands per second "
-                        "(e.g. 24: +96 bit/s per channel, clearly better ViSQOL; see "
-                        "docs/bitstream.md). Default 0: none")
+                        "(e.g. 24: +96 bit/s per channel; better ViSQOL on most material, "
+                        "see README, Limits). Default 0: none")
 
 
 def postfilter_option(p: argparse.ArgumentParser) -> None:
