@@ -102,7 +102,8 @@ LIVE_FRAMES_PER_PACKET = 15
 FILE_FRAMES_PER_GAIN = 75
 """Frames per level-gain block in files: 1 s at 75 frames/s (8 bit/s per channel)."""
 FILE_LEVEL_BANDS = 24
-"""ERB bands of the band gains in files (:mod:`flowdec.band_level`): 96 bit/s per channel."""
+"""ERB bands for band gains in files when asked for (``--level-bands 24``; files have none by
+default): 96 bit/s per channel (:mod:`flowdec.band_level`)."""
 LIVE_FRAMES_PER_GAIN = 3
 """Frames per level-gain block for streams: 40 ms, a divisor of every streaming chunk."""
 GAIN_STEP_DB = 0.25
@@ -193,8 +194,8 @@ class StreamHeader:
     level_bands : ERB bands of the band gains (:mod:`flowdec.band_level`), 0 = none (all of
         versions 1 and 2, and the live path); needs gains. Each gain block then also has,
         per channel and band, the input's energy over the plain decoder output's in
-        :data:`~flowdec.band_level.BAND_STEP_DB` steps. :data:`FILE_LEVEL_BANDS` (24) for
-        files.
+        :data:`~flowdec.band_level.BAND_STEP_DB` steps. Opt-in for files
+        (:data:`FILE_LEVEL_BANDS` = 24 suggested).
 
     Example
     -------
