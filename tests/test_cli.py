@@ -99,6 +99,30 @@ def test_cli_end_to_end(model_dir: Path, codec: Codec, tmp_path: Path) -> None:
     assert r.stdout.splitlines()[-1].startswith("bounced 2 files")
 
 
+def test_cli_level_bands(model_dir: Path, codec: Codec, tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    """``--level-bands 24`` reaches the file (info shows the band gains), decodes like the
+    library, and a bad value is refused before anything is written."""
+    m = ["--model", str(model_dir)]
+    x = make_audio(44100, 1, 2.3)
+    write_audio(tmp_path / "in.wav", x, 44100)
+    code, _, err = run_main([*m, "encode", str(tmp_path / "in.wav"), str(tmp_path / "b.fdc"),
+                             "-b", "3", "--level-bands", "24"], capsys)
+    assert code == 0, err
+    code, out, _ = run_main([*m, "info", str(tmp_path / "b.fdc")], capsys)
+    assert code == 0 and "band gains:      24 ERB bands per 1 s per channel; min" in out
+    code, _, err = run_main([*m, "decode", str(tmp_path / "b.fdc"), str(tmp_path / "b.wav"),
+                             "--no-postfilter"], capsys)
+    assert code == 0, err
+    ref = codec.decode(Bitstream.load(tmp_path / "b.fdc"), postfilter=False)
+    np.testing.assert_array_equal(read_audio(tmp_path / "b.wav")[0], ref)
+    with pytest.raises(SystemExit):
+        cli.main([*m, "encode", str(tmp_path / "in.wav"), str(tmp_path / "c.fdc"),
+                  "--level-bands", "300"])
+    assert "expected a whole number 0..255, got '300'" in capsys.readouterr().err
+    assert not (tmp_path / "c.fdc").exists()
+
+
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = cli.main(args)
     out, err = capsys.readouterr()
