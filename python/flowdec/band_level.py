@@ -163,7 +163,7 @@ class BandLevelMeter:
         if frames_per_gain < 1:
             raise ValueError(f"frames_per_gain: must be >= 1, got {frames_per_gain}")
         self.layout = BandLayout(bands)
-        self.channels, self.quantize = channels, quantize
+        self.channels, self.quantize, self.hop = channels, quantize, hop
         self.block_samples = frames_per_gain * hop
         self.x, self.y = _Frames(channels), _Frames(channels)
         shape = (channels, self.layout.bands, 0)
@@ -211,10 +211,10 @@ class BandLevelMeter:
         """First frame of ``block`` (> 0)."""
         return -(-block * self.block_samples // HOP) + _PAST
 
-    def finish(self, total_frames: int, hop: int = 640) -> BandGains:
-        """Gains of the remaining blocks of a stream of ``total_frames`` codec frames of
-        ``hop`` samples (signals end there; what was not pushed counts as silence)."""
-        length = total_frames * hop
+    def finish(self, total_frames: int) -> BandGains:
+        """Gains of the remaining blocks of a stream of ``total_frames`` codec frames
+        (signals end there; what was not pushed counts as silence)."""
+        length = total_frames * self.hop
         self.ex = self._add(self.ex, self.x.pad_to(length))
         self.ey = self._add(self.ey, self.y.pad_to(length))
         blocks = -(-length // self.block_samples)

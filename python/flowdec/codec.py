@@ -254,7 +254,7 @@ class Codec:
         meter.add_output(decoded(dec.push(codes)))
         meter.add_output(decoded(dec.finish()))
         if band_meter is not None and band_stage is not None:
-            g = band_meter.finish(frames, hop)
+            g = band_meter.finish(frames)
             band_stage.add_gains(g)
             bands_held = np.concatenate([bands_held, g], axis=1)
             meter.add_output(band_stage.finish(frames * hop))
