@@ -137,6 +137,55 @@ def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> N
     assert new["config"]["model"] == old["config"]["model"]
 
 
+def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> None:
+    """A float16 weights file stands in for the run folder (what a GPU machine gets)."""
+    from flowdec.train.export import load_codec
+
+    weights = tmp_path / "codec.pt"
+    run_module("flowdec.train.export", "weights", "--run", str(codec_run), "--out", str(weights))
+    run, run_cfg, run_info = load_codec(codec_run)
+    file, file_cfg, file_info = load_codec(weights)
+    assert file_cfg == run_cfg and file_info["steps"] == run_info["steps"]
+    assert all(p.dtype == torch.float32 for p in file.parameters())
+    import soundfile
+
+    audio = soundfile.read(example_clip(), dtype="float32", always_2d=True)[0].mean(1)
+    x = torch.from_numpy(audio[None, 48000 : 48000 + 8 * run_cfg.model.hop].copy())
+    n_q = torch.tensor([run_cfg.model.bitrates_codebooks[-1]])
+    with torch.no_grad():
+        a, b = run(x, n_q)["audio"], file(x, n_q)["audio"]
+    assert torch.linalg.vector_norm(a - b) < 0.01 * torch.linalg.vector_norm(a)
+
+
+def test_gpu_training_script_runs_here_on_a_shard(codec_run: Path, tmp_path: Path) -> None:
+    """scripts/gpu_train_postfilter.sh, what a lent GPU machine runs, with DEVICE=cpu on a
+    shard of the synthetic cache: it warm-starts from the committed weights, probes its pace,
+    trains on and leaves weights and logs in $OUT."""
+    from flowdec.train.data import AudioCache
+    from flowdec.train.shard import write_shard
+
+    root = Path(__file__).resolve().parents[1]
+    gpu = tmp_path / "gpu"
+    write_shard(AudioCache(codec_run / "synthetic_cache"), gpu / "shard", megabytes=1.0,
+                crop_seconds=2.0, valid_crops=4)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", DEVICE="cpu", TRAIN_SECONDS="24",
+               PROBE_STEPS="2", BATCH="2", GPU_DIR=str(gpu), OUT=str(out))
+    res = subprocess.run(["bash", "scripts/gpu_train_postfilter.sh"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    start = torch.load(root / "weights" / "postfilter.pt", weights_only=False)["step"]
+    saved = torch.load(out / "postfilter.pt", weights_only=False)
+    assert saved["step"] > start + 2
+    assert saved["config"]["net"] == torch.load(root / "weights" / "postfilter.pt",
+                                                weights_only=False)["config"]["net"]
+    assert "probe: 2 steps" in (out / "train.log").read_text()
+    with open(out / "valid.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(np.isfinite(float(v)) for v in rows[-1].values())
+
+
 def test_postfilter_trains_from_a_pair_cache(codec_run: Path, exported: Path,
                                              tmp_path: Path) -> None:
     """Cached (x, codec(x)) pairs feed training; a cache from another codec step is refused."""

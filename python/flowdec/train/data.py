@@ -82,13 +82,23 @@ def read_mono_48k(path: str) -> np.ndarray:
 
 
 class AudioCache:
-    """All clips decoded once into one int16 file (memory-mapped) plus a JSON index."""
+    """All clips decoded once into one int16 file (memory-mapped) plus a JSON index.
+
+    A compact cache (a shard, :mod:`flowdec.train.shard`) holds the same samples as one mono
+    16-bit FLAC file, ``audio.flac``, instead of ``audio.int16``; it is decoded into memory.
+    """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         folder = Path(folder)
         with open(folder / "index.json") as fh:
             self.index = json.load(fh)
-        self.audio = np.memmap(folder / "audio.int16", dtype=np.int16, mode="r")
+        self.audio: np.ndarray
+        if (folder / "audio.int16").exists() or not (folder / "audio.flac").exists():
+            self.audio = np.memmap(folder / "audio.int16", dtype=np.int16, mode="r")
+        else:
+            import soundfile
+
+            self.audio = soundfile.read(folder / "audio.flac", dtype="int16")[0]
         self.offsets = np.array([c["offset"] for c in self.index], dtype=np.int64)
         self.lengths = np.array([c["length"] for c in self.index], dtype=np.int64)
 

@@ -29,10 +29,15 @@ OPSET = 17
 def load_codec(
     run_dir: str | os.PathLike[str], ema: bool = True
 ) -> tuple[Codec, CodecRun, dict[str, Any]]:
-    state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    """The codec of a run folder (its checkpoint's EMA or raw weights) or of a weights file
+    (``--save-weights``: EMA weights in float16, loaded into a float32 model)."""
+    path = Path(run_dir)
+    weights_file = path.is_file()
+    state = torch.load(path if weights_file else path / "checkpoint.pt", map_location="cpu",
+                       weights_only=False)
     cfg = CodecRun.from_dict(state["config"])
     model = Codec(cfg.model)
-    model.load_state_dict(state["ema" if ema else "model"])
+    model.load_state_dict(state["state"] if weights_file else state["ema" if ema else "model"])
     model.eval()
     info = {"steps": int(state["step"]), "wall_s": float(state.get("wall_s", 0.0))}
     return model, cfg, info
@@ -188,8 +193,7 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
             "wall_hours": round(float(state.get("wall_s", 0.0)) / 3600, 3),
             "train_config": conf["train"],
             "codec_run": conf.get("codec_run"),
-            "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores)"
-            if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+            "hardware": conf.get("hardware") or "unrecorded",  # of the run's last launch
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         "metrics": metrics or {},

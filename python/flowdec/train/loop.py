@@ -13,6 +13,7 @@ import copy
 import csv
 import math
 import os
+import platform
 import random
 import signal
 import time
@@ -48,9 +49,18 @@ def init_distributed(device: str = "auto") -> Dist:
     dev = torch.device(f"cuda:{local}" if device == "cuda" else "cpu")
     if device == "cuda":
         torch.cuda.set_device(dev)
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products
+        torch.backends.cudnn.benchmark = True  # fixed crop shapes: pick the fastest convolutions
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     return Dist(rank, world, local, dev)
+
+
+def describe_hardware(device: torch.device) -> str:
+    """What trains: the GPU's name, or the CPU's architecture and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU ({os.cpu_count()} cores)"
 
 
 def load_allowing_new_layers(model: nn.Module, state: dict[str, Any], source: object

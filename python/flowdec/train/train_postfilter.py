@@ -26,7 +26,7 @@ import torch
 
 from .data import AudioCache, CropSampler
 from .export import load_codec
-from .loop import Trainer, add_run_options, finish, init_distributed
+from .loop import Trainer, add_run_options, describe_hardware, finish, init_distributed
 from .losses import MelDistance
 from .pairs import PairSampler
 from .postfilter_model import PostfilterConfig, PostfilterNet, istft_features, stft_features
@@ -62,8 +62,10 @@ output is further from the clean signal than the codec's (:mod:`flowdec.envelope
 
 
 def sample_noise_like(y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-    """Complex standard normal as [B, 2, F, N]: Re and Im each N(0, ½)."""
-    return torch.randn(y.shape, generator=gen, device=y.device) * (0.5 ** 0.5)
+    """Complex standard normal as [B, 2, F, N]: Re and Im each N(0, ½) (drawn where ``gen``
+    lives, so a CPU generator gives the same noise for a model on any device)."""
+    dev = gen.device if gen is not None else y.device
+    return torch.randn(y.shape, generator=gen, device=dev).to(y.device) * (0.5 ** 0.5)
 
 
 @torch.no_grad()
@@ -74,7 +76,7 @@ def midpoint(net: torch.nn.Module, Y: torch.Tensor, sigma: torch.Tensor, nfe: in
     steps = nfe // 2
     h = 1.0 / steps
     for i in range(steps):
-        t = torch.full((Y.shape[0],), i * h)
+        t = torch.full((Y.shape[0],), i * h, device=Y.device)
         k1 = net(x, Y, t)
         k2 = net(x + 0.5 * h * k1, Y, t + 0.5 * h)
         x = x + h * k2
@@ -83,9 +85,11 @@ def midpoint(net: torch.nn.Module, Y: torch.Tensor, sigma: torch.Tensor, nfe: in
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--codec-run", required=True, help="codec run folder (frozen EMA weights)")
-    p.add_argument("--cache", required=True, help="audio cache folder")
-    p.add_argument("--sigma", required=True, help="JSON from flowdec.train.sigma")
+    p.add_argument("--codec-run", required=True,
+                   help="codec run folder (frozen EMA weights) or codec weights file")
+    p.add_argument("--cache", required=True, help="audio cache folder (or shard)")
+    p.add_argument("--sigma", help="JSON from flowdec.train.sigma (new runs; a resumed run or "
+                                   "--init keeps its own)")
     p.add_argument("--pairs", help="pair cache from flowdec.train.pairs (same codec run)")
     p.add_argument("--channels", type=int, help="network width (new runs only)")
     p.add_argument("--global-sigma", action="store_true", help="use the scalar σ_y (ablation)")
@@ -97,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
 
     run_dir = Path(args.run_dir)
     ckpt = run_dir / "checkpoint.pt"
-    sig = json.loads(Path(args.sigma).read_text())
     source = ckpt if ckpt.exists() else Path(args.init) if args.init else None
+    if source is None and not args.sigma:
+        p.error("a new run needs --sigma (or --init WEIGHTS to start from trained weights)")
+    sig = json.loads(Path(args.sigma).read_text()) if args.sigma else {}
     if source is not None:
         saved = torch.load(source, map_location="cpu", weights_only=False)["config"]
         net_cfg = PostfilterConfig(**saved["net"])
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
               "codec_run": str(args.codec_run)}
 
     d = init_distributed(args.device)
+    config["hardware"] = describe_hardware(d.device)  # of this launch (a resumed run: the last)
     codec, codec_cfg, codec_info = load_codec(args.codec_run)
     codec = codec.to(d.device)
     cache = AudioCache(args.cache)
@@ -186,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
 
     vs = CropSampler(cache, "valid", (seg + 2 * ctx) / sr, seed=4321, augment=False)
     val = {dom: np.stack([vs.crop(dom)[0] for _ in range(4)]) for dom in vs.domains}
-    mel = MelDistance((512, 1024, 2048), (48, 80, 128), sr)
+    mel = MelDistance((512, 1024, 2048), (48, 80, 128), sr).to(d.device)
 
     @torch.no_grad()
     def validate(ema: torch.nn.Module) -> dict[str, float]:
