@@ -30,24 +30,49 @@ def pushes(rng: np.random.Generator, n: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
-def reference_band_energy(x: np.ndarray, block_samples: int, bands: int, length: int
-                          ) -> np.ndarray:
+def reference_frames(x: np.ndarray, block_samples: int, bands: int, length: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """One-shot reference: frame n is the Hann-windowed x[(n-3)·384 : (n+1)·384] (zeros
-    outside [0, length)); its band energies go to the block holding max(0, its first sample).
-    Returns [C, blocks, bands]."""
+    outside [0, length)) and belongs to the block holding max(0, its first sample).
+    Returns its band energies [C, frames, bands] and blocks [frames]."""
     pad = np.zeros((x.shape[0], 3 * HOP + length + N_FFT))
     pad[:, 3 * HOP : 3 * HOP + min(length, x.shape[1])] = x[:, :length]
     w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
     edges = band_edges(N_FFT, 48000, bands)
-    blocks = -(-length // block_samples)
-    out = np.zeros((x.shape[0], blocks, len(edges) - 1))
+    energies, blocks = [], []
     n = 0
     while (n - 3) * HOP < length:
         p = np.abs(np.fft.rfft(pad[:, n * HOP : n * HOP + N_FFT] * w, axis=1)) ** 2
-        b = max(0, (n - 3) * HOP) // block_samples
-        out[:, b] += np.add.reduceat(p, edges[:-1], axis=1)
+        energies.append(np.add.reduceat(p, edges[:-1], axis=1))
+        blocks.append(max(0, (n - 3) * HOP) // block_samples)
         n += 1
-    return out
+    return np.stack(energies, axis=1), np.array(blocks)
+
+
+def reference_band_energy(x: np.ndarray, block_samples: int, bands: int, length: int
+                          ) -> np.ndarray:
+    """Band energies per block [C, blocks, bands] (frames as in :func:`reference_frames`)."""
+    e, blocks = reference_frames(x, block_samples, bands, length)
+    return np.stack([e[:, blocks == b].sum(1) for b in range(blocks.max() + 1)], axis=1)
+
+
+def reference_band_gains(x: np.ndarray, y: np.ndarray, block_samples: int, bands: int,
+                         length: int) -> np.ndarray:
+    """The encoder's rule, one shot, in float dB [C, blocks, bands]: per block and band the
+    mean of 10·log10 of the summed energies' ratio and the mean of the frames' 10·log10
+    ratios, each energy with a −100 dBFS floor per sample of the window."""
+    ex, blocks = reference_frames(x, block_samples, bands, length)
+    ey, _ = reference_frames(y, block_samples, bands, length)
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
+    floor = 1e-10 * np.sum(w**2) * np.diff(band_edges(N_FFT, 48000, bands))
+    out = []
+    for b in range(blocks.max() + 1):
+        fx, fy = ex[:, blocks == b], ey[:, blocks == b]
+        k = fx.shape[1]
+        of_sums = 10 * np.log10((fx.sum(1) + k * floor) / (fy.sum(1) + k * floor))
+        per_frame = np.mean(10 * np.log10((fx + floor) / (fy + floor)), axis=1)
+        out.append(0.5 * (of_sums + per_frame))
+    return np.stack(out, axis=1)
 
 
 def test_layout_interpolates_gains_between_band_centres() -> None:
@@ -68,8 +93,8 @@ def test_quantisation_steps_and_limits() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_meter_matches_the_one_shot_reference_for_any_push_pattern(seed: int) -> None:
-    """Band energies per block of x and y against the reference, as float dB, with x and y
-    pushed in different random pieces, and a stream that ends mid-block."""
+    """Band gains per block from x and y against the one-shot reference, as float dB, with x
+    and y pushed in different random pieces, and a stream that ends mid-block."""
     rng = np.random.default_rng(seed)
     g = int(rng.integers(1, 20))
     frames = int(rng.integers(1, 4 * g + 3))
@@ -87,11 +112,9 @@ def test_meter_matches_the_one_shot_reference_for_any_push_pattern(seed: int) ->
         got.append(m.gains())
     got.append(m.finish(frames))
     ours = np.concatenate(got, axis=1)
-    length = frames * CODEC_HOP
-    ex = reference_band_energy(x, g * CODEC_HOP, 16, length)
-    ey = reference_band_energy(y, g * CODEC_HOP, 16, length)
-    assert ours.shape == ex.shape == (2, -(-frames // g), 16)
-    np.testing.assert_allclose(ours, 10 * np.log10(ex / ey), atol=1e-3)
+    want = reference_band_gains(x, y, g * CODEC_HOP, 16, frames * CODEC_HOP)
+    assert ours.shape == want.shape == (2, -(-frames // g), 16)
+    np.testing.assert_allclose(ours, want, atol=1e-3)
 
 
 def test_stage_is_identity_at_zero_gain_and_exact_for_any_push_pattern() -> None:

@@ -193,8 +193,8 @@ class StreamHeader:
         (3, 40 ms) for streams.
     level_bands : ERB bands of the band gains (:mod:`flowdec.band_level`), 0 = none (all of
         versions 1 and 2, and the live path); needs gains. Each gain block then also has,
-        per channel and band, the input's energy over the plain decoder output's in
-        :data:`~flowdec.band_level.BAND_STEP_DB` steps. Opt-in for files
+        per channel and band, the level correction the encoder measured for the plain
+        decoder output in :data:`~flowdec.band_level.BAND_STEP_DB` steps. Opt-in for files
         (:data:`FILE_LEVEL_BANDS` = 24 suggested).
 
     Example

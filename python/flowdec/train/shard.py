@@ -5,9 +5,9 @@ our sessions take 64 MiB of files per call, code and weights included) cannot ta
 11 h cache. A shard takes seeded crops of the cache's clips, about as many seconds for
 every domain, skipping mostly silent crops (the training sampler's −55 dBFS rule), and
 stores them losslessly as one mono 16-bit FLAC file with an :class:`AudioCache` index
-(about 40 % of the raw size, so ~20 minutes of audio in 48 MB). ``AudioCache(shard)`` reads
-it like any cache; each crop keeps its source clip's path, domain and split, and its start
-there (``start``, in samples).
+(about 40 % of the raw size: 18.7 minutes of our cache's audio in 48 MB).
+``AudioCache(shard)`` reads it like any cache; each crop keeps its source clip's path,
+domain and split, and its start there (``start``, in samples).
 
 Example:
     python -m flowdec.train.shard --cache CACHE --out shard --megabytes 44
@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
     shard = AudioCache(folder)
     size = (folder / "audio.flac").stat().st_size / 1e6
-    hours = ", ".join(f"{k} {v * 60:.1f} min" for k, v in sorted(shard.hours().items()))
-    print(f"{folder}: {len(shard.index)} crops, {size:.1f} MB ({hours})")
+    minutes = ", ".join(f"{k} {h * 60:.1f} min" for k, h in sorted(shard.hours().items()))
+    print(f"{folder}: {len(shard.index)} crops, {size:.1f} MB ({minutes})")
 
 
 if __name__ == "__main__":

@@ -36,13 +36,12 @@ def gaussian_smooth(v: np.ndarray, std_bins: float = 3.0) -> np.ndarray:
 @torch.no_grad()
 def codec_pairs(codec: torch.nn.Module, x: np.ndarray, n_q: np.ndarray) -> np.ndarray:
     """Run the codec on [B, T] audio with n_q[b] codebooks per item → y [B, T] (on the
-    codec's device, without gradients)."""
+    codec's device)."""
     hop = codec.cfg.hop
     t = x.shape[1] // hop * hop
     dev = next(codec.parameters()).device
     xt = torch.from_numpy(np.ascontiguousarray(x[:, :t])).to(dev)
-    with torch.no_grad():
-        y = codec(xt, torch.from_numpy(n_q).to(dev))["audio"].float().cpu().numpy()
+    y = codec(xt, torch.from_numpy(n_q).to(dev))["audio"].float().cpu().numpy()
     out = np.zeros_like(x)
     out[:, :t] = y
     return out
