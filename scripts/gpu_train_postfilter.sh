@@ -29,7 +29,7 @@ fi
 export PYTHONPATH=$PWD/python:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 RUN=$(mktemp -d)/run
 START=$SECONDS
-[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; fi
 
 train() {  # extra arguments → one training process; its output is appended to the log
   python3 -m flowdec.train.train_postfilter --codec-run weights/codec.pt \
