@@ -5,7 +5,7 @@ our sessions take 64 MiB of files per call, code and weights included) cannot ta
 11 h cache. A shard takes seeded crops of the cache's clips, about as many seconds for
 every domain, skipping mostly silent crops (the training sampler's −55 dBFS rule), and
 stores them losslessly as one mono 16-bit FLAC file with an :class:`AudioCache` index
-(about 40 % of the raw size: 18.7 minutes of our cache's audio in 48 MB).
+(about 40 % of the raw size: 19 minutes of our cache's audio in 48 MB).
 ``AudioCache(shard)`` reads it like any cache; each crop keeps its source clip's path,
 domain and split, and its start there (``start``, in samples).
 
