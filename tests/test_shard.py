@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,44 @@ def test_bad_settings_say_what_to_change(cache: AudioCache, tmp_path: Path) -> N
     with pytest.raises(SystemExit, match="error: .*raise --megabytes"):
         main(["--cache", str(Path(cache.audio.filename).parent), "--out", str(tmp_path / "c"),
               "--megabytes", "0.001", "--valid-crops", "0"])
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_gpu_prepare_fits_the_transfer_and_restores_the_index(cache: AudioCache,
+                                                              tmp_path: Path) -> None:
+    """scripts/gpu_prepare.sh in a clone: the ONNX files leave the index (not the disk), what
+    a device call would send fits in 64 MiB, and --restore leaves a clean checkout."""
+    root = Path(__file__).resolve().parents[1]
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+    shutil.copy(root / "scripts" / "gpu_prepare.sh", clone / "scripts" / "gpu_prepare.sh")
+    shutil.copy(root / ".gitignore", clone / ".gitignore")
+    subprocess.run(["git", "-C", str(clone), "commit", "-qam", "as in the working tree",
+                    "--allow-empty", "--no-verify"], check=True,
+                   env=dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+                            GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t"))
+    env = dict(os.environ, CACHE=str(Path(cache.audio.filename).parent), WHEELS="0")
+    res = subprocess.run(["bash", "scripts/gpu_prepare.sh"], cwd=clone, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    onnx = ["python/flowdec/models/flowdec-75/encoder.onnx",
+            "python/flowdec/models/flowdec-75/decoder.onnx"]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(clone), *args], check=True,
+                              capture_output=True, text=True).stdout
+
+    tracked = git("ls-files").split()
+    assert not set(onnx) & set(tracked)
+    assert all((clone / f).is_file() for f in onnx)
+    sent = git("ls-files", "--cached", "--others", "--exclude-standard").split()
+    size = sum((clone / f).stat().st_size for f in sent if (clone / f).is_file())
+    size += sum(f.stat().st_size for f in (clone / ".gpu").rglob("*") if f.is_file())
+    assert size <= 64 * 2**20
+    assert len(AudioCache(clone / ".gpu" / "shard").index) > 0
+    res = subprocess.run(["bash", "scripts/gpu_prepare.sh", "--restore"], cwd=clone,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert git("status", "--porcelain") == ""
+    assert set(onnx) <= set(git("ls-files").split())
+    assert "gpu_prepare" not in (clone / ".git" / "info" / "exclude").read_text()
