@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,34 @@ def test_gpu_training_script_runs_here_on_a_shard(codec_run: Path, tmp_path: Pat
     with open(out / "valid.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and all(np.isfinite(float(v)) for v in rows[-1].values())
+
+
+def test_prefetch_keeps_the_order_and_hands_on_errors() -> None:
+    """Batches cut in a background thread come in the order a plain loop makes them; an
+    error in the maker is raised by the consumer's next call (and every later one)."""
+    from flowdec.train.loop import Prefetch
+
+    def maker(seed: int, fail_at: int | None = None) -> Callable[[], np.ndarray]:
+        rng = np.random.default_rng(seed)
+        count = iter(range(10**6))
+
+        def make() -> np.ndarray:
+            if next(count) == fail_at:
+                raise RuntimeError("cache went away")
+            return rng.standard_normal(3)
+
+        return make
+
+    plain = maker(7)
+    want = [plain() for _ in range(20)]
+    got = Prefetch(maker(7), depth=3)
+    for w in want:
+        np.testing.assert_array_equal(next(got), w)
+    failing = Prefetch(maker(7, fail_at=2), depth=3)
+    next(failing), next(failing)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="cache went away"):
+            next(failing)
 
 
 def test_postfilter_trains_from_a_pair_cache(codec_run: Path, exported: Path,

@@ -14,17 +14,21 @@ import csv
 import math
 import os
 import platform
+import queue
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,6 +65,36 @@ def describe_hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{platform.machine()} CPU ({os.cpu_count()} cores)"
+
+
+class Prefetch(Generic[T]):
+    """Calls ``make()`` in a background thread, keeping up to ``depth`` results ready:
+    ``next(p)`` returns them in call order (the same sequence as calling ``make`` in a loop).
+    For CPU-side batch preparation beside a GPU step; an exception in ``make`` is raised by
+    the ``next`` that would have returned its result."""
+
+    def __init__(self, make: Callable[[], T], depth: int = 4) -> None:
+        self.queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+        self.make = make
+        threading.Thread(target=self._fill, daemon=True, name="prefetch").start()
+
+    def _fill(self) -> None:
+        while True:
+            try:
+                self.queue.put((True, self.make()))
+            except BaseException as e:  # handed to the consumer, then this thread ends
+                self.queue.put((False, e))
+                return
+
+    def __iter__(self) -> Prefetch[T]:
+        return self
+
+    def __next__(self) -> T:
+        ok, value = self.queue.get()
+        if not ok:
+            self.queue.put((False, value))  # every later call fails the same way
+            raise value
+        return value
 
 
 def load_allowing_new_layers(model: nn.Module, state: dict[str, Any], source: object
