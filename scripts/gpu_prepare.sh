@@ -30,6 +30,7 @@ if [ "${1:-}" = "--restore" ]; then
 fi
 
 : "${CACHE:?CACHE must name the audio cache folder (flowdec.train.data)}"
+[ -f "$CACHE/index.json" ] || { echo "error: $CACHE is not an audio cache (no index.json)" >&2; exit 2; }
 for f in "${ASIDE[@]}"; do
   [ -f "$f" ] || { echo "error: $f is missing: run from a complete checkout" >&2; exit 2; }
 done
