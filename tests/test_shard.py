@@ -41,7 +41,7 @@ def test_shard_holds_exact_crops_within_its_size(cache: AudioCache, tmp_path: Pa
         assert np.abs(shard.clip(k)).max() > 0.01  # the silent clip is skipped
         starts.add((i, c["start"]))
     assert len(starts) == len(shard.index)  # no crop twice
-    domains = {d for d in ("music", "sound", "speech")}
+    domains = {"music", "sound", "speech"}
     valid = [c["domain"] for c in shard.index if c["split"] == "valid"]
     assert sorted(valid) == sorted(list(domains) * 2)
     train = [c["domain"] for c in shard.index if c["split"] == "train"]
