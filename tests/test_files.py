@@ -21,7 +21,7 @@ import pytest
 from pedalboard.io import AudioFile
 
 from flowdec.bitstream import MAGIC, BitstreamWarning, Packet, encode_packet, read_fdc
-from flowdec.codec import Bitstream, Codec
+from flowdec.codec import Bitstream, Codec, example_clip
 from flowdec.files import (
     FlowdecError,
     FlowdecWarning,
@@ -306,6 +306,29 @@ def test_clipping_warns_and_silence_is_encoded(codec: Codec, tmp_path: Path,
     assert "digital silence" in caplog.text
     y, rate = read_audio(r.output)
     assert y.shape == (2, 24000) and rate == 48000 and np.isfinite(y).all()
+
+
+def test_integer_outputs_are_limited_not_clipped(codec: Codec, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Decoded audio can peak above full scale (README, Limits). A float .wav keeps the
+    overs; a .flac gets them held to the limiter's ceiling, with a warning, and is the .wav
+    (to 24-bit rounding) away from them."""
+    from flowdec.peak_limit import CEILING_DB
+
+    x, rate = read_audio(example_clip())
+    hot = write_audio(tmp_path / "hot.wav", (x[:, : 3 * rate] * (0.99 / np.abs(x).max())),
+                      rate)
+    wav = roundtrip_file(codec, hot, tmp_path / "rt.wav", postfilter=False, progress=False)
+    with caplog.at_level("WARNING", logger="flowdec"):
+        flac = roundtrip_file(codec, hot, tmp_path / "rt.flac", postfilter=False,
+                              progress=False)
+    assert "peak limiter" in caplog.text
+    yw, _ = read_audio(wav.output)
+    yf, _ = read_audio(flac.output)
+    assert yw.shape == yf.shape and np.abs(yw).max() > 1.0
+    assert np.abs(yf).max() <= 10 ** (CEILING_DB / 20) + 1e-6
+    same = np.abs(yf - yw).max(axis=0) < 1e-6
+    assert same.mean() > 0.5  # the limiter only acts near the overs
 
 
 def test_bounce_keeps_tree_and_reports_failures(codec: Codec, tmp_path: Path) -> None:

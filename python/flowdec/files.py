@@ -20,7 +20,9 @@ to 768 kHz, any channel count; outputs keep the input's rate, channels and lengt
 are written under a temporary name in the destination folder and renamed when complete, so
 an error or Ctrl-C never leaves a partial file under the real name (an existing file is left
 untouched). The output format follows the extension: ``.wav`` is 32-bit float, ``.flac`` and
-``.aiff`` 24-bit, ``.ogg``/``.mp3`` lossy.
+``.aiff`` 24-bit, ``.ogg``/``.mp3`` lossy. Decoded audio can peak above full scale; ``.wav``
+keeps such peaks, the other formats get them held below it by :mod:`flowdec.peak_limit`
+(with a warning) instead of clipped.
 
 Problems the caller can fix are :class:`FlowdecError` with a one-line message; a clipping
 input gives a :class:`FlowdecWarning`, digital silence a log note (it is encoded anyway).
@@ -56,6 +58,7 @@ from .audio import CODEC_RATE, StreamResampler, check_rate
 from .bitstream import FILE_FRAMES_PER_GAIN, BitstreamError, FdcReader, FdcWriter, StreamHeader
 from .codec import Codec, CodeChunk
 from .model_files import ModelError, load_cards, resolve
+from .peak_limit import CEILING_DB, PeakLimiter
 from .postfilter import Postfilter
 from .sessions import DeviceError
 from .solver import SOLVERS
@@ -323,10 +326,14 @@ class _AudioOut:
     def __init__(self, path: Path, sample_rate: int, channels: int) -> None:
         from pedalboard.io import AudioFile
 
-        self.path = path
+        self.path, self.sample_rate = path, sample_rate
         self.tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
-        self.samples = 0
+        self.samples = 0  # given to write()
+        self.written = 0  # in the file
         self.peak = 0.0
+        # float WAV keeps overs; integer formats get a look-ahead limiter instead of clipping
+        self.limiter = (PeakLimiter(channels, sample_rate) if path.suffix.lower() != ".wav"
+                        else None)
         kw: dict[str, Any] = {}
         if path.suffix.lower() in _BIT_DEPTH:
             kw["bit_depth"] = _BIT_DEPTH[path.suffix.lower()]
@@ -338,15 +345,22 @@ class _AudioOut:
                                f"{channels} ch ({_oneline(e)})") from None
 
     def write(self, audio: np.ndarray) -> None:
+        """Write ``audio`` (through the limiter, which may hold back its last 5 ms until
+        the file closes); ``samples`` counts what was given."""
+        if audio.shape[1]:
+            self.samples += audio.shape[1]
+            self.peak = max(self.peak, float(np.abs(audio).max()))
+            self._put(self.limiter.push(audio) if self.limiter is not None else audio)
+
+    def _put(self, audio: np.ndarray) -> None:
         if audio.shape[1]:
             a = np.ascontiguousarray(audio, dtype=np.float32)
-            if self.samples == 0 and a.shape[0] == a.shape[1] > 1:
+            if self.written == 0 and a.shape[0] == a.shape[1] > 1:
                 # pedalboard cannot tell [C, n] from [n, C] when C == n in the first write
                 self.file.write(np.ascontiguousarray(a[:, :1]))
                 a = np.ascontiguousarray(a[:, 1:])
             self.file.write(a)
-            self.samples += audio.shape[1]
-            self.peak = max(self.peak, float(np.abs(audio).max()))
+            self.written += audio.shape[1]
 
     def _unlink(self) -> None:
         try:
@@ -360,6 +374,8 @@ class _AudioOut:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         try:
+            if exc_type is None and self.limiter is not None:
+                self._put(self.limiter.finish())
             self.file.close()
         except Exception:
             if exc_type is None:
@@ -367,9 +383,12 @@ class _AudioOut:
                 raise
         if exc_type is None:
             os.replace(self.tmp, self.path)
-            if self.peak > 1.0 and self.path.suffix.lower() != ".wav":
-                log.warning("%s: the output peaks at %.2f, above full scale, and was clipped; "
-                            "write a .wav (32-bit float) to keep it", self.path, self.peak)
+            if self.limiter is not None and self.limiter.limited:
+                log.warning("%s: the decoded audio peaks at %+.1f dBFS; a peak limiter held it "
+                            "to %.1f dBFS (%.2f s of it) instead of clipping at full scale; "
+                            "write a .wav (32-bit float) to keep it unchanged", self.path,
+                            20 * np.log10(self.peak), CEILING_DB,
+                            self.limiter.limited / self.sample_rate)
         else:
             self._unlink()
 
