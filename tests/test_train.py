@@ -139,7 +139,8 @@ def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> N
 
 
 def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> None:
-    """A float16 weights file stands in for the run folder (what a GPU machine gets)."""
+    """A float16 weights file stands in for the run folder (what a GPU machine gets): the
+    model holds the run's EMA weights rounded to float16, in float32 parameters."""
     from flowdec.train.export import load_codec
 
     weights = tmp_path / "codec.pt"
@@ -148,14 +149,10 @@ def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> Non
     file, file_cfg, file_info = load_codec(weights)
     assert file_cfg == run_cfg and file_info["steps"] == run_info["steps"]
     assert all(p.dtype == torch.float32 for p in file.parameters())
-    import soundfile
-
-    audio = soundfile.read(example_clip(), dtype="float32", always_2d=True)[0].mean(1)
-    x = torch.from_numpy(audio[None, 48000 : 48000 + 8 * run_cfg.model.hop].copy())
-    n_q = torch.tensor([run_cfg.model.bitrates_codebooks[-1]])
-    with torch.no_grad():
-        a, b = run(x, n_q)["audio"], file(x, n_q)["audio"]
-    assert torch.linalg.vector_norm(a - b) < 0.01 * torch.linalg.vector_norm(a)
+    ema = run.state_dict()
+    for name, value in file.state_dict().items():
+        want = ema[name].half().to(ema[name].dtype) if ema[name].is_floating_point() else ema[name]
+        assert torch.equal(value, want), name
 
 
 def test_gpu_training_script_runs_here_on_a_shard(codec_run: Path, tmp_path: Path) -> None:
