@@ -12,10 +12,12 @@ The encoder measures a band's level change as the mean of two estimates in dB: t
 the block's summed band energies (input over output; dominated by the loudest frames) and
 the mean of the per-frame ratios (every frame counts the same). The first alone boosts
 bands the codec left nearly empty in quiet frames by up to 21 dB, amplifying artefacts
-(music lost ViSQOL with it), the second alone under-corrects speech (its pauses pull the
-mean to 0 dB); their mean beat both and the plain codec in every domain of the card's 12
-clips and the 24 tuning clips (README, Limits). The decoder only applies gains, so the
-rule is the encoder's to change.
+(music lost ViSQOL with it); the second alone loses on speech. Of six rules tried on the
+card's 12 clips and the 24 tuning clips (ViSQOL at 6 kbit/s, band gains alone), their mean
+was the best on average and the only one above the plain codec in every domain of both
+sets; through the whole encoder, where the level gains then restore each block's loudness,
+speech on the card's clips ends slightly below the plain codec (README, Limits). The decoder
+only applies gains, so the rule is the encoder's to change.
 
 Both sides use the same short-time Fourier transform (Hann window of :data:`N_FFT` samples,
 hop :data:`HOP`, the postfilter's features). Frame ``n`` covers samples
