@@ -166,6 +166,16 @@ class AudioCache:
         return out
 
 
+QUIET_DBFS = -55.0
+"""A crop is skipped when at least half of its 20 ms frames are below this level."""
+
+
+def mostly_quiet(x: np.ndarray) -> bool:
+    """At least half of ``x``'s whole 20 ms frames (48 kHz) below :data:`QUIET_DBFS` (or none)."""
+    fr = np.asarray(x, np.float32)[: x.size // 960 * 960].reshape(-1, 960)
+    return fr.size == 0 or float(np.mean(np.mean(fr * fr, 1) < 10 ** (QUIET_DBFS / 10))) >= 0.5
+
+
 class CropSampler:
     """Seeded random crops, balanced over domains, with gain ±6 dB and random polarity.
 
@@ -209,9 +219,7 @@ class CropSampler:
             seg = np.asarray(self.cache.audio[o : o + min(self.n, length)], np.float32) / 32768.0
             x = np.zeros(self.n, np.float32)
             x[: seg.size] = seg
-            fr = x[: self.n // 960 * 960].reshape(-1, 960)
-            quiet = np.mean(np.mean(fr * fr, 1) < 10 ** (-55 / 10))
-            if quiet < 0.5:
+            if not mostly_quiet(x):
                 break
         if self.augment:
             x *= 10 ** (self.rng.uniform(-6, 6) / 20) * (1 if self.rng.random() < 0.5 else -1)

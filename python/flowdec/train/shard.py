@@ -23,10 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SAMPLE_RATE, AudioCache
-
-QUIET_DBFS = -55.0
-"""A crop is skipped when most of its 20 ms frames are below this (as :class:`CropSampler`)."""
+from .data import SAMPLE_RATE, AudioCache, mostly_quiet
 
 
 def _flac_bytes(q: np.ndarray) -> bytes:
@@ -35,12 +32,6 @@ def _flac_bytes(q: np.ndarray) -> bytes:
     buf = io.BytesIO()
     soundfile.write(buf, q, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
-
-
-def _mostly_quiet(q: np.ndarray) -> bool:
-    x = q.astype(np.float32) / 32768.0
-    fr = x[: x.size // 960 * 960].reshape(-1, 960)
-    return fr.size == 0 or float(np.mean(np.mean(fr * fr, 1) < 10 ** (QUIET_DBFS / 10))) >= 0.5
 
 
 def choose_crops(cache: AudioCache, split: str, budget_bytes: float, crop_seconds: float,
@@ -77,7 +68,7 @@ def choose_crops(cache: AudioCache, split: str, budget_bytes: float, crop_second
             continue
         o = int(cache.offsets[i]) + start
         q = np.array(cache.audio[o : o + min(n, length)], dtype=np.int16)
-        if _mostly_quiet(q):
+        if mostly_quiet(q.astype(np.float32) / 32768.0):
             continue
         size = len(_flac_bytes(q))
         if used + size > budget_bytes:
