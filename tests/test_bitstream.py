@@ -96,7 +96,7 @@ def fdc_bytes(h: StreamHeader, codes: Codes, tmp: Path) -> bytes:
         header(),
         header(channels=2, nq=4, total_frames=12345),
         StreamHeader("FFFFFFFFFFFFFFFF", 48000, 255, 8000, 2**64 - 1, 44100, 512, 255, 16, 65535),
-        StreamHeader("0000000000000000", 48000, 1, 1, 0, 1, 2**32 - 1, 1, 1, 1, 2**64 - 1),
+        StreamHeader("0000000000000000", 48000, 1, 1, 0, 1, 2**32 - 1, 1, 1, 1, 2**32 - 1),
         header(fpp=600, frames_per_gain=75),
         StreamHeader("FFFFFFFFFFFFFFFF", 48000, 2, 8000, 1, 75, 1, 4, 10, 65535, 0, 65535),
         header(fpp=600, frames_per_gain=75, level_bands=FILE_LEVEL_BANDS),
@@ -105,7 +105,7 @@ def fdc_bytes(h: StreamHeader, codes: Codes, tmp: Path) -> bytes:
 )
 def test_header_round_trip(h: StreamHeader) -> None:
     data = encode_header(h)
-    assert len(data) == HEADER_SIZE == 65
+    assert len(data) == HEADER_SIZE == 61
     assert data.startswith(MAGIC)
     assert decode_header(data + b"\xc5\xfd rest") == (h, HEADER_SIZE)
 
@@ -135,6 +135,7 @@ def test_header_properties() -> None:
         ("frame_rate_den", 0),
         ("sample_rate", 0),
         ("original_length", -1),
+        ("total_frames", 2**32),  # 32 bits since format version 4
         ("channels", 1.5),
         ("channels", True),
         ("frames_per_gain", 65536),
@@ -389,6 +390,31 @@ def test_version_2_files_still_read(tmp_path: Path) -> None:
     np.testing.assert_array_equal(gains2, gains)
 
 
+def test_version_3_files_still_read(tmp_path: Path) -> None:
+    """A version-3 file (65-byte header: the total frames in 64 bits), as written before
+    version 4, decodes with its level and band gains."""
+    h = header(fpp=10, frames_per_gain=5, level_bands=3)
+    codes = rand_codes(7, 1, 8, 25, 10)
+    gains = rand_gains(7, 1, 5)
+    bands = np.random.default_rng(7).integers(-8, 8, (1, 5, 3)).astype(np.float32) * 3
+    fields = struct.pack("<8sIIQIIQHBBBBHB", bytes.fromhex(MODEL), 48000, 44100, 44100 * 3, 75,
+                         1, 25, 10, 1, 8, 10, 0, 5, 3)
+    head = struct.pack("<8sHH", MAGIC, 3, 65) + fields
+    head += struct.pack("<I", zlib.crc32(head))
+    data = head + b"".join(
+        encode_packet(h, Packet(i, codes[:, :, 10 * i : 10 * i + 10], gains[:, 2 * i : 2 * i + 2],
+                                bands[:, 2 * i : 2 * i + 2]))
+        for i in range(3))
+    (tmp_path / "v3.fdc").write_bytes(data)
+    assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 65)
+    h2, codes2, gains2, bands2 = read_fdc_gains(tmp_path / "v3.fdc")
+    assert h2 == dataclasses.replace(h, total_frames=25)
+    np.testing.assert_array_equal(codes2, codes)
+    assert gains2 is not None and bands2 is not None
+    np.testing.assert_array_equal(gains2, gains)
+    np.testing.assert_array_equal(bands2, bands)
+
+
 def test_band_gains_are_quantised_and_checked() -> None:
     """Band gains are stored in 3 dB steps, clamped to -24 … +21 dB; wrong shapes, non-finite
     values or band gains without gain blocks are refused."""
@@ -462,16 +488,19 @@ def test_reader_accepts_open_file_and_iterates_once(tmp_path: Path) -> None:
 
 def test_file_size_overhead(tmp_path: Path) -> None:
     """Issue 5: a 10 s clip is within 3 % of nominal bitrate x duration with the default
-    packets and level gains (one byte per second), at every bitrate."""
+    packets and level gains (one byte per second), at every bitrate. The encoder codes
+    ceil(T / hop) + 1 frames, so 10 s are 751 frames in 11 gain blocks (the last of one frame)."""
     for nq, nominal in [(8, 7500), (4, 3750), (6, 5625), (10, 9375)]:
         h = header(nq=nq, frames_per_gain=FILE_FRAMES_PER_GAIN)
         assert h.nominal_kbps * 10 * 1000 / 8 == nominal
         path = tmp_path / f"ten_s_{nq}.fdc"
-        write_fdc(path, h, rand_codes(nq, 1, nq, 750, 10), np.zeros((1, 10)))  # 10 s, mono
+        write_fdc(path, h, rand_codes(nq, 1, nq, 751, 10), np.zeros((1, 11)))  # 10 s, mono
         size = path.stat().st_size
         assert size <= nominal * 1.03, (nq, size, nominal)
-        assert size == nominal + HEADER_SIZE + 2 * PACKET_OVERHEAD + 10
-    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7607  # +1.43 % at 6 kbit/s
+        codes = -(-600 * nq * 10 // 8) + -(-151 * nq * 10 // 8)
+        assert size == HEADER_SIZE + 2 * PACKET_OVERHEAD + codes + 11
+    assert (tmp_path / "ten_s_4.fdc").stat().st_size == 3859  # +2.91 % at 3 kbit/s
+    assert (tmp_path / "ten_s_8.fdc").stat().st_size == 7614  # +1.52 % at 6 kbit/s
     assert FILE_FRAMES_PER_PACKET % FILE_FRAMES_PER_GAIN == 0
     assert LIVE_FRAMES_PER_PACKET % LIVE_FRAMES_PER_GAIN == 0
 
@@ -489,10 +518,10 @@ def test_wrong_magic_unknown_version_model_mismatch(tmp_path: Path) -> None:
     with pytest.raises(BitstreamError, match="truncated inside the header"):
         read_fdc(bad)
     newer = bytearray(good)
-    newer[8:10] = struct.pack("<H", 4)
-    newer[61:65] = struct.pack("<I", zlib.crc32(newer[:61]))
+    newer[8:10] = struct.pack("<H", 5)
+    newer[57:61] = struct.pack("<I", zlib.crc32(newer[:57]))
     bad.write_bytes(bytes(newer))
-    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 4.*upgrade flowdec"):
+    with pytest.raises(BitstreamError, match=r"newer flowdec \(format version 5.*upgrade flowdec"):
         read_fdc(bad)
     with pytest.raises(BitstreamError, match="newer flowdec"):
         decode_header(bytes(newer[:12]))  # the version is refused before the rest is needed

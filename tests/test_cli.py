@@ -145,7 +145,7 @@ def test_cli_errors_are_one_line(model_dir: Path, tmp_path: Path,
     cases = [
         (["encode", "missing.wav", "o.fdc"], "missing.wav: no such file"),
         (["encode", "x.wav", "o.fdc"], "x.wav: cannot read audio"),
-        (["decode", "bad.fdc", "o.wav"], "packet #0 (index field 0) at byte offset 65 is corrupt"),
+        (["decode", "bad.fdc", "o.wav"], "packet #0 (index field 0) at byte offset 61 is corrupt"),
         (["decode", "cut.fdc", "o.wav"], "truncated inside the header"),
         (["decode", "ok.wav", "o.wav"], "not a flowdec .fdc file"),
         (["roundtrip", "ok.wav", "o.wav", "-b", "5"], "bitrate 5 kbit/s is not available"),

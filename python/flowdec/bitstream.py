@@ -1,4 +1,4 @@
-"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 3).
+"""The flowdec bitstream: ``.fdc`` files and streaming packets (format version 4).
 
 A stream is one header followed by packets. The header says everything needed to decode
 (model id, rates, channels, frame rate, codebooks, bits per code, frames per gain block,
@@ -7,8 +7,8 @@ channel, bit-packed exactly, then the level gains of its gain blocks (one signed
 block and channel, in 0.25 dB) and, with level bands, the band gains of those blocks (4 bits
 per block, channel and band, in 3 dB), with its own length and CRC-32. The same packets are
 written to ``.fdc`` files and sent by the live path. The byte-by-byte layout is in
-``docs/bitstream.md``; version-1 (no gains) and version-2 files (no band gains) are still
-read.
+``docs/bitstream.md``; version-1 (no gains), version-2 (no band gains) and version-3 files
+(a 64-bit frame count) are still read.
 
 Units: rates in Hz, lengths in samples per channel, frames are codec frames (75 per second
 for hop 640 at 48 kHz), bitrates in kbit/s.
@@ -89,13 +89,13 @@ __all__ = [
 
 MAGIC = b"FLOWDEC\0"
 """First 8 bytes of every stream."""
-FORMAT_VERSION = 3
-"""Format version written by this flowdec; it reads versions 1 to 3 and refuses others."""
+FORMAT_VERSION = 4
+"""Format version written by this flowdec; it reads versions 1 to 4 and refuses others."""
 PACKET_SYNC = 0xFDC5
 """u16 sync word that starts every packet (bytes ``C5 FD`` on disk)."""
 FILE_FRAMES_PER_PACKET = 600
-"""Default frames per packet for files: 8 s at 75 frames/s (10 s clip: +1.4 % at 6 kbit/s,
-+2.8 % at 3 kbit/s including the gains; see docs/bitstream.md)."""
+"""Default frames per packet for files: 8 s at 75 frames/s (10 s clip: +1.5 % at 6 kbit/s,
++2.9 % at 3 kbit/s including the gains; see docs/bitstream.md)."""
 LIVE_FRAMES_PER_PACKET = 15
 """Frames per packet for the live path: 0.2 s at 75 frames/s (lower latency; ~15 % overhead at
 6 kbit/s with the 40 ms gains)."""
@@ -114,14 +114,16 @@ GAIN_LIMIT_DB = 127 * GAIN_STEP_DB
 # header: magic, version, header length | model id, sample rate, original rate, original
 # length, frame rate num/den, total frames, frames per packet, channels, codebooks, bits,
 # flags, [version 2: frames per gain], [version 3: level bands] | CRC-32 of everything before.
+# Version 4 stores the total frames in 32 bits instead of 64 (4 bytes less per stream).
 _HEAD = struct.Struct("<8sHH")
 _FIELDS_BY_VERSION = {1: struct.Struct("<8sIIQIIQHBBBB"), 2: struct.Struct("<8sIIQIIQHBBBBH"),
-                      3: struct.Struct("<8sIIQIIQHBBBBHB")}
+                      3: struct.Struct("<8sIIQIIQHBBBBHB"), 4: struct.Struct("<8sIIQIIIHBBBBHB")}
 _FIELDS = _FIELDS_BY_VERSION[FORMAT_VERSION]
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _FIELDS.size + _CRC.size
-"""Bytes in a version-3 header (65)."""
+"""Bytes in a version-4 header (61)."""
 _HEADER_SIZES = {v: _HEAD.size + f.size + _CRC.size for v, f in _FIELDS_BY_VERSION.items()}
+_LONGEST_HEADER = max(_HEADER_SIZES.values())
 # packet: sync, index, frames, payload length, CRC-32 of (index, frames, length, payload)
 _PACKET = struct.Struct("<HIHII")
 PACKET_OVERHEAD = _PACKET.size
@@ -182,8 +184,9 @@ class StreamHeader:
     bits_per_code : bits per code, 1..16 (10 for 1024-entry codebooks).
     frames_per_packet : frames per packet, 1..65535; :data:`FILE_FRAMES_PER_PACKET` (600,
         8 s) by default, :data:`LIVE_FRAMES_PER_PACKET` (15, 0.2 s) for the live path.
-    total_frames : frames per channel in the whole stream; 0 means unknown (live).
-        :class:`FdcWriter` and :func:`write_fdc` store the real count.
+    total_frames : frames per channel in the whole stream, below 2**32 (1.8 years at 75
+        frames/s); 0 means unknown (live). :class:`FdcWriter` and :func:`write_fdc` store the
+        real count.
     frames_per_gain : frames per level-gain block, a divisor of ``frames_per_packet``;
         0 = the stream carries no gains (all of version 1). Each block has one gain per
         channel, in dB: the loudness correction the encoder measured for the plain decoder
@@ -237,7 +240,7 @@ class StreamHeader:
             "n_codebooks": (1, 255),
             "bits_per_code": (1, 16),
             "frames_per_packet": (1, 2**16 - 1),
-            "total_frames": (0, _U64),
+            "total_frames": (0, _U32),
             "frames_per_gain": (0, 2**16 - 1),
             "level_bands": (0, 255),
         }
@@ -335,14 +338,14 @@ def packet_size(h: StreamHeader, frames: int) -> int:
 
 
 def encode_header(h: StreamHeader) -> bytes:
-    """Serialise a header (65 bytes, format version 3).
+    """Serialise a header (61 bytes, format version 4).
 
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
     >>> data = encode_header(h)
     >>> len(data), data[:8]
-    (65, b'FLOWDEC\\x00')
+    (61, b'FLOWDEC\\x00')
     """
     body = _HEAD.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE) + _FIELDS.pack(
         bytes.fromhex(h.model_id),
@@ -386,10 +389,10 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
     Example
     -------
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 0, 75, 1, 8, 10)
-    >>> decode_header(encode_header(h) + b"packets...") == (h, 65)
+    >>> decode_header(encode_header(h) + b"packets...") == (h, 61)
     True
     """
-    buf = bytes(data[:HEADER_SIZE])
+    buf = bytes(data[:_LONGEST_HEADER])
     if len(buf) < len(MAGIC):
         if MAGIC.startswith(buf):
             raise _header_truncated(len(buf))
@@ -861,8 +864,8 @@ def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike,
     >>> h = StreamHeader("0123456789abcdef", 48000, 1, 48000, 480000, 75, 1, 8, 10)
     >>> path = os.path.join(tempfile.mkdtemp(), "ten_seconds.fdc")
     >>> write_fdc(path, h, np.zeros((1, 8, 750), dtype=np.uint16))
-    >>> os.path.getsize(path)  # 7500 B payload + 65 B header + 2 x 16 B packet framing
-    7597
+    >>> os.path.getsize(path)  # 7500 B payload + 61 B header + 2 x 16 B packet framing
+    7593
     """
     with FdcWriter(path, header) as w:
         w.write(codes, gains_db, band_gains_db)
