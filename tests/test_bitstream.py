@@ -362,6 +362,8 @@ def test_version_1_files_still_read(tmp_path: Path) -> None:
     data = head + b"".join(encode_packet(h, Packet(i, codes[:, :, 10 * i : 10 * i + 10]))
                            for i in range(3))
     (tmp_path / "v1.fdc").write_bytes(data)
+    with FdcReader(tmp_path / "v1.fdc") as r:
+        assert r.format_version == 1
     assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 62)
     h2, codes2, gains, bands = read_fdc_gains(tmp_path / "v1.fdc")
     assert h2.frames_per_gain == 0 and gains is None and bands is None
@@ -382,6 +384,8 @@ def test_version_2_files_still_read(tmp_path: Path) -> None:
         encode_packet(h, Packet(i, codes[:, :, 10 * i : 10 * i + 10], gains[:, 2 * i : 2 * i + 2]))
         for i in range(3))
     (tmp_path / "v2.fdc").write_bytes(data)
+    with FdcReader(tmp_path / "v2.fdc") as r:
+        assert r.format_version == 2
     assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 64)
     h2, codes2, gains2, bands = read_fdc_gains(tmp_path / "v2.fdc")
     assert h2.frames_per_gain == 5 and h2.level_bands == 0 and bands is None
@@ -406,6 +410,8 @@ def test_version_3_files_still_read(tmp_path: Path) -> None:
                                 bands[:, 2 * i : 2 * i + 2]))
         for i in range(3))
     (tmp_path / "v3.fdc").write_bytes(data)
+    with FdcReader(tmp_path / "v3.fdc") as r:
+        assert r.format_version == 3
     assert decode_header(data) == (dataclasses.replace(h, total_frames=25), 65)
     h2, codes2, gains2, bands2 = read_fdc_gains(tmp_path / "v3.fdc")
     assert h2 == dataclasses.replace(h, total_frames=25)

@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from flowdec.bitstream import MAGIC, BitstreamWarning, Packet, encode_packet, read_fdc
+from flowdec.bitstream import (
+    FORMAT_VERSION,
+    MAGIC,
+    BitstreamWarning,
+    Packet,
+    encode_packet,
+    read_fdc,
+)
 from flowdec.codec import Bitstream, Codec, example_clip
 from flowdec.files import (
     FlowdecError,
@@ -116,6 +123,10 @@ def test_band_gains_through_files_chunked_equal_one_shot(codec: Codec, tmp_path:
     assert rel_rms(codec.decode(codec.encode(x, 44100, 4.5), postfilter=False), ref) > 1e-3
     lines = "\n".join(stream_info(tmp_path / "x.fdc", codec.folder).lines())
     assert "band gains:      24 ERB bands per 1 s per channel; min" in lines
+    assert f"format:          version {FORMAT_VERSION}\n" in lines
+    encode_file(codec, src, tmp_path / "plain.fdc", bitrate=4.5, progress=False)
+    lines = "\n".join(stream_info(tmp_path / "plain.fdc", codec.folder).lines())
+    assert "band gains:      none (encoded without them)" in lines
     with pytest.raises(FlowdecError, match="level_bands"):
         encode_file(codec, src, tmp_path / "bad.fdc", level_bands=300, progress=False)
     assert not (tmp_path / "bad.fdc").exists()
@@ -140,8 +151,11 @@ def test_version_1_file_decodes_without_gains(codec: Codec, tmp_path: Path) -> N
     y, _ = read_audio(tmp_path / "out.wav")
     np.testing.assert_array_equal(y, codec.decode(stream, postfilter=False))
     info = stream_info(tmp_path / "v1.fdc", codec.folder)
-    assert info.complete and info.header.frames_per_gain == 0
-    assert "level gains:     none" in "\n".join(info.lines())
+    assert info.complete and info.header.frames_per_gain == 0 and info.format_version == 1
+    lines = "\n".join(info.lines())
+    assert "format:          version 1\n" in lines
+    assert "level gains:     none (format version 1 has none)" in lines
+    assert "band gains:      none (format version 1 has none)" in lines
 
 
 def test_postfilter_file_path_equals_in_memory(codec: Codec, tmp_path: Path) -> None:

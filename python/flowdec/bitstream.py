@@ -871,13 +871,15 @@ def write_fdc(path: PathLike, header: StreamHeader, codes: npt.ArrayLike,
         w.write(codes, gains_db, band_gains_db)
 
 
-def _read_header(f: BinaryIO) -> tuple[StreamHeader, int]:
-    """Read exactly one header (of whatever version) from ``f``."""
+def _read_header(f: BinaryIO) -> tuple[StreamHeader, int, int]:
+    """Read exactly one header (of whatever version) from ``f``: (header, bytes, version)."""
     head = f.read(_HEAD.size)
+    version = FORMAT_VERSION
     if len(head) == _HEAD.size and head[: len(MAGIC)] == MAGIC:
         _, version, _ = _HEAD.unpack(head)
         head += f.read(_HEADER_SIZES.get(version, HEADER_SIZE) - _HEAD.size)
-    return decode_header(head)
+    header, size = decode_header(head)
+    return header, size, version
 
 
 class FdcReader:
@@ -887,7 +889,8 @@ class FdcReader:
     closed by the reader). The header is read and checked on construction; iterating
     (once) yields :class:`Packet` objects in order. A truncated file stops at its last
     complete packet with a :class:`BitstreamWarning`; a corrupt packet raises
-    :class:`BitstreamError` naming the packet and its byte offset.
+    :class:`BitstreamError` naming the packet and its byte offset. ``header`` and
+    ``format_version`` (the file's, 1 to :data:`FORMAT_VERSION`) are set on construction.
 
     Raises
     ------
@@ -916,7 +919,7 @@ class FdcReader:
         self._started = False
         try:
             try:
-                self.header, self._offset = _read_header(self._file)
+                self.header, self._offset, self.format_version = _read_header(self._file)
             except BitstreamError as e:
                 raise type(e)(f"{self.name}: {e}") from None
             if expected_model_id is not None:

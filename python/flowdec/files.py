@@ -55,7 +55,14 @@ from typing import Any
 import numpy as np
 
 from .audio import CODEC_RATE, StreamResampler, check_rate
-from .bitstream import FILE_FRAMES_PER_GAIN, BitstreamError, FdcReader, FdcWriter, StreamHeader
+from .bitstream import (
+    FILE_FRAMES_PER_GAIN,
+    FORMAT_VERSION,
+    BitstreamError,
+    FdcReader,
+    FdcWriter,
+    StreamHeader,
+)
 from .codec import Codec, CodeChunk
 from .model_files import ModelError, load_cards, resolve
 from .peak_limit import CEILING_DB, PeakLimiter
@@ -755,6 +762,7 @@ class StreamInfo:
     problem: str | None = None  # a corrupt packet, if any
     gain_range_db: tuple[float, float, float] | None = None  # level gains min, mean, max
     band_range_db: tuple[float, float, float] | None = None  # band gains min, mean, max
+    format_version: int = FORMAT_VERSION  # the file's .fdc format version
 
     @property
     def seconds(self) -> float:
@@ -782,6 +790,7 @@ class StreamInfo:
         return [
             f"file:            {self.path} ({_size(self.file_bytes)}, {status})",
             f"model id:        {h.model_id} ({match})",
+            f"format:          version {self.format_version}",
             f"duration:        {self.seconds:.3f} s ({h.original_length} samples at "
             f"{h.original_rate} Hz)",
             f"channels:        {h.channels}",
@@ -798,14 +807,16 @@ class StreamInfo:
     def _gains_line(self) -> str:
         h = self.header
         if not h.frames_per_gain:
-            return "none (format version 1 or encoded without them)"
+            return ("none (format version 1 has none)" if self.format_version < 2 else
+                    "none (encoded without them)")
         every = f"one per {float(h.frames_per_gain / h.frame_rate):g} s per channel"
         return every + _range(self.gain_range_db)
 
     def _bands_line(self) -> str:
         h = self.header
         if not h.level_bands:
-            return "none (format version 1 or 2, or encoded without them)"
+            return (f"none (format version {self.format_version} has none)"
+                    if self.format_version < 3 else "none (encoded without them)")
         every = (f"{h.level_bands} ERB bands per {float(h.frames_per_gain / h.frame_rate):g} s "
                  "per channel")
         return every + _range(self.band_range_db)
@@ -850,7 +861,7 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
     with _Translate(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # truncation is reported in the result
         with FdcReader(p) as r:
-            h = r.header
+            h, version = r.header, r.format_version
             try:
                 for pk in r:
                     packets += 1
@@ -861,4 +872,4 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
                 problem = _oneline(e)
     return StreamInfo(p, h, p.stat().st_size, packets, frames,
                       problem is None and frames >= h.total_frames, installed, problem,
-                      summary("gains"), summary("bands"))
+                      summary("gains"), summary("bands"), version)
