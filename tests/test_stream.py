@@ -16,6 +16,7 @@ import pytest
 
 from flowdec.bitstream import LIVE_FRAMES_PER_GAIN, decode_header, decode_packet, encode_header
 from flowdec.codec import Codec
+from flowdec.sessions import DecoderStreamNet
 from flowdec.stream import Stream
 
 BLOCKS = [3, 17, 128, 441, 512, 1024, 8192, -1]  # -1: random varying sizes
@@ -200,7 +201,21 @@ def test_codec_path_overload_drops_late_chunks_and_catches_up(
         time.sleep(delay[0])
         return real(codes)
 
+    class SlowStream:  # the streaming decoder, when the model has one, slowed the same way
+        def __init__(self, net: DecoderStreamNet) -> None:
+            self.net = net
+
+        def initial_state(self, batch: int) -> list[np.ndarray]:
+            return self.net.initial_state(batch)
+
+        def __call__(self, x: np.ndarray, first: int, end: int, state: list[np.ndarray]
+                     ) -> tuple[np.ndarray, list[np.ndarray]]:
+            time.sleep(delay[0])
+            return self.net(x, first, end, state)
+
     monkeypatch.setattr(codec, "decoder", slow)
+    if codec.decoder_stream is not None:
+        monkeypatch.setattr(codec, "decoder_stream", SlowStream(codec.decoder_stream))
     s = Stream(codec, postfilter=False, worker=True, degrade=True)
     s.prepare(48000, 512, 1)
     try:
@@ -317,3 +332,33 @@ def test_sessions_sleep_instead_of_spinning(codec: Codec) -> None:
         assert net is not None
         opts = net.session.get_session_options()
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_streaming_decoder_stage_equals_recomputing_stage(codec: Codec) -> None:
+    """The shipped model's streaming decoder (each frame decoded once, its context carried as
+    network state) gives the recomputing stage's audio, in the same pieces at the same
+    pushes, for any push pattern, chunk size and codebook count."""
+    from flowdec.stages import DecoderStage, StreamingDecoderStage
+
+    assert codec.decoder_stream is not None
+    rng = np.random.default_rng(5)
+    for n_q, chunk, pushes in ((8, 1, [1] * 40), (4, 3, [2, 7, 1, 5, 30]), (10, 750, [120]),
+                               (6, 2, [3, 3, 3, 50, 1])):
+        codes = rng.integers(0, 2**codec.card.bits_per_code, (2, n_q, sum(pushes)))
+        a = codec.decoder_stage(2, n_q, chunk)
+        b = DecoderStage(codec.decoder, codec.card, 2, n_q, chunk)
+        assert isinstance(a, StreamingDecoderStage)
+        at = 0
+        for n in pushes:
+            ya, yb = a.push(codes[:, :, at : at + n]), b.push(codes[:, :, at : at + n])
+            at += n
+            assert ya.shape == yb.shape and a.next_hop == b.next_hop
+            np.testing.assert_allclose(ya, yb, atol=1e-4, rtol=0)
+        ya, yb = a.finish(), b.finish()
+        assert ya.shape == yb.shape
+        np.testing.assert_allclose(ya, yb, atol=1e-4, rtol=0)
+        assert a.next_hop == b.next_hop == sum(pushes)
+        a.reset()  # a reset stage starts over: same audio again
+        again = np.concatenate([a.push(codes), a.finish()], axis=1)
+        whole = codec.decoder(codes)
+        np.testing.assert_allclose(again, whole, atol=1e-4, rtol=0)

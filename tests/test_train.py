@@ -305,3 +305,45 @@ def test_validation_clips_are_distinct(tmp_path: Path) -> None:
         assert len(data) == 3, domain
     with pytest.raises(ValueError, match="speech validation split gave only 3 distinct"):
         write_clips(cache, tmp_path / "more", per_domain=4, seconds=1.0, seed=0)
+
+
+def test_streaming_decoder_is_exported_and_reads_the_decoders_weights(
+        codec_run: Path, exported: Path, tmp_path: Path) -> None:
+    """``export codec`` also writes decoder_stream.onnx, whose weights are references into
+    decoder.onnx (no copy); the runtime uses it and it decodes like the plain decoder. A
+    folder whose plain files do not match the card's model id is refused, and ``export
+    stream`` refuses a run that is not the folder's model."""
+    import shutil
+
+    import onnx
+
+    from flowdec.model_files import ModelError
+    from flowdec.stages import DecoderStage
+
+    m = onnx.load(str(exported / "decoder_stream.onnx"), load_external_data=False)
+    assert m.graph.initializer
+    for t in m.graph.initializer:
+        assert t.data_location == onnx.TensorProto.EXTERNAL and not t.raw_data
+        assert {e.key: e.value for e in t.external_data}["location"] == "decoder.onnx"
+    codec = Codec(exported, threads=1)
+    assert codec.decoder_stream is not None
+    codes = np.random.default_rng(1).integers(0, 1024, (1, 6, 40))
+    stage = codec.decoder_stage(1, 6, 3)
+    y = np.concatenate([stage.push(codes[:, :, i : i + 7]) for i in range(0, 40, 7)]
+                       + [stage.finish()], axis=1)
+    ref = DecoderStage(codec.decoder, codec.card, 1, 6, 40)
+    y_ref = np.concatenate([ref.push(codes), ref.finish()], axis=1)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5 * max(1.0, float(np.abs(y_ref).max())))
+
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    card = json.loads((bad / "model_card.json").read_text())
+    card["model_id"] = "0" * 16
+    (bad / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="decoder_stream.onnx points into the original"):
+        Codec(bad)
+    res = subprocess.run([sys.executable, "-m", "flowdec.train.export", "stream", "--run",
+                          str(codec_run), "--out", str(bad)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and f"is model {'0' * 16}" in res.stderr
+    assert not (bad / "decoder_stream.part.onnx").exists()

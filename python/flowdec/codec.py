@@ -32,10 +32,15 @@ from .bitstream import (
     write_fdc,
 )
 from .level import LevelMeter, OutputLevel
-from .model_files import PostfilterCard, load_cards, resolve
+from .model_files import STREAM_DECODER, PostfilterCard, has_streaming, load_cards, resolve
 from .postfilter import PostfilterSolve, make_stage, stft_config
-from .sessions import DecoderNet, EncoderNet, PostfilterNet
-from .stages import DecoderStage, EncoderStage, PostfilterStage
+from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
+from .stages import (
+    DecoderStage,
+    EncoderStage,
+    PostfilterStage,
+    StreamingDecoderStage,
+)
 
 DEFAULT_CHUNK_SECONDS = 10.0
 """Offline processing unit: memory is bounded by this, whatever the file length."""
@@ -96,6 +101,10 @@ class Codec:
         self.threads = threads
         self.encoder = EncoderNet(self.folder / "encoder.onnx", device, threads)
         self.decoder = DecoderNet(self.folder / "decoder.onnx", device, threads)
+        self.decoder_stream = (
+            DecoderStreamNet(self.folder / STREAM_DECODER, device, threads)
+            if has_streaming(self.folder, self.card.model_id) else None
+        )
         self.postfilter_net = (
             PostfilterNet(self.folder / "postfilter.onnx", device, threads)
             if self.post_card is not None else None
@@ -111,7 +120,7 @@ class Codec:
     def share_batches(self, batcher: Batcher) -> None:
         """Route every network call through ``batcher``: concurrent calls from its participant
         threads with matching shapes run as one batch (see :mod:`flowdec.batching`)."""
-        for net in (self.encoder, self.decoder, self.postfilter_net):
+        for net in (self.encoder, self.decoder, self.decoder_stream, self.postfilter_net):
             if net is not None and not isinstance(net.session, BatchingSession):
                 net.session = batcher.wrap(net.session)
 
@@ -143,7 +152,14 @@ class Codec:
     def encoder_stage(self, channels: int, chunk_frames: int) -> EncoderStage:
         return EncoderStage(self.encoder, self.card, channels, chunk_frames)
 
-    def decoder_stage(self, channels: int, n_codebooks: int, chunk_frames: int) -> DecoderStage:
+    def decoder_stage(self, channels: int, n_codebooks: int, chunk_frames: int
+                      ) -> DecoderStage | StreamingDecoderStage:
+        """Codes → audio in pieces: with the model's streaming decoder when it has one (each
+        frame decoded once, its context carried as state), else by re-running the decoder
+        over each chunk's context."""
+        if self.decoder_stream is not None:
+            return StreamingDecoderStage(self.decoder_stream, self.card, channels, n_codebooks,
+                                         chunk_frames)
         return DecoderStage(self.decoder, self.card, channels, n_codebooks, chunk_frames)
 
     def stft_config(self) -> features.STFTConfig:

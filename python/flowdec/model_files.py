@@ -1,6 +1,8 @@
 """Locating and describing model folders (ONNX files + ``model_card.json``).
 
-A model folder holds ``encoder.onnx``, ``decoder.onnx``, optionally ``postfilter.onnx``, and
+A model folder holds ``encoder.onnx``, ``decoder.onnx``, optionally ``postfilter.onnx`` and
+the streaming decoder ``decoder_stream.onnx`` (the decoder's weights, read from
+``decoder.onnx``, run on new frames with its context carried as state), and
 ``model_card.json`` with a ``codec`` section (sample rate, hop, codebooks, bitrates, receptive
 fields, training and metrics) and a ``postfilter`` section (n_fft, hop, α, β, σ_y curve, ...).
 The shipped model lives inside the package under ``flowdec/models/``.
@@ -8,6 +10,7 @@ The shipped model lives inside the package under ``flowdec/models/``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +20,8 @@ from typing import Any
 from .envelope import Envelope
 
 SHIPPED_MODEL = "flowdec-75"
+STREAM_DECODER = "decoder_stream.onnx"
+"""The streaming decoder; it holds no weights of its own but points into ``decoder.onnx``."""
 
 
 class ModelError(RuntimeError):
@@ -45,6 +50,31 @@ def resolve(model: str | os.PathLike[str] | None) -> Path:
         if not (p / name).is_file():
             raise ModelError(f"model folder {p} has no {name}")
     return p
+
+
+def files_id(paths: list[Path]) -> str:
+    """The model id stored in .fdc files: first 16 hex digits of SHA-256 over the files."""
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def has_streaming(folder: Path, model_id: str) -> bool:
+    """Whether ``folder`` has the streaming decoder. It reads its weights from
+    ``decoder.onnx`` by byte offset, so the plain files must be the ones the card's model id
+    names: a folder whose files were replaced is refused, never run with misplaced weights."""
+    if not (folder / STREAM_DECODER).is_file():
+        return False
+    got = files_id([folder / "encoder.onnx", folder / "decoder.onnx"])
+    if got != model_id:
+        raise ModelError(
+            f"model folder {folder}: encoder.onnx and decoder.onnx are model {got}, but the "
+            f"card says {model_id}; {STREAM_DECODER} points into the original decoder.onnx: "
+            "restore the files, or re-export the model (python -m flowdec.train.export codec)")
+    return True
 
 
 @dataclass(frozen=True)

@@ -82,3 +82,38 @@ class PostfilterNet:
         feeds = {"x": np.ascontiguousarray(x, np.float32), "y": np.ascontiguousarray(y, np.float32),
                  "t": np.full((1,), t, np.float32)}
         return np.asarray(self.session.run(None, feeds)[0])
+
+
+class _StreamNet:
+    """A streaming network (``decoder_stream.onnx``): new frames in, their output and the
+    carried state out. ``first`` and ``end`` are per batch item: the index of the first new
+    frame and the stream's frame count (a large number while unknown)."""
+
+    state_inputs: tuple[str, ...] = ()
+
+    def __init__(self, path: Path, device: str, threads: int | None) -> None:
+        self.session = make_session(path, device, threads)
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self.state_shapes = [tuple(int(d) for d in shapes[n][1:]) for n in self.state_inputs]
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, *s), np.float32) for s in self.state_shapes]
+
+    def _run(self, name: str, x: np.ndarray, first: int, end: int,
+             state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        b = x.shape[0]
+        feeds = {name: x, "first": np.full(b, first, np.int64), "end": np.full(b, end, np.int64)}
+        feeds.update(zip(self.state_inputs, state, strict=True))
+        out = self.session.run(None, feeds)
+        return np.asarray(out[0]), [np.asarray(s) for s in out[1:]]
+
+
+class DecoderStreamNet(_StreamNet):
+    """codes [B, n, N] of frames [first, first + N) → audio [B, N·hop] of hops
+    [first − delay, …) and the new state."""
+
+    state_inputs = ("trunk_state", "synthesis_state")
+
+    def __call__(self, x: np.ndarray, first: int, end: int, state: list[np.ndarray]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+        return self._run("codes", np.ascontiguousarray(x, np.int64), first, end, state)

@@ -12,7 +12,10 @@ Context rules (frames of hop 640 for the codec, hop 384 for the postfilter):
 - The encoder's code for frame k depends on samples [640·(k−1−P_e), 640·(k+1+A_e)), P_e and
   A_e from the model card. Running the network on a window that starts at frame s gives exact
   codes for frames ≥ s + 1 + P_e, and at the true start (s = 0) for all frames.
-- The decoder's output hop k depends on codes [k − P_d, k + 1 + A_d].
+- The decoder's output hop k depends on codes [k − P_d, k + 1 + A_d]. :class:`DecoderStage`
+  re-runs the decoder over each chunk's past context; :class:`StreamingDecoderStage` (models
+  with ``decoder_stream.onnx``) decodes each frame once and carries the context as network
+  state — same audio to float rounding, emitted in the same pieces.
 - The postfilter solves on a window of STFT frames with ``context`` frames on each side and
   cross-fades chunk seams; its result depends weakly on the window (each of the NFE network
   evaluations widens the dependence), so chunked output matches one-shot output within a
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -32,6 +36,16 @@ from .level import PeakNormalizer
 from .model_files import CodecCard, PostfilterCard
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+
+class StreamNet(Protocol):
+    """A streaming network (:mod:`flowdec.sessions`): ``net(x, first, end, state) →
+    (y, state)``."""
+
+    def initial_state(self, batch: int) -> list[np.ndarray]: ...
+
+    def __call__(self, x: np.ndarray, first: int, end: int, state: list[np.ndarray]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]: ...
 
 
 def _cat(parts: list[np.ndarray], shape_head: tuple[int, ...], dtype: type) -> np.ndarray:
@@ -140,6 +154,67 @@ class DecoderStage:
             a = self.next_hop
             b = min(a + self.chunk, k)
             out.append(self._run(a, b, min(b + self.future, k)))
+        return _cat(out, (self.channels,), np.float32)
+
+
+UNKNOWN_END = 2**62
+"""The ``end`` a streaming network gets while the stream's length is unknown."""
+
+
+class StreamingDecoderStage:
+    """:class:`DecoderStage` with the streaming decoder (``decoder_stream.onnx``): each code
+    frame is decoded once, its context carried as network state. Same audio (up to float
+    rounding), emitted at the same moments in the same pieces."""
+
+    def __init__(self, net: StreamNet, card: CodecCard, channels: int, n_codebooks: int,
+                 chunk_frames: int) -> None:
+        self.net, self.card = net, card
+        self.channels, self.n = channels, n_codebooks
+        self.hop = card.hop
+        self.future = card.decoder_future_frames + 1  # output hop k also uses segment k+1
+        self.delay = self.future  # the network emits hop k once it has code frame k + delay
+        self.chunk = max(1, chunk_frames)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.net.initial_state(self.channels)
+        self.fed = 0
+        self.audio = np.zeros((self.channels, 0), np.float32)
+        self.audio_start = 0  # hop of audio[:, 0]
+        self.received = 0
+        self.next_hop = 0
+
+    def _feed(self, codes: np.ndarray, end: int) -> None:
+        step = max(self.chunk, 1)
+        for a in range(0, codes.shape[2], step):
+            n = min(step, codes.shape[2] - a)
+            audio, self.state = self.net(codes[:, :, a : a + n], self.fed, end, self.state)
+            first = self.fed - self.delay
+            self.fed += n
+            self.audio = np.concatenate([self.audio, audio[:, max(0, -first) * self.hop :]],
+                                        axis=1)
+
+    def _take(self, upto: int) -> np.ndarray:
+        h = self.hop
+        out = self.audio[:, (self.next_hop - self.audio_start) * h : (upto - self.audio_start) * h]
+        self.audio = self.audio[:, (upto - self.audio_start) * h :]
+        self.audio_start = self.next_hop = upto
+        return out
+
+    def push(self, codes: np.ndarray) -> np.ndarray:
+        self._feed(np.asarray(codes, np.int64), UNKNOWN_END)
+        self.received += codes.shape[2]
+        out = []
+        while self.next_hop + self.chunk + self.future <= self.received:
+            out.append(self._take(self.next_hop + self.chunk))
+        return _cat(out, (self.channels,), np.float32)
+
+    def finish(self) -> np.ndarray:
+        k = self.received
+        self._feed(np.zeros((self.channels, self.n, self.delay), np.int64), k)
+        out = []
+        while self.next_hop < k:
+            out.append(self._take(min(self.next_hop + self.chunk, k)))
         return _cat(out, (self.channels,), np.float32)
 
 

@@ -77,8 +77,9 @@ CHUNK_QUANTUM = 3840
 DEFAULT_CHUNK_MS = 160.0
 """Default chunk (7680 samples at 48 kHz): the latency/cost trade-off, by measurement.
 
-Every chunk pays a fixed cost (the encoder and decoder recompute their 0.3–0.4 s receptive
-field), so smaller chunks cost more per second of audio. Measured on an idle 2-core machine
+Every chunk pays a fixed cost (the encoder recomputes its 0.3 s receptive field; the decoder
+did too before the streaming decoder, which carries its context as state), so smaller chunks
+cost more per second of audio. Measured, before the streaming decoder, on an idle 2-core machine
 (stereo, 1 inference thread, the earlier 161 k-parameter postfilter; benchmarks/README.md):
 RTF codec path / NFE 6 = 0.29 / 0.89 at 40 ms chunks, 0.30 / 0.92 at 80 ms, 0.17 / 0.62 at
 160 ms. 160 ms is the smallest chunk that keeps NFE 6 real time with headroom there; each

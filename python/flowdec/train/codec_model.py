@@ -296,3 +296,80 @@ class ExportDecoder(nn.Module):
         emb = F.embedding(codes + offs, table)  # [B, n, K, C]
         latent = emb.sum(1).transpose(1, 2)
         return self.codec.decoder(latent)
+
+
+class _StreamTrunk(nn.Module):
+    """A trunk's blocks run on new frames only, each block's last ``kernel − 1`` input frames
+    carried as state, so streaming costs the same per frame as one long run.
+
+    Frame bookkeeping (everything per batch item): the input holds frames [first, first + N);
+    a block with look-ahead r emits frames [first − r, first − r + N) (it needs frame k + r for
+    frame k). Frames outside [0, end) are zeroed between blocks — exactly the zero padding the
+    offline trunk sees before the first and after the last frame — so the output equals the
+    offline trunk's for every frame in [0, end), however the frames are split into calls.
+    """
+
+    def __init__(self, blocks: nn.Sequential) -> None:
+        super().__init__()
+        self.blocks = blocks
+        self.lookahead = [int(b.pad[1]) for b in blocks]
+        self.history = int(blocks[0].dw.kernel_size[0]) - 1
+
+    @property
+    def delay(self) -> int:
+        return sum(self.lookahead)
+
+    def forward(self, h: torch.Tensor, first: torch.Tensor, end: torch.Tensor,
+                state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [B, C, N] frames [first, first + N) (first, end: [B] int64); state [B, blocks, C,
+        kernel − 1] → (output [B, C, N] frames [first − delay, …), new state)."""
+        n = h.shape[2]
+        idx = first[:, None] + torch.arange(n, device=h.device)[None, :]  # [B, N]
+        h = h * ((idx >= 0) & (idx < end[:, None])).to(h.dtype)[:, None, :]
+        states = []
+        for i, (blk, r) in enumerate(zip(self.blocks, self.lookahead, strict=True)):
+            cat = torch.cat([state[:, i], h], 2)  # frames [f − history, f + N)
+            states.append(cat[:, :, n:])
+            d = blk.dw(cat)  # [B, C, N]: frame f + j − r from frames [.. − history, .. + r]
+            x = cat[:, :, self.history - r : self.history - r + n]
+            h = x + blk.scale * blk.pw2(F.gelu(blk.pw1(blk.norm(d))))
+            idx = idx - r
+            h = h * ((idx >= 0) & (idx < end[:, None])).to(h.dtype)[:, None, :]
+        return h, torch.stack(states, 1)
+
+
+class StreamDecoder(nn.Module):
+    """Streaming decoder for export: (codes [B, n, N] of frames [first, first + N), first
+    [B], end [B], trunk state, synthesis state [B, hop]) → (audio [B, N·hop] of hops
+    [first − delay, …), new states), delay = the trunk's look-ahead + 1 (output hop k is
+    completed by segment k + 1). Initial states are zeros."""
+
+    def __init__(self, codec: Codec) -> None:
+        super().__init__()
+        self.codec = codec
+        self.size = codec.cfg.codebook_size
+        self.trunk = _StreamTrunk(codec.decoder.blocks)
+
+    def forward(self, codes: torch.Tensor, first: torch.Tensor, end: torch.Tensor,
+                trunk_state: torch.Tensor, synthesis_state: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        dec = self.codec.decoder
+        n = codes.shape[1]
+        table = self.codec.quantizer.decode_table()
+        table = table.reshape(-1, table.shape[-1])
+        offs = (torch.arange(n, device=codes.device) * self.size)[None, :, None]
+        latent = F.embedding(codes + offs, table).sum(1).transpose(1, 2)  # [B, C, N]
+        h, trunk_state = self.trunk(latent, first, end, trunk_state)
+        out = dec.head(dec.norm(h))
+        logmag, px, py = torch.split(out, dec.n_freq, 1)
+        mag = torch.exp(torch.clamp(logmag, max=6.0))
+        inv = torch.rsqrt(px * px + py * py + 1e-8)
+        spec = torch.cat([mag * px * inv, mag * py * inv], 1)
+        syn = dec.synthesis
+        seg = torch.einsum("bck,cn->bkn", spec, syn.inverse_basis(spec.device))  # [B, N, win]
+        idx = first[:, None] - self.trunk.delay + torch.arange(seg.shape[1], device=seg.device)
+        seg = seg * ((idx >= 0) & (idx < end[:, None])).to(seg.dtype)[:, :, None]
+        hop = syn.hop
+        second = torch.cat([synthesis_state[:, None, :], seg[:, :-1, hop:]], 1)
+        audio = (second + seg[:, :, :hop]).reshape(seg.shape[0], -1)
+        return audio, trunk_state, seg[:, -1, hop:]

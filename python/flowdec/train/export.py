@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -20,7 +19,8 @@ from typing import Any
 
 import torch
 
-from .codec_model import Codec, ExportDecoder, ExportEncoder
+from ..model_files import STREAM_DECODER, files_id
+from .codec_model import Codec, ExportDecoder, ExportEncoder, StreamDecoder
 from .config import CodecRun
 
 OPSET = 17
@@ -65,14 +65,6 @@ def count_flops_per_second(model: Codec) -> dict[str, float]:
     return {"encoder_gflops_per_s": enc * fps / 1e9, "decoder_gflops_per_s": dec * fps / 1e9}
 
 
-def files_id(paths: list[Path]) -> str:
-    """The model id stored in .fdc files: first 16 hex digits of SHA-256 over the files."""
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def update_card(out_dir: Path, section: str, content: dict[str, Any]) -> Path:
     path = out_dir / "model_card.json"
     card: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -82,6 +74,92 @@ def update_card(out_dir: Path, section: str, content: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def export_stream(model: Codec, out: Path) -> None:
+    """Write the streaming decoder of ``model`` into ``out`` (next to its decoder.onnx, whose
+    weights it reads)."""
+    cfg = model.cfg
+    dec = StreamDecoder(model).eval()
+    b, n = 1, 4
+    codes = torch.randint(0, cfg.codebook_size, (b, cfg.n_codebooks, n))
+    first, end = torch.zeros(b, dtype=torch.long), torch.full((b,), 1000, dtype=torch.long)
+    state = (torch.zeros(b, len(dec.trunk.blocks), cfg.dim, dec.trunk.history),
+             torch.zeros(b, cfg.hop))
+    names = ["codes", "first", "end", "trunk_state", "synthesis_state"]
+    outs = ["audio", "trunk_state_out", "synthesis_state_out"]
+    dynamic = {name: {0: "batch"} for name in names + outs}
+    dynamic["codes"] = {0: "batch", 1: "codebooks", 2: "frames"}
+    dynamic["audio"] = {0: "batch", 1: "samples"}
+    path = out / STREAM_DECODER
+    tmp = path.with_suffix(".part.onnx")
+    with torch.no_grad():
+        torch.onnx.export(dec, (codes, first, end, *state), str(tmp), input_names=names,
+                          output_names=outs, dynamic_axes=dynamic, opset_version=OPSET,
+                          dynamo=False, do_constant_folding=False)
+    _link_weights(tmp, out / "decoder.onnx")
+    os.replace(tmp, path)
+
+
+def _link_weights(path: Path, plain: Path, min_bytes: int = 4096) -> None:
+    """Make the graph at ``path`` read its weights (and large constants) from the plain
+    model file ``plain`` in the same folder instead of holding a copy: each tensor becomes
+    ONNX external data pointing at the identical bytes inside ``plain`` (the streaming graph
+    holds the same parameters; this keeps it under 100 kB instead of 20 MB)."""
+    import onnx
+
+    data = plain.read_bytes()
+    model = onnx.load(str(path))
+
+    def link(t: onnx.TensorProto) -> None:
+        raw = t.raw_data
+        at = data.find(raw) if raw else -1
+        if at < 0:
+            raise RuntimeError(f"{path.name}: tensor {t.name!r} is not in {plain.name}; the "
+                               "streaming graph must be exported from the same weights")
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.EXTERNAL
+        refs = (("location", plain.name), ("offset", str(at)), ("length", str(len(raw))))
+        for key, value in refs:
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        t.ClearField("raw_data")
+
+    for t in model.graph.initializer:
+        link(t)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.HasField("t") and len(a.t.raw_data) >= min_bytes:
+                    link(a.t)
+    onnx.save(model, str(path))
+
+
+def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
+    """Add the streaming decoder to an exported model folder, from the run (or weights file)
+    it was exported from; refuses a run whose weights are not that model's (the plain export
+    must reproduce the folder's model id)."""
+    import tempfile
+
+    out = Path(out_dir)
+    card = json.loads((out / "model_card.json").read_text())
+    model, _, _ = load_codec(run_dir)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        t = Path(tmp)
+        audio = torch.randn(1, model.cfg.hop * 12) * 0.1
+        enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
+        _export(enc, audio, t / "encoder.onnx", "audio", "codes",
+                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}})
+        _export(dec, enc(audio), t / "decoder.onnx", "codes", "audio",
+                {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
+                 "audio": {0: "batch", 1: "samples"}})
+        got = files_id([t / "encoder.onnx", t / "decoder.onnx"])
+    if got != card.get("model_id"):
+        raise SystemExit(f"{run_dir} exports as model {got}, but {out} is model "
+                         f"{card.get('model_id')}: give the run (or weights file) it was "
+                         "exported from")
+    export_stream(model, out)
+    return out
 
 
 def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -100,6 +178,7 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         _export(dec, codes, out / "decoder.onnx", "codes", "audio",
                 {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
                  "audio": {0: "batch", 1: "samples"}})
+    export_stream(model, out)
     m = cfg.model
     valid_path = Path(run_dir) / "metrics.json"
     metrics = json.loads(valid_path.read_text()) if valid_path.exists() else {}
@@ -266,9 +345,11 @@ def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathL
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["codec", "postfilter", "weights", "evaluation"],
+    p.add_argument("what", choices=["codec", "postfilter", "weights", "evaluation", "stream"],
                    help="weights: write the run's EMA weights (float16) to --out for git; "
-                        "evaluation: put --summary (flowdec eval's summary.json) into the card")
+                        "evaluation: put --summary (flowdec eval's summary.json) into the card; "
+                        "stream: add the streaming decoder to the model folder --out, from "
+                        "the run it was exported from")
     p.add_argument("--summary", help="summary.json of a flowdec eval run (with 'evaluation')")
     p.add_argument("--command", default="", help="the eval command that made --summary")
     p.add_argument("--key", default="evaluation", help="card key for --summary (evaluation)")
@@ -284,6 +365,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "weights":
         checkpoint_to_weights(args.run, args.out)
         print(f"wrote {args.out}")
+        return
+    if args.what == "stream":
+        print(f"added {STREAM_DECODER} to {add_stream(args.run, args.out)} in "
+              f"{time.time() - t0:.1f} s")
         return
     if args.what == "codec":
         card = export_codec(args.run, args.out, note)
