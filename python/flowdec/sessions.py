@@ -84,12 +84,13 @@ class PostfilterNet:
         return np.asarray(self.session.run(None, feeds)[0])
 
 
-class _StreamNet:
-    """A streaming network (``decoder_stream.onnx``): new frames in, their output and the
-    carried state out. ``first`` and ``end`` are per batch item: the index of the first new
-    frame and the stream's frame count (a large number while unknown)."""
+class DecoderStreamNet:
+    """The streaming decoder (``decoder_stream.onnx``): codes [B, n, N] of frames
+    [first, first + N) and the carried state → audio [B, N·hop] of hops [first − delay, …)
+    and the new state. ``end`` is the stream's frame count (a large number while unknown):
+    frames from there on are the offline decoder's zero padding."""
 
-    state_inputs: tuple[str, ...] = ()
+    state_inputs = ("trunk_state", "synthesis_state")
 
     def __init__(self, path: Path, device: str, threads: int | None) -> None:
         self.session = make_session(path, device, threads)
@@ -99,21 +100,11 @@ class _StreamNet:
     def initial_state(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, *s), np.float32) for s in self.state_shapes]
 
-    def _run(self, name: str, x: np.ndarray, first: int, end: int,
-             state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def __call__(self, x: np.ndarray, first: int, end: int, state: list[np.ndarray]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
         b = x.shape[0]
-        feeds = {name: x, "first": np.full(b, first, np.int64), "end": np.full(b, end, np.int64)}
+        feeds = {"codes": np.ascontiguousarray(x, np.int64), "first": np.full(b, first, np.int64),
+                 "end": np.full(b, end, np.int64)}
         feeds.update(zip(self.state_inputs, state, strict=True))
         out = self.session.run(None, feeds)
         return np.asarray(out[0]), [np.asarray(s) for s in out[1:]]
-
-
-class DecoderStreamNet(_StreamNet):
-    """codes [B, n, N] of frames [first, first + N) → audio [B, N·hop] of hops
-    [first − delay, …) and the new state."""
-
-    state_inputs = ("trunk_state", "synthesis_state")
-
-    def __call__(self, x: np.ndarray, first: int, end: int, state: list[np.ndarray]
-                 ) -> tuple[np.ndarray, list[np.ndarray]]:
-        return self._run("codes", np.ascontiguousarray(x, np.int64), first, end, state)
