@@ -76,6 +76,19 @@ def update_card(out_dir: Path, section: str, content: dict[str, Any]) -> Path:
     return path
 
 
+def export_plain(model: Codec, out: Path) -> None:
+    """Write encoder.onnx and decoder.onnx of ``model`` into ``out`` (their bytes define the
+    model id)."""
+    audio = torch.randn(1, model.cfg.hop * 12) * 0.1
+    with torch.no_grad():
+        enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
+        _export(enc, audio, out / "encoder.onnx", "audio", "codes",
+                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}})
+        _export(dec, enc(audio), out / "decoder.onnx", "codes", "audio",
+                {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
+                 "audio": {0: "batch", 1: "samples"}})
+
+
 def export_stream(model: Codec, out: Path) -> None:
     """Write the streaming decoder of ``model`` into ``out`` (next to its decoder.onnx, whose
     weights it reads)."""
@@ -97,7 +110,11 @@ def export_stream(model: Codec, out: Path) -> None:
         torch.onnx.export(dec, (codes, first, end, *state), str(tmp), input_names=names,
                           output_names=outs, dynamic_axes=dynamic, opset_version=OPSET,
                           dynamo=False, do_constant_folding=False)
-    _link_weights(tmp, out / "decoder.onnx")
+    try:
+        _link_weights(tmp, out / "decoder.onnx")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -144,15 +161,9 @@ def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str])
     out = Path(out_dir)
     card = json.loads((out / "model_card.json").read_text())
     model, _, _ = load_codec(run_dir)
-    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+    with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        audio = torch.randn(1, model.cfg.hop * 12) * 0.1
-        enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
-        _export(enc, audio, t / "encoder.onnx", "audio", "codes",
-                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}})
-        _export(dec, enc(audio), t / "decoder.onnx", "codes", "audio",
-                {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
-                 "audio": {0: "batch", 1: "samples"}})
+        export_plain(model, t)
         got = files_id([t / "encoder.onnx", t / "decoder.onnx"])
     if got != card.get("model_id"):
         raise SystemExit(f"{run_dir} exports as model {got}, but {out} is model "
@@ -168,16 +179,7 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     model, cfg, info = load_codec(run_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hop = cfg.model.hop
-    audio = torch.randn(1, hop * 12) * 0.1
-    with torch.no_grad():
-        enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
-        codes = enc(audio)
-        _export(enc, audio, out / "encoder.onnx", "audio", "codes",
-                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}})
-        _export(dec, codes, out / "decoder.onnx", "codes", "audio",
-                {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
-                 "audio": {0: "batch", 1: "samples"}})
+    export_plain(model, out)
     export_stream(model, out)
     m = cfg.model
     valid_path = Path(run_dir) / "metrics.json"
