@@ -159,6 +159,9 @@ def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str])
     import tempfile
 
     out = Path(out_dir)
+    if not (out / "model_card.json").is_file() or not (out / "decoder.onnx").is_file():
+        raise SystemExit(f"{out} is not an exported model folder (no model_card.json or "
+                         "decoder.onnx): export the codec there first (export codec)")
     card = json.loads((out / "model_card.json").read_text())
     model, _, _ = load_codec(run_dir)
     with tempfile.TemporaryDirectory() as tmp:
