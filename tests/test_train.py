@@ -102,7 +102,7 @@ def test_onnx_matches_torch_on_real_audio(codec_run: Path, exported: Path) -> No
         audio = f.read(f.frames)
         sr = f.samplerate
     x = resample(audio.mean(0, keepdims=True), sr, 48000)[:, : 640 * 150]
-    model, _, _ = load_codec(codec_run)
+    model, _, _ = load_codec(codec_run, float16=True)  # the files store float16 weights
     with torch.no_grad():
         codes_t = ExportEncoder(model)(torch.from_numpy(x)).numpy()
         y_t = ExportDecoder(model)(torch.from_numpy(codes_t[:, :6])).numpy()
@@ -337,13 +337,85 @@ def test_streaming_decoder_is_exported_and_reads_the_decoders_weights(
 
     bad = tmp_path / "bad"
     shutil.copytree(exported, bad)
+    with open(bad / "decoder.onnx", "ab") as f:  # another file in the decoder's place
+        f.write(b"\0")
+    with pytest.raises(ModelError, match="decoder.onnx is not the file the card names"):
+        Codec(bad)
+    shutil.copy(exported / "decoder.onnx", bad / "decoder.onnx")
     card = json.loads((bad / "model_card.json").read_text())
     card["model_id"] = "0" * 16
     (bad / "model_card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelError, match="decoder_stream.onnx points into the original"):
-        Codec(bad)
     res = subprocess.run([sys.executable, "-m", "flowdec.train.export", "stream", "--run",
                           str(codec_run), "--out", str(bad)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode != 0 and f"is model {'0' * 16}" in res.stderr
     assert not (bad / "decoder_stream.part.onnx").exists()
+
+
+def test_exported_files_store_float16_weights_and_no_dft_tables(exported: Path) -> None:
+    """The files stay small: every float weight is stored as float16 (cast to float32 when a
+    session starts) and the DFT tables are nodes, not megabytes of constants."""
+    import onnx
+
+    for name in ("encoder.onnx", "decoder.onnx"):
+        m = onnx.load(str(exported / name))
+        floats = [t for t in m.graph.initializer
+                  if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+        assert floats and all(t.data_type == onnx.TensorProto.FLOAT16 for t in floats), name
+        big = [n.output[0] for n in m.graph.node if n.op_type == "Constant"
+               and any(len(a.t.raw_data) > 1 << 16 for a in n.attribute if a.HasField("t"))]
+        assert not big, (name, big)
+
+
+def test_release_refuses_files_of_the_model_it_replaces(codec_run: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``export release`` writes a checked model folder whose card names its flowdec version;
+    a later release (a new version) remembers the model it replaced, and a file encoded with
+    that model is refused with one line naming it, its flowdec version and --model."""
+    import shutil
+
+    from pedalboard.io import AudioFile
+
+    import flowdec
+    from flowdec.train.export import release
+
+    folder = tmp_path / "models" / "m"
+    monkeypatch.setattr(flowdec, "__version__", "9.0.0")
+    release(codec_run, folder)
+    first = json.loads((folder / "model_card.json").read_text())
+    assert first["flowdec_version"] == "9.0.0" and first["previous_models"] == []
+    assert set(first["files"]) == {"encoder.onnx", "decoder.onnx", "decoder_stream.onnx"}
+    old_model = tmp_path / "old"
+    shutil.copytree(folder, old_model)
+    clip = tmp_path / "x.wav"
+    x = np.random.default_rng(0).standard_normal((1, 24000)).astype(np.float32) * 0.1
+    with AudioFile(str(clip), "w", 48000, 1) as f:
+        f.write(x)
+    fdc = tmp_path / "x.fdc"
+    cli = [sys.executable, "-m", "flowdec"]
+    subprocess.run([*cli, "encode", str(clip), str(fdc), "-b", "3", "--model", str(folder)],
+                   check=True, capture_output=True, timeout=300)
+
+    run2 = tmp_path / "run2"  # other weights, same architecture
+    run_module("flowdec.train.train_codec", "--synthetic", "--run-dir", str(run2), "--steps", "2",
+               *SMALL)
+    with pytest.raises(SystemExit, match="already shipped model"):  # same version twice
+        release(run2, folder)
+    assert json.loads((folder / "model_card.json").read_text()) == first  # unchanged
+
+    monkeypatch.setattr(flowdec, "__version__", "9.1.0")
+    release(run2, folder)
+    second = json.loads((folder / "model_card.json").read_text())
+    assert second["model_id"] != first["model_id"] and second["flowdec_version"] == "9.1.0"
+    assert second["previous_models"][0]["model_id"] == first["model_id"]
+    assert second["previous_models"][0]["flowdec_version"] == "9.0.0"
+    assert not list(folder.parent.glob(".m.*"))  # no staging folder left behind
+
+    res = subprocess.run([*cli, "decode", str(fdc), str(tmp_path / "y.wav"), "--model",
+                          str(folder)], capture_output=True, text=True, timeout=300)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode != 0 and len(lines) == 1, res.stderr
+    assert first["model_id"] in lines[0] and "flowdec 9.0.0" in lines[0]
+    assert "--model" in lines[0] and not (tmp_path / "y.wav").exists()
+    subprocess.run([*cli, "decode", str(fdc), str(tmp_path / "y.wav"), "--model",
+                    str(old_model)], check=True, capture_output=True, timeout=300)

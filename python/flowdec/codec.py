@@ -32,7 +32,14 @@ from .bitstream import (
     write_fdc,
 )
 from .level import LevelMeter, OutputLevel
-from .model_files import STREAM_DECODER, PostfilterCard, has_streaming, load_cards, resolve
+from .model_files import (
+    STREAM_DECODER,
+    ModelError,
+    PostfilterCard,
+    foreign_model_message,
+    load_cards,
+    resolve,
+)
 from .postfilter import PostfilterSolve, make_stage, stft_config
 from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
 from .stages import (
@@ -103,7 +110,7 @@ class Codec:
         self.decoder = DecoderNet(self.folder / "decoder.onnx", device, threads)
         self.decoder_stream = (
             DecoderStreamNet(self.folder / STREAM_DECODER, device, threads)
-            if has_streaming(self.folder, self.card.model_id) else None
+            if (self.folder / STREAM_DECODER).is_file() else None
         )
         self.postfilter_net = (
             PostfilterNet(self.folder / "postfilter.onnx", device, threads)
@@ -289,12 +296,11 @@ class Codec:
             total_frames=total_frames, frames_per_gain=frames_per_gain, level_bands=level_bands,
         )
 
-    def check_stream(self, header: StreamHeader) -> None:
+    def check_stream(self, header: StreamHeader, name: str = "the stream") -> None:
+        """Refuse a stream encoded by another model (:class:`ModelError`, one line that
+        names the model it needs and how to load it)."""
         if header.model_id != self.model_id:
-            raise ValueError(
-                f"the stream was made by model {header.model_id}, this is model {self.model_id}: "
-                "decode it with the flowdec version/model that encoded it"
-            )
+            raise ModelError(f"{name}: {foreign_model_message(header.model_id, self.card)}")
 
     def _chunk_frames(self, chunk_seconds: float) -> int:
         return max(1, int(chunk_seconds * self.card.frame_rate))

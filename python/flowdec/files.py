@@ -573,8 +573,9 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
     postfilter = codec.use_postfilter(postfilter)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     src = _input_path(in_path)
-    with _Translate(), FdcReader(src, expected_model_id=codec.model_id) as reader:
+    with _Translate(), FdcReader(src) as reader:
         h = reader.header
+        codec.check_stream(h, str(src))
         out = _prepare_output(out_path, WRITE_EXTENSIONS)
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, h.duration_s, f"decode {src.name}")

@@ -52,6 +52,14 @@ def resolve(model: str | os.PathLike[str] | None) -> Path:
     return p
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def files_id(paths: list[Path]) -> str:
     """The model id stored in .fdc files: first 16 hex digits of SHA-256 over the files."""
     h = hashlib.sha256()
@@ -62,19 +70,40 @@ def files_id(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def has_streaming(folder: Path, model_id: str) -> bool:
-    """Whether ``folder`` has the streaming decoder. It reads its weights from
-    ``decoder.onnx`` by byte offset, so the plain files must be the ones the card's model id
-    names: a folder whose files were replaced is refused, never run with misplaced weights."""
-    if not (folder / STREAM_DECODER).is_file():
-        return False
-    got = files_id([folder / "encoder.onnx", folder / "decoder.onnx"])
-    if got != model_id:
-        raise ModelError(
-            f"model folder {folder}: encoder.onnx and decoder.onnx are model {got}, but the "
-            f"card says {model_id}; {STREAM_DECODER} points into the original decoder.onnx: "
-            "restore the files, or re-export the model (python -m flowdec.train.export codec)")
-    return True
+def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """The card's ``files``: size and SHA-256 of every ONNX file of a model folder."""
+    return {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(folder.glob("*.onnx"))}
+
+
+def check_files(folder: Path, card: dict[str, Any], full: bool = False) -> None:
+    """Refuse a model folder whose ONNX files are not the ones its card names.
+
+    The streaming decoder reads its weights from ``decoder.onnx`` by byte offset, so a
+    replaced file would run with misplaced weights. Loading compares sizes (cheap); ``full``
+    also compares SHA-256 (what the release checks do). Cards from before the ``files``
+    record are checked by recomputing the model id.
+    """
+    files = card.get("files")
+    model_id = str(card.get("model_id"))
+    if files is None:
+        if (folder / STREAM_DECODER).is_file():
+            got = files_id([folder / "encoder.onnx", folder / "decoder.onnx"])
+            if got != model_id:
+                raise ModelError(
+                    f"model folder {folder}: encoder.onnx and decoder.onnx are model {got}, but "
+                    f"the card says {model_id}; {STREAM_DECODER} points into the original "
+                    "decoder.onnx: restore the files, or re-export the model")
+        return
+    for name, want in files.items():
+        p = folder / name
+        size = p.stat().st_size if p.is_file() else None
+        if size != want["bytes"] or (full and _sha256(p) != want["sha256"]):
+            state = "missing" if size is None else "not the file the card names"
+            raise ModelError(
+                f"model folder {folder}: {name} is {state} (model {model_id}; "
+                f"{STREAM_DECODER} reads its weights from decoder.onnx): restore the folder's "
+                "files, or re-export the model (python -m flowdec.train.export release)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +111,9 @@ class CodecCard:
     """The codec section of a model card (all times in samples at ``sample_rate``)."""
 
     model_id: str
+    flowdec_version: str | None  # the flowdec release that shipped this model
+    # models shipped before this one: {"model_id", "flowdec_version", "exported"} each
+    previous_models: tuple[dict[str, Any], ...]
     sample_rate: int
     hop: int
     codebooks: int
@@ -157,7 +189,10 @@ def _envelope(d: Any) -> Envelope | None:
 
 
 def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
+    """The codec and postfilter sections of a folder's card, after checking that its files
+    are the ones the card names (:func:`check_files`)."""
     card = json.loads((folder / "model_card.json").read_text())
+    check_files(folder, card)
     try:
         c = card["codec"]
         m = c["config"]["model"]
@@ -165,6 +200,8 @@ def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
         dec_p, dec_f = _block_reach(m["kernel"], m["dec_blocks"], m["dec_lookahead_blocks"])
         codec = CodecCard(
             model_id=str(card["model_id"]),
+            flowdec_version=card.get("flowdec_version"),
+            previous_models=tuple(card.get("previous_models", ())),
             sample_rate=int(c["sample_rate"]),
             hop=int(c["hop"]),
             codebooks=int(c["codebooks"]),
@@ -192,3 +229,23 @@ def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model card {folder / 'model_card.json'} is incomplete: {e}") from e
     return codec, post
+
+
+def foreign_model_message(file_model_id: str, installed: CodecCard) -> str:
+    """What to say when a stream was encoded by a model other than the loaded one: which
+    model it needs, which flowdec release shipped that model (when the card remembers it),
+    and how to decode with it."""
+    shipped = {str(m.get("model_id")): m for m in installed.previous_models}
+    old = shipped.get(file_model_id)
+    loaded = f"the loaded model is {installed.model_id}"
+    if installed.flowdec_version:
+        loaded += f" (flowdec {installed.flowdec_version})"
+    if old is not None and old.get("flowdec_version"):
+        where = (f"a folder with that model's files, e.g. flowdec/models/{SHIPPED_MODEL} of a "
+                 f"flowdec {old['flowdec_version']} installation")
+        made = f"model {file_model_id} (shipped with flowdec {old['flowdec_version']})"
+    else:
+        where = "a folder with that model's files (flowdec info FILE names the model)"
+        made = f"model {file_model_id}"
+    return f"encoded with {made}, but {loaded}: decode it with --model DIR, DIR being {where}"
+

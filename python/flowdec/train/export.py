@@ -14,12 +14,13 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..model_files import STREAM_DECODER, files_id
+from ..model_files import STREAM_DECODER, describe_files, files_id
 from .codec_model import Codec, ExportDecoder, ExportEncoder, StreamDecoder
 from .config import CodecRun
 
@@ -27,10 +28,13 @@ OPSET = 17
 
 
 def load_codec(
-    run_dir: str | os.PathLike[str], ema: bool = True
+    run_dir: str | os.PathLike[str], ema: bool = True, float16: bool = False
 ) -> tuple[Codec, CodecRun, dict[str, Any]]:
     """The codec of a run folder (its checkpoint's EMA or raw weights) or of a weights file
-    (``--save-weights``: EMA weights in float16, loaded into a float32 model)."""
+    (``--save-weights``: EMA weights in float16, loaded into a float32 model).
+
+    ``float16``: round every weight to float16, as the exported ONNX files store them, so the
+    model computes exactly what the exported one does."""
     path = Path(run_dir)
     weights_file = path.is_file()
     state = torch.load(path if weights_file else path / "checkpoint.pt", map_location="cpu",
@@ -38,17 +42,166 @@ def load_codec(
     cfg = CodecRun.from_dict(state["config"])
     model = Codec(cfg.model)
     model.load_state_dict(state["state"] if weights_file else state["ema" if ema else "model"])
+    if float16:
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
     model.eval()
     info = {"steps": int(state["step"]), "wall_s": float(state.get("wall_s", 0.0))}
     return model, cfg, info
 
 
+def store_float16(path: Path) -> None:
+    """Rewrite the ONNX file at ``path`` so its float32 weights are stored as float16, each
+    cast back to float32 when the session starts (onnxruntime folds the casts once; the
+    arithmetic stays float32). Halves the file; exact for weights already rounded to float16
+    (``load_codec(..., float16=True)``, the EMA weights files)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    casts = []
+    for t in model.graph.initializer:
+        if t.data_type != onnx.TensorProto.FLOAT:
+            continue
+        value = numpy_helper.to_array(t)
+        half = value.astype(np.float16)
+        if not np.isfinite(half).all():
+            raise ValueError(f"{path.name}: weight {t.name!r} does not fit in float16")
+        name = t.name
+        t.CopyFrom(numpy_helper.from_array(half, f"{name}.float16"))
+        casts.append(helper.make_node("Cast", [t.name], [name], to=onnx.TensorProto.FLOAT))
+    nodes = casts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
+
+
+def _dft_tables(win: int) -> dict[str, Any]:
+    """The DFT tables the codec's frame analysis and synthesis use (``codec_model``), by
+    name, as torch computes them."""
+    from .codec_model import dft_angles, hann_periodic
+
+    ang = dft_angles(win)
+    w = hann_periodic(win)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    return {"cos": cos.numpy(), "neg_sin": (-sin).numpy(),
+            "analysis": torch.cat([cos * w, -sin * w], 0)[:, None, :].numpy()}
+
+
+def _dft_table_nodes(kind: str, win: int, out: str) -> list[Any]:
+    """ONNX nodes computing the table ``kind`` of :func:`_dft_tables` into ``out`` from a few
+    scalars: onnxruntime folds them into a constant when a session starts, so the file does
+    not carry the table."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list[Any] = []
+    p = f"{out}/dft"
+
+    def const(name: str, value: Any) -> str:
+        nodes.append(helper.make_node("Constant", [], [f"{p}/{name}"],
+                                      value=numpy_helper.from_array(np.asarray(value))))
+        return f"{p}/{name}"
+
+    def op(kind_: str, inputs: list[str], name: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(kind_, inputs, [f"{p}/{name}"], **attrs))
+        return f"{p}/{name}"
+
+    f32 = np.float32
+    zero, one = const("zero", f32(0)), const("one", f32(1))
+    f = op("Range", [zero, const("n_freq", f32(win // 2 + 1)), one], "f")
+    n = op("Range", [zero, const("win", f32(win)), one], "n")
+    f = op("Unsqueeze", [f, const("axis1", np.array([1], np.int64))], "f_col")
+    n = op("Unsqueeze", [n, const("axis0", np.array([0], np.int64))], "n_row")
+    r = op("Mod", [op("Mul", [f, n], "fn"), const("win_mod", f32(win))], "fn_mod", fmod=1)
+    ang = op("Mul", [r, const("step", f32(2 * np.pi / win))], "angle")
+    cos = op("Cos", [ang], "cos")
+    neg_sin = op("Neg", [op("Sin", [ang], "sin")], "neg_sin")
+    if kind == "cos":
+        nodes.append(helper.make_node("Identity", [cos], [out]))
+    elif kind == "neg_sin":
+        nodes.append(helper.make_node("Identity", [neg_sin], [out]))
+    else:  # analysis: [cos·w; −sin·w] with the periodic Hann window w (float64, as torch)
+        k = op("Range", [const("zero64", 0.0), const("win64", float(win)), const("one64", 1.0)],
+               "k")
+        c = op("Cos", [op("Mul", [k, const("step64", 2 * np.pi / win)], "k_ang")], "k_cos")
+        w = op("Sub", [const("half", 0.5), op("Mul", [const("half_", 0.5), c], "half_cos")],
+               "hann64")
+        w = op("Cast", [w], "hann", to=TensorProto.FLOAT)
+        both = op("Concat", [op("Mul", [cos, w], "cos_w"), op("Mul", [neg_sin, w], "sin_w")],
+                  "basis", axis=0)
+        nodes.append(helper.make_node("Unsqueeze", [both, const("axis1b", np.array([1], np.int64))],
+                                      [out]))
+    return nodes
+
+
+def compute_dft_tables_in_graph(path: Path, win: int, tolerance: float = 1e-6) -> int:
+    """Replace the DFT tables that the ONNX exporter froze into constants (megabytes each)
+    by the nodes that compute them, in the file at ``path``; returns how many. A table is
+    replaced only where it equals one of :func:`_dft_tables` and the nodes reproduce it in
+    onnxruntime within ``tolerance``."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    tables = _dft_tables(win)
+    computed: dict[str, np.ndarray] = {}
+    for kind in tables:
+        nodes = _dft_table_nodes(kind, win, "table")
+        info = helper.make_tensor_value_info("table", onnx.TensorProto.FLOAT, None)
+        g = helper.make_graph(nodes, "table", [], [info])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        computed[kind] = sess.run(None, {})[0]
+    model = onnx.load(str(path))
+    out_nodes: list[Any] = []
+    replaced = 0
+    for node in model.graph.node:
+        value = None
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            t = node.attribute[0].t
+            if t.data_type == onnx.TensorProto.FLOAT and len(t.raw_data) >= 1 << 16:
+                value = numpy_helper.to_array(t)
+        kind = next((k for k, v in tables.items() if value is not None and v.shape == value.shape
+                     and np.abs(v - value).max() <= tolerance
+                     and np.abs(computed[k] - value).max() <= tolerance), None)
+        if kind is None:
+            out_nodes.append(node)
+            continue
+        out_nodes.extend(_dft_table_nodes(kind, win, node.output[0]))
+        replaced += 1
+    del model.graph.node[:]
+    model.graph.node.extend(out_nodes)
+    onnx.save(model, str(path))
+    return replaced
+
+
+def _onnx_export(*args: Any, **kwargs: Any) -> None:
+    """``torch.onnx.export`` with the TorchScript exporter (``dynamo=False``, on purpose: its
+    graphs are what the runtime and these rewrites expect), without its deprecation notice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You are using the legacy TorchScript",
+                                DeprecationWarning)
+        torch.onnx.export(*args, **kwargs)
+
+
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, in_name: str,
-            out_name: str, dynamic: dict[str, dict[int, str]]) -> None:
+            out_name: str, dynamic: dict[str, dict[int, str]], win: int) -> None:
+    """Export ``module`` to ``path``: DFT tables computed in the graph, weights in float16."""
     tmp = path.with_suffix(".part.onnx")
-    torch.onnx.export(module, (example,), str(tmp), input_names=[in_name], output_names=[out_name],
-                      dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
-                      do_constant_folding=False)  # keep DFT bases computed, not stored
+    try:
+        _onnx_export(module, (example,), str(tmp), input_names=[in_name],
+                          output_names=[out_name], dynamic_axes=dynamic, opset_version=OPSET,
+                          dynamo=False, do_constant_folding=False)
+        compute_dft_tables_in_graph(tmp, win)
+        store_float16(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -66,10 +219,13 @@ def count_flops_per_second(model: Codec) -> dict[str, float]:
 
 
 def update_card(out_dir: Path, section: str, content: dict[str, Any]) -> Path:
+    """Put ``section`` into the folder's card, with the model id and the files it names (the
+    id is computed here, once: loading a model only compares file sizes)."""
     path = out_dir / "model_card.json"
     card: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     card[section] = content
     card["model_id"] = files_id([out_dir / "encoder.onnx", out_dir / "decoder.onnx"])
+    card["files"] = describe_files(out_dir)
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, path)
@@ -83,10 +239,11 @@ def export_plain(model: Codec, out: Path) -> None:
     with torch.no_grad():
         enc, dec = ExportEncoder(model).eval(), ExportDecoder(model).eval()
         _export(enc, audio, out / "encoder.onnx", "audio", "codes",
-                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}})
+                {"audio": {0: "batch", 1: "samples"}, "codes": {0: "batch", 2: "frames"}},
+                model.cfg.win)
         _export(dec, enc(audio), out / "decoder.onnx", "codes", "audio",
                 {"codes": {0: "batch", 1: "codebooks", 2: "frames"},
-                 "audio": {0: "batch", 1: "samples"}})
+                 "audio": {0: "batch", 1: "samples"}}, model.cfg.win)
 
 
 def export_stream(model: Codec, out: Path) -> None:
@@ -107,10 +264,12 @@ def export_stream(model: Codec, out: Path) -> None:
     path = out / STREAM_DECODER
     tmp = path.with_suffix(".part.onnx")
     with torch.no_grad():
-        torch.onnx.export(dec, (codes, first, end, *state), str(tmp), input_names=names,
+        _onnx_export(dec, (codes, first, end, *state), str(tmp), input_names=names,
                           output_names=outs, dynamic_axes=dynamic, opset_version=OPSET,
                           dynamo=False, do_constant_folding=False)
     try:
+        compute_dft_tables_in_graph(tmp, cfg.win)
+        store_float16(tmp)
         _link_weights(tmp, out / "decoder.onnx")
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -163,7 +322,7 @@ def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str])
         raise SystemExit(f"{out} is not an exported model folder (no model_card.json or "
                          "decoder.onnx): export the codec there first (export codec)")
     card = json.loads((out / "model_card.json").read_text())
-    model, _, _ = load_codec(run_dir)
+    model, _, _ = load_codec(run_dir, float16=True)
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         export_plain(model, t)
@@ -179,7 +338,7 @@ def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str])
 def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                  data_note: dict[str, Any] | None = None) -> Path:
     """Export EMA weights of ``run_dir`` into ``out_dir``; returns the model card path."""
-    model, cfg, info = load_codec(run_dir)
+    model, cfg, info = load_codec(run_dir, float16=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     export_plain(model, out)
@@ -243,7 +402,7 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     x = torch.randn(1, 2, cfg.n_freq, 4 * cfg.patch_t)
     tmp = out / "postfilter.part.onnx"
     with torch.no_grad():
-        torch.onnx.export(net, (x, x, torch.zeros(1)), str(tmp), input_names=["x", "y", "t"],
+        _onnx_export(net, (x, x, torch.zeros(1)), str(tmp), input_names=["x", "y", "t"],
                           output_names=["v"],
                           dynamic_axes={"x": {0: "batch", 3: "frames"},
                                         "y": {0: "batch", 3: "frames"},
@@ -348,17 +507,140 @@ def add_evaluation(out_dir: str | os.PathLike[str], summary_path: str | os.PathL
     return path
 
 
+def check_release(folder: Path, codec_run: str | os.PathLike[str]) -> list[str]:
+    """The checks a model folder passes before it ships; returns what was checked.
+
+    Files as the card names them (SHA-256); the runtime loads it; the ONNX encoder and decoder
+    compute what the trained model (weights rounded to float16) computes on the example clip;
+    the streaming decoder decodes like the plain one; every bitrate round-trips to finite
+    audio of the input's shape; the postfilter (if any) enhances to finite audio.
+    """
+    import numpy as np
+    from pedalboard.io import AudioFile
+
+    from .. import Codec, Postfilter
+    from ..audio import resample
+    from ..codec import example_clip
+    from ..model_files import check_files
+    from ..stages import DecoderStage
+    from .codec_model import ExportDecoder, ExportEncoder
+
+    done = []
+    card = json.loads((folder / "model_card.json").read_text())
+    check_files(folder, card, full=True)
+    done.append("files match the card (SHA-256)")
+    codec = Codec(folder, threads=2)
+    with AudioFile(str(example_clip())) as f:
+        audio, rate = f.read(f.frames), int(f.samplerate)
+    x = resample(audio.mean(0, keepdims=True), rate, codec.card.sample_rate)
+    x = x[:, : x.shape[1] // codec.card.hop * codec.card.hop]
+    model, cfg, _ = load_codec(codec_run, float16=True)
+    with torch.no_grad():
+        codes_t = ExportEncoder(model)(torch.from_numpy(x)).numpy()
+        y_t = ExportDecoder(model)(torch.from_numpy(codes_t)).numpy()
+    codes_o = codec.encoder.session.run(None, {"audio": x})[0]
+    agree = float((codes_o == codes_t).mean())
+    if agree < 0.98:  # near-ties may flip under another summation order; not more
+        raise RuntimeError(f"encoder.onnx agrees with the trained model on {agree:.1%} of codes")
+    y_o = codec.decoder.session.run(None, {"codes": codes_t})[0]
+    err = float(np.abs(y_o - y_t).max() / max(1.0, float(np.abs(y_t).max())))
+    if err > 1e-4:
+        raise RuntimeError(f"decoder.onnx differs from the trained model by {err:.2e}")
+    done.append(f"ONNX = trained model on the example clip (codes {agree:.2%}, audio {err:.1e})")
+    if codec.decoder_stream is None:
+        raise RuntimeError(f"{STREAM_DECODER} is missing")
+    frames = codes_t.shape[2]
+    stage = codec.decoder_stage(1, cfg.model.n_codebooks, 7)
+    y_s = np.concatenate([stage.push(codes_t[:, :, i : i + 7]) for i in range(0, frames, 7)]
+                         + [stage.finish()], axis=1)
+    ref = DecoderStage(codec.decoder, codec.card, 1, cfg.model.n_codebooks, frames)
+    y_r = np.concatenate([ref.push(codes_t), ref.finish()], axis=1)
+    err = float(np.abs(y_s - y_r).max() / max(1.0, float(np.abs(y_r).max())))
+    if err > 1e-4:
+        raise RuntimeError(f"{STREAM_DECODER} differs from decoder.onnx by {err:.2e}")
+    done.append(f"streaming decoder = decoder ({err:.1e})")
+    for kbps in codec.bitrates:
+        y = codec.roundtrip(audio, rate, bitrate=kbps, postfilter=False)
+        if y.shape != audio.shape or not np.isfinite(y).all():
+            raise RuntimeError(f"round trip at {kbps:g} kbit/s: shape {y.shape}, not finite")
+    done.append(f"round trips at {', '.join(f'{b:g}' for b in codec.bitrates)} kbit/s")
+    if codec.has_postfilter:
+        y = codec.roundtrip(audio, rate, bitrate=codec.bitrates[-1], postfilter=False)
+        z = Postfilter(folder, threads=2).enhance(y, nfe=2, seed=0, sample_rate=rate)
+        if z.shape != y.shape or not np.isfinite(z).all():
+            raise RuntimeError("the postfilter's output is not finite")
+        done.append("postfilter enhances to finite audio")
+    return done
+
+
+def release(codec_run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+            postfilter_run: str | os.PathLike[str] | None = None,
+            data_note: dict[str, Any] | None = None) -> Path:
+    """Export a model folder in one step: codec (+ streaming decoder) and postfilter into a
+    staging folder next to ``out_dir``, the card with the model id, its files, the flowdec
+    version that ships it and the models shipped before it (so a file from an older model
+    is refused with a line naming it), the release checks; then the staging folder
+    replaces ``out_dir``. Nothing in ``out_dir`` changes if a step fails."""
+    import shutil
+
+    from .. import __version__
+
+    out = Path(out_dir)
+    old_path = out / "model_card.json"
+    old = json.loads(old_path.read_text()) if old_path.is_file() else None
+    stage = out.parent / f".{out.name}.release"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        export_codec(codec_run, stage, data_note)
+        if postfilter_run is not None:
+            export_postfilter(postfilter_run, stage)
+        path = stage / "model_card.json"
+        card = json.loads(path.read_text())
+        previous = list(old.get("previous_models", [])) if old else []
+        if old is not None and old.get("model_id") != card["model_id"]:
+            if old.get("flowdec_version") == __version__:
+                raise SystemExit(
+                    f"flowdec {__version__} already shipped model {old['model_id']} in {out}: "
+                    "raise the version (pyproject.toml, flowdec/__init__.py) before a release")
+            previous.insert(0, {"model_id": old["model_id"],
+                                "flowdec_version": old.get("flowdec_version"),
+                                "exported": old.get("codec", {}).get("training", {})
+                                .get("exported")})
+        card["flowdec_version"] = __version__
+        card["previous_models"] = previous
+        path.write_text(json.dumps(card, indent=2) + "\n")
+        for line in check_release(stage, codec_run):
+            print(f"  ok: {line}", flush=True)
+        if out.exists():
+            gone = out.parent / f".{out.name}.replaced"
+            shutil.rmtree(gone, ignore_errors=True)
+            os.replace(out, gone)
+            os.replace(stage, out)
+            shutil.rmtree(gone)
+        else:
+            os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out / "model_card.json"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["codec", "postfilter", "weights", "evaluation", "stream"],
-                   help="weights: write the run's EMA weights (float16) to --out for git; "
+    p.add_argument("what", choices=["release", "codec", "postfilter", "weights", "evaluation",
+                                    "stream"],
+                   help="release: codec (--run) and postfilter (--postfilter-run) into the "
+                        "model folder --out, with the card and the release checks; "
+                        "weights: write the run's EMA weights (float16) to --out for git; "
                         "evaluation: put --summary (flowdec eval's summary.json) into the card; "
                         "stream: add the streaming decoder to the model folder --out, from "
                         "the run it was exported from")
     p.add_argument("--summary", help="summary.json of a flowdec eval run (with 'evaluation')")
     p.add_argument("--command", default="", help="the eval command that made --summary")
     p.add_argument("--key", default="evaluation", help="card key for --summary (evaluation)")
-    p.add_argument("--run", help="run folder (codec, postfilter, weights)")
+    p.add_argument("--run", help="run folder (codec, postfilter, weights) or codec weights file")
+    p.add_argument("--postfilter-run", help="release: the postfilter's run folder")
     p.add_argument("--out", required=True)
     p.add_argument("--data-note", help="JSON file describing the training data (hours per domain)")
     args = p.parse_args(argv)
@@ -373,6 +655,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "stream":
         print(f"added {STREAM_DECODER} to {add_stream(args.run, args.out)} in "
+              f"{time.time() - t0:.1f} s")
+        return
+    if args.what == "release":
+        card = release(args.run, args.out, args.postfilter_run, note)
+        print(f"released {json.loads(card.read_text())['model_id']} to {args.out} in "
               f"{time.time() - t0:.1f} s")
         return
     if args.what == "codec":
