@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -119,6 +120,54 @@ def test_fad_zero_for_same_set_positive_otherwise() -> None:
     assert M.fad(a, b) > 0.0
 
 
+def _example(seconds: float = 3.0) -> tuple[np.ndarray, int]:
+    """The bundled example clip (stereo, 44.1 kHz), first ``seconds``, float64."""
+    from pedalboard.io import AudioFile
+
+    from flowdec.codec import example_clip
+
+    with AudioFile(str(example_clip())) as f:
+        rate = int(f.samplerate)
+        return np.asarray(f.read(int(seconds * rate)), np.float64), rate
+
+
+@pytest.mark.skipif(not M.available("zimtohrli"), reason="zimtohrli: not installed")
+def test_zimtohrli_orders_degradations_of_real_audio() -> None:
+    from scipy.signal import butter, sosfilt
+
+    x, rate = _example()          # stereo at 44.1 kHz: downmixed and resampled to 48 kHz
+    assert x.shape[0] == 2 and rate != M.RATE
+    noise = np.random.default_rng(10).standard_normal(x.shape) * np.sqrt(np.mean(x**2))
+    assert M.zimtohrli(x, x, rate) == pytest.approx(0.0, abs=1e-9)
+    mild, strong = (M.zimtohrli(x, x + 10 ** (-snr / 20) * noise, rate) for snr in (40, 20))
+    assert 0.0 < mild < strong
+    low = [M.zimtohrli(x, sosfilt(butter(8, fc, fs=rate, output="sos"), x, axis=1), rate)
+           for fc in (12000, 7000, 4000)]
+    assert 0.0 < low[0] < low[1] < low[2]
+
+
+@pytest.mark.skipif(not M.available("zimtohrli"), reason="zimtohrli: not installed")
+def test_zimtohrli_pads_short_signals() -> None:
+    # zimtohrli 0.2.1 aborts the process on < ~3950 samples; the metric pads them
+    x = _tone(0.02)
+    assert M.zimtohrli(x, x) == 0.0
+    assert 0.0 < M.zimtohrli(x, 0.5 * x) < math.inf
+
+
+def test_zimtohrli_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "zimtohrli" else real(name, *a))
+    M._availability.cache_clear()
+    try:
+        assert M.availability()["zimtohrli"] == "not installed (pip install zimtohrli)"
+        assert "zimtohrli" not in M.score(_tone(0.2), _tone(0.2), ["zimtohrli"], speech=False)
+    finally:
+        M._availability.cache_clear()
+
+
 # -- opus ---------------------------------------------------------------------------------------
 def test_estimate_delay_and_align() -> None:
     x = np.random.default_rng(8).standard_normal((1, 4000))
@@ -163,8 +212,8 @@ def make_clips(folder: Path, seconds: float = 1.5) -> None:
 
 @pytest.fixture(scope="session")
 def eval_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
-    """``flowdec eval`` run once through the CLI (one bitrate, NFE 2, fast metrics, with and
-    without 24 band gains)."""
+    """``flowdec eval`` run once through the CLI (one bitrate, NFE 2, fast metrics and
+    Zimtohrli, with and without 24 band gains)."""
     from flowdec.cli import main
 
     root = tmp_path_factory.mktemp("eval")
@@ -173,7 +222,8 @@ def eval_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
     baselines = ["--baselines", "opus"] if shutil.which("opusenc") else ["--baselines"]
     rc = main(["eval", str(root / "clips"), "-b", "6", "--nfe", "2", "--level-bands", "24",
                *baselines,
-               "--metrics", "si_sdr", "mel_distance", "lsd_mse", "stoi", "-o", str(out),
+               "--metrics", "si_sdr", "mel_distance", "lsd_mse", "stoi", "zimtohrli",
+               "-o", str(out),
                "--model", str(model_dir), "--threads", "2", "--quiet", "--no-report"])
     assert rc == 0
     return out
