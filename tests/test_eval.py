@@ -15,6 +15,8 @@ import pytest
 from flowdec.codec import Codec
 from flowdec.evaluation import metrics as M
 from flowdec.evaluation.opus import align, estimate_delay, opus_roundtrip
+from flowdec.evaluation.paired import paired_comparison
+from flowdec.evaluation.runner import Setting, comparison_pairs
 
 RATE = 48000
 
@@ -168,6 +170,71 @@ def test_zimtohrli_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) 
         M._availability.cache_clear()
 
 
+# -- paired comparisons -------------------------------------------------------------------------
+def test_paired_comparison_by_hand() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 5.0, 3.0]      # b - a = 1, 0, 2, -1
+    lower = paired_comparison(a, b, higher_is_better=False)
+    higher = paired_comparison(a, b, higher_is_better=True)
+    assert lower is not None and higher is not None
+    assert (lower.n, lower.mean_diff, lower.better, lower.worse) == (4, 0.5, 1, 2)
+    assert (higher.n, higher.mean_diff, higher.better, higher.worse) == (4, 0.5, 2, 1)
+    assert -1.0 <= lower.ci_low < 0.5 < lower.ci_high <= 2.0
+    assert (higher.ci_low, higher.ci_high) == (lower.ci_low, lower.ci_high)
+    assert paired_comparison(a, b, False) == lower            # seeded: deterministic
+    # two clips, differences 0 and 1: resampled means are 0, 0.5, 1 with p = 1/4, 1/2, 1/4,
+    # so the 2.5 and 97.5 percentiles are exactly 0 and 1
+    two = paired_comparison([0.0, 0.0], [0.0, 1.0], False)
+    assert two is not None and (two.ci_low, two.ci_high, two.better, two.worse) == (
+        0.0, 1.0, 0, 1)
+    same = paired_comparison([1.0, 2.0, 3.0], [1.25, 2.25, 3.25], True)
+    assert same is not None and same.ci_low == same.ci_high == same.mean_diff == 0.25
+
+
+def test_paired_comparison_drops_missing_clips() -> None:
+    r = paired_comparison([1.0, None, 3.0, math.nan], [2.0, 5.0, None, 1.0], True)
+    assert r is not None and (r.n, r.mean_diff, r.better) == (1, 1.0, 1)
+    assert (r.ci_low, r.ci_high) == (1.0, 1.0)
+    assert paired_comparison([None], [1.0], True) is None
+    with pytest.raises(ValueError):
+        paired_comparison([1.0], [1.0, 2.0], True)
+
+
+def test_paired_bootstrap_matches_normal_interval() -> None:
+    d = np.random.default_rng(11).normal(0.3, 1.0, 400)
+    r = paired_comparison(np.zeros(400).tolist(), d.tolist(), True)
+    assert r is not None
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+    assert r.mean_diff == pytest.approx(d.mean())
+    assert r.ci_low == pytest.approx(d.mean() - half, abs=0.15 * half)
+    assert r.ci_high == pytest.approx(d.mean() + half, abs=0.15 * half)
+    assert r.better == int(np.sum(d > 0))
+
+
+def test_comparison_pairs() -> None:
+    def f(b: float, nfe: int, solver: str = "midpoint", sigma: str = "band",
+          envelope: bool = True, bands: int = 0) -> Setting:
+        return Setting("flowdec", b, nfe, solver, sigma, envelope, bands)
+
+    settings = [Setting("ndac", 3.0), f(3.0, 6), Setting("ndac", 6.0), f(6.0, 2), f(6.0, 6),
+                f(6.0, 6, "euler"), f(6.0, 6, sigma="global"), f(6.0, 6, envelope=False),
+                Setting("ndac", 6.0, level_bands=24), f(6.0, 6, bands=24),
+                Setting("opus", 6.0), Setting("opus", 12.0)]
+    got = [(k, a.key, b.key) for k, a, b in comparison_pairs(settings)]
+    assert got == [
+        ("postfilter", "ndac@3", "flowdec-nfe6@3"),
+        ("postfilter", "ndac@6", "flowdec-nfe2@6"),
+        ("postfilter", "ndac@6", "flowdec-nfe6@6"),
+        ("postfilter", "ndac-bands24@6", "flowdec-nfe6-bands24@6"),
+        ("ablation", "flowdec-nfe6@6", "flowdec-nfe6-euler@6"),
+        ("ablation", "flowdec-nfe6@6", "flowdec-nfe6-global@6"),
+        ("ablation", "flowdec-nfe6@6", "flowdec-nfe6-noenv@6"),
+        ("band gains", "ndac@6", "ndac-bands24@6"),
+        ("band gains", "flowdec-nfe6@6", "flowdec-nfe6-bands24@6"),
+        ("bitrate", "ndac@3", "ndac@6"),
+        ("bitrate", "flowdec-nfe6@3", "flowdec-nfe6@6"),
+    ]
+
+
 # -- opus ---------------------------------------------------------------------------------------
 def test_estimate_delay_and_align() -> None:
     x = np.random.default_rng(8).standard_normal((1, 4000))
@@ -263,6 +330,43 @@ def test_eval_writes_csv_json_markdown(eval_dir: Path) -> None:
     for d in ("music", "speech", "sound", "all"):
         md = (eval_dir / f"results_{d}.md").read_text()
         assert "| setting |" in md and "| ndac | 6 |" in md
+
+
+def test_eval_reports_zimtohrli_and_paired_comparisons(eval_dir: Path) -> None:
+    with open(eval_dir / "clips.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    zim = M.available("zimtohrli")
+    assert ("zimtohrli" in summary["metrics_used"]) == zim
+    if zim:
+        assert all(float(r["zimtohrli"]) > 0 for r in rows)   # nothing is coded losslessly
+    assert summary["paired"]["metrics"] == [m for m in summary["metrics_used"] if m != "fad"]
+    pairs = {(c["a"], c["b"]): c for c in summary["comparisons"]}
+    assert ("ndac@6", "ndac-bands24@6") in pairs
+    # the JSON's paired numbers are those of the per-clip rows in clips.csv
+    c = pairs[("ndac@6", "ndac-bands24@6")]
+    assert c["kind"] == "band gains"
+    score = {(r["setting"], r["clip"]): r for r in rows}
+    clips = sorted({r["clip"] for r in rows})
+    for m in summary["paired"]["metrics"]:
+        a = [float(score[("ndac", n)][m] or "nan") for n in clips]
+        b = [float(score[("ndac-bands24", n)][m] or "nan") for n in clips]
+        e = c["domains"]["all"][m]
+        d = [y - x for x, y in zip(a, b, strict=True) if not math.isnan(x + y)]
+        tol = 1e-5 * np.nanmax(np.abs(a + b))          # clips.csv keeps 6 digits
+        assert e["n"] == len(d) and e["mean_diff"] == pytest.approx(np.mean(d), abs=tol)
+        assert e["ci_low"] <= e["mean_diff"] + 1e-12 and e["mean_diff"] <= e["ci_high"] + 1e-12
+        sign = 1 if M.HIGHER_IS_BETTER[m] else -1
+        assert e["better"] == sum(sign * x > 0 for x in d)
+        assert e["worse"] == sum(sign * x < 0 for x in d)
+    assert set(c["domains"]) == {"music", "speech", "sound", "all"}
+    assert "stoi" not in c["domains"]["music"] and c["domains"]["speech"]["stoi"]["n"] == 1
+    for d in ("music", "speech", "sound", "all"):
+        md = (eval_dir / f"results_{d}.md").read_text()
+        assert "## Paired per-clip comparisons" in md
+        assert "| ndac-bands24@6 vs ndac@6 | band gains |" in md
+        if zim:
+            assert "zimtohrli ↓" in md
 
 
 def test_eval_refuses_missing_folder(tmp_path: Path, model_dir: Path) -> None:

@@ -7,7 +7,8 @@
   one line per system: Opus, NDAC, FlowDec at each NFE);
 - ``plots/spec_<clip>_<setting>.png``: log-magnitude spectrograms (2048-sample Hann, 0–24 kHz,
   dB relative to the reference's peak) of every saved audio file;
-- ``index.html``: the tables per domain, the curves, and per clip an ``<audio>`` player and
+- ``index.html``: the tables per domain, the paired per-clip comparisons per domain
+  (:mod:`.paired`), the curves, and per clip an ``<audio>`` player and
   spectrogram for reference / Opus / NDAC / FlowDec (at the report bitrate).
 
 All paths in the page are relative, so the folder can be zipped and moved.
@@ -27,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import HIGHER_IS_BETTER, stft_magnitude
+from .metrics import HIGHER_IS_BETTER, format_value, stft_magnitude
+from .paired import TABLE_NOTE, paired_rows
 
 PLAYER_ORDER = ("reference", "opus", "ndac", "flowdec")
 SPEC_WINDOW = 2048
@@ -117,18 +119,21 @@ def _table_html(summary: dict[str, Any], domain: str) -> str:
         e = s["domains"].get(domain)
         if not e or not e["clips"]:
             continue
-        cells = [s["name"], f"{s['bitrate']:g}", _fmt(e.get("actual_kbps")),
-                 *[_fmt(e.get(m)) for m in use], f"{s['rtf']:.3f}"]
+        cells = [s["name"], f"{s['bitrate']:g}", format_value(e.get("actual_kbps")),
+                 *[format_value(e.get(m)) for m in use], f"{s['rtf']:.3f}"]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{v:.3f}" if isinstance(v, float) and abs(v) < 100 else (
-        f"{v:.1f}" if isinstance(v, float) else str(v))
+def _paired_html(summary: dict[str, Any], domain: str) -> str:
+    head, rows = paired_rows(summary, domain)
+    if not rows:
+        return ""
+    return (f"<h3>{html.escape(domain)}</h3><table><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                      for r in rows) + "</tbody></table>")
 
 
 def _players(clip_dir: Path) -> list[tuple[str, Path]]:
@@ -180,6 +185,10 @@ def write_report(out_dir: str | Path, title: str = "FlowDec evaluation") -> Path
     parts.append("<h2>Results per domain</h2>")
     for d in [*summary["domains"], "all"]:
         parts.append(f"<h3>{html.escape(d)}</h3>" + _table_html(summary, d))
+    paired = [_paired_html(summary, d) for d in [*summary["domains"], "all"]]
+    if any(paired):
+        parts.append("<h2>Paired per-clip comparisons</h2>"
+                     f"<p class=\"note\">{html.escape(TABLE_NOTE)}</p>" + "".join(paired))
     parts.append("<h2>Rate–quality curves</h2><div class=\"curves\">")
     for m in summary["metrics_used"]:
         png = plots / f"rate_{m}.png"

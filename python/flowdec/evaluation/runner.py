@@ -15,10 +15,20 @@ on the mono downmix) and every bitrate ``b`` (kbit/s per channel):
 
 "actual kbit/s" of the codec settings counts the level and band gains too (per channel).
 
+Paired per-clip comparisons (:func:`comparison_pairs`, :mod:`.paired`): wherever two codec
+settings differ in one thing, B against A on the same clips, per domain and per-clip metric:
+mean of B − A, its bootstrap 95 % interval, and on how many clips B is better —
+
+- ``postfilter``: ``flowdec-nfeN`` vs ``ndac`` (same bitrate and band gains);
+- ``ablation``: ``flowdec-nfe6-euler`` / ``-global`` / ``-noenv`` vs ``flowdec-nfe6``;
+- ``band gains``: ``…-bandsB`` vs the same setting without band gains;
+- ``bitrate``: each setting at one bitrate vs the same setting at the next lower one.
+
 Outputs in ``out_dir``: ``clips.csv`` (one row per clip × setting), ``summary.json``
-(per-setting, per-domain means, FAD, real-time factors, which metrics were missing),
-``results_<domain>.md`` (domains from the clip name prefix: ``music_``, ``speech_``,
-``sound_``; others are ``other``) and ``audio/<clip>/<setting>.wav`` for the report bitrate.
+(per-setting, per-domain means, FAD, real-time factors, which metrics were missing, the
+paired comparisons), ``results_<domain>.md`` (the table and the paired comparisons; domains
+from the clip name prefix: ``music_``, ``speech_``, ``sound_``; others are ``other``) and
+``audio/<clip>/<setting>.wav`` for the report bitrate.
 
 Real-time factor (RTF) = wall-clock seconds / audio seconds for encode + decode (lower is
 faster; 0.1 = ten times faster than real time), on the machine and threads used.
@@ -37,7 +47,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +57,7 @@ from .. import __version__
 from ..audio import CODEC_RATE, resample
 from ..codec import Codec
 from . import metrics as M
+from . import paired as P
 from .opus import opus_roundtrip, opus_version
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
@@ -158,6 +169,41 @@ def settings_for(codec: Codec, cfg: EvalConfig) -> list[Setting]:
         opus_rates += [b, 2 * b]
     if "opus" in cfg.baselines:
         out += [Setting("opus", r) for r in sorted(set(opus_rates))]
+    return out
+
+
+def comparison_pairs(settings: Sequence[Setting]) -> list[tuple[str, Setting, Setting]]:
+    """``(kind, A, B)`` for every pair of codec settings (not Opus) that differ in one thing
+    and are both in ``settings``; B is scored against A (see the module docstring).
+
+    Example:
+        >>> s = [Setting("ndac", 6.0), Setting("flowdec", 6.0, 6, "midpoint", "band")]
+        >>> [(k, a.key, b.key) for k, a, b in comparison_pairs(s)]
+        [('postfilter', 'ndac@6', 'flowdec-nfe6@6')]
+    """
+    have = set(settings)
+    codec = [s for s in settings if s.system in ("ndac", "flowdec")]
+    out: list[tuple[str, Setting, Setting]] = []
+    for kind in ("postfilter", "ablation", "band gains"):
+        for s in codec:
+            default = s.system == "flowdec" and (s.solver, s.sigma, s.envelope) == (
+                "midpoint", "band", True)
+            if kind == "postfilter" and default:
+                base = Setting("ndac", s.bitrate, level_bands=s.level_bands)
+            elif kind == "ablation" and s.system == "flowdec" and not default:
+                base = replace(s, solver="midpoint", sigma="band", envelope=True)
+            elif kind == "band gains" and s.level_bands:
+                base = replace(s, level_bands=0)
+            else:
+                continue
+            if base in have:
+                out.append((kind, base, s))
+    rates: dict[str, list[Setting]] = {}
+    for s in codec:
+        rates.setdefault(s.name, []).append(s)
+    for same in rates.values():
+        same.sort(key=lambda s: s.bitrate)
+        out += [("bitrate", lo, hi) for lo, hi in zip(same, same[1:], strict=False)]
     return out
 
 
@@ -334,15 +380,34 @@ def _summarise(codec: Codec, cfg: EvalConfig, settings: list[Setting], use: list
                    "file": str(p)} for p in paths],
         "domains": domains,
         "settings": out_settings,
+        "paired": {"diff": "B - A", "resamples": P.RESAMPLES, "level": P.LEVEL,
+                   "seed": P.SEED, "metrics": [m for m in use if m in M.CLIP_METRICS]},
+        "comparisons": _comparisons(settings, use, domains, acc.rows),
     }
 
 
-def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
-    return str(v)
+def _comparisons(settings: list[Setting], use: list[str], domains: list[str],
+                 rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Paired per-clip comparisons (:func:`comparison_pairs`) for the JSON summary."""
+    by_key: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_key.setdefault(f"{r['setting']}@{r['bitrate_kbps']:g}", {})[r["clip"]] = r
+    metrics = [m for m in use if m in M.CLIP_METRICS]
+    out = []
+    for kind, a, b in comparison_pairs(settings):
+        ra, rb = by_key.get(a.key, {}), by_key.get(b.key, {})
+        clips = [c for c in ra if c in rb]
+        per: dict[str, dict[str, Any]] = {}
+        for d in [*domains, "all"]:
+            dc = [c for c in clips if d == "all" or ra[c]["domain"] == d]
+            per[d] = {}
+            for m in metrics:
+                res = P.paired_comparison([ra[c].get(m) for c in dc], [rb[c].get(m) for c in dc],
+                                          M.HIGHER_IS_BETTER[m])
+                if res is not None:
+                    per[d][m] = asdict(res)
+        out.append({"kind": kind, "a": a.key, "b": b.key, "domains": per})
+    return out
 
 
 def markdown_table(summary: dict[str, Any], domain: str) -> str:
@@ -355,10 +420,20 @@ def markdown_table(summary: dict[str, Any], domain: str) -> str:
         e = s["domains"].get(domain)
         if not e or not e["clips"]:
             continue
-        cells = [s["name"], f"{s['bitrate']:g}", _fmt(e.get("actual_kbps")),
-                 *[_fmt(e.get(m)) for m in use], f"{s['rtf']:.3f}"]
+        cells = [s["name"], f"{s['bitrate']:g}", M.format_value(e.get("actual_kbps")),
+                 *[M.format_value(e.get(m)) for m in use], f"{s['rtf']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired_markdown(summary: dict[str, Any], domain: str) -> str:
+    """The paired per-clip comparisons of one domain as Markdown ("" when there are none)."""
+    head, rows = P.paired_rows(summary, domain)
+    if not rows:
+        return ""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+             *["| " + " | ".join(r) + " |" for r in rows]]
+    return (f"## Paired per-clip comparisons\n\n{P.TABLE_NOTE}\n\n" + "\n".join(lines) + "\n")
 
 
 def _write_outputs(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any],
@@ -374,7 +449,9 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any
                                                  default=_json_default) + "\n")
     missing = [f"- {m}: {st}" for m, st in summary["metrics"].items() if not st.startswith("ok")]
     for d in [*summary["domains"], "all"]:
+        paired = paired_markdown(summary, d)
         text = (f"# {d}: {summary['model_id']}\n\n" + markdown_table(summary, d)
+                + ("\n" + paired if paired else "")
                 + ("\nMissing metrics:\n" + "\n".join(missing) + "\n" if missing else ""))
         (out / f"results_{d}.md").write_text(text)
 
