@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--enc-blocks", type=int)
     p.add_argument("--dec-blocks", type=int)
     p.add_argument("--checkpoint-minutes", type=float)
+    p.add_argument("--mel-windows", type=int, nargs="+",
+                   help="new runs: STFT windows of the multi-resolution mel loss")
+    p.add_argument("--mel-bands", type=int, nargs="+", help="new runs: mel bands per window")
     args = p.parse_args(argv)
 
     run_dir = Path(args.run_dir)
@@ -71,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
             cfg.model.enc_blocks = args.enc_blocks
         if args.dec_blocks:
             cfg.model.dec_blocks = args.dec_blocks
+    if not ckpt.exists() and (args.mel_windows or args.mel_bands):
+        windows = tuple(args.mel_windows or cfg.loss.mel_windows)
+        bands = tuple(args.mel_bands or cfg.loss.mel_bands)
+        if len(windows) != len(bands):
+            raise SystemExit(f"--mel-windows and --mel-bands differ in length: {windows}, {bands}")
+        cfg.loss.mel_windows, cfg.loss.mel_bands = windows, bands
     t = cfg.train
     if args.batch:
         t.batch_size = args.batch
