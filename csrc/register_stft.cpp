@@ -1,5 +1,6 @@
 // Bindings: compressed STFT (Φ), overlap-add synthesis (Φ⁻¹) and the window envelope.
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "common.hpp"
@@ -29,13 +30,24 @@ StftParams check_params(int n_fft, int hop, double alpha, double beta) {
     return StftParams{n_fft, hop, static_cast<float>(alpha), static_cast<float>(beta)};
 }
 
+// Sample positions (offsets, starts, counts) are limited to ±kMaxPosition, so that every
+// position the kernels form (position + frames * hop + n_fft) fits in int64 without overflow.
+constexpr std::int64_t kMaxPosition = std::int64_t{1} << 60;
+
+void check_position(const char* name, std::int64_t v) {
+    if (v < -kMaxPosition || v > kMaxPosition) {
+        raise_value(name, "must be within ±2^60 samples, got " + std::to_string(v));
+    }
+}
+
 py::array_t<float> py_stft(const py::object& x_obj, std::int64_t offset, std::int64_t n_frames,
                            int n_fft, int hop, double alpha, double beta) {
     const StftParams p = check_params(n_fft, hop, alpha, beta);
+    check_position("offset", offset);
     F32Array x = as_f32(x_obj, "x", 2, 2);
     require_finite(x, "x");
     if (n_frames < 1 || n_frames > (std::int64_t{1} << 31)) {
-        raise_value("n_frames", "must be >= 1, got " + std::to_string(n_frames));
+        raise_value("n_frames", "must be in [1, 2^31], got " + std::to_string(n_frames));
     }
     const std::size_t C = static_cast<std::size_t>(x.shape(0));
     const std::int64_t len = x.shape(1);
@@ -53,6 +65,7 @@ py::array_t<float> py_stft(const py::object& x_obj, std::int64_t offset, std::in
 void py_istft_ola(const py::object& X_obj, py::array acc_obj, std::int64_t offset, int n_fft,
                   int hop, double alpha, double beta) {
     const StftParams p = check_params(n_fft, hop, alpha, beta);
+    check_position("offset", offset);
     F32Array X = as_f32(X_obj, "X", 4, 4);
     const py::ssize_t F = n_fft / 2 + 1;
     if (X.shape(1) != 2 || X.shape(2) != F) {
@@ -83,6 +96,7 @@ void py_istft_ola(const py::object& X_obj, py::array acc_obj, std::int64_t offse
 py::array_t<float> py_ola_normalize(const py::object& acc_obj, std::int64_t start,
                                     std::int64_t n_frames, int n_fft, int hop) {
     const StftParams p = check_params(n_fft, hop, 1.0, 1.0);
+    check_position("start", start);
     if (n_frames < 0) raise_value("n_frames", "must be >= 0, got " + std::to_string(n_frames));
     F32Array acc = as_f32(acc_obj, "acc", 2, 2);
     const std::size_t C = static_cast<std::size_t>(acc.shape(0));
@@ -107,8 +121,11 @@ py::array_t<float> py_ola_normalize(const py::object& acc_obj, std::int64_t star
 py::array_t<float> py_envelope(std::int64_t start, std::int64_t count, std::int64_t n_frames,
                                int n_fft, int hop) {
     const StftParams p = check_params(n_fft, hop, 1.0, 1.0);
-    if (count < 0) raise_value("count", "must be >= 0");
-    if (n_frames < 0) raise_value("n_frames", "must be >= 0");
+    check_position("start", start);
+    if (count < 0 || count > kMaxPosition) {
+        raise_value("count", "must be in [0, 2^60], got " + std::to_string(count));
+    }
+    if (n_frames < 0) raise_value("n_frames", "must be >= 0, got " + std::to_string(n_frames));
     py::array_t<float> env(static_cast<py::ssize_t>(count));
     float* e = env.mutable_data();
     {

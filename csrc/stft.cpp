@@ -36,7 +36,7 @@ void analyse_group(const RealFftPlan& plan, const StftParams& p, const float* x,
     const float* src[L];
     for (int l = 0; l < L; ++l) {
         const std::int64_t base = offset + (n0 + l) * p.hop;
-        if (l < nl && base >= 0 && base + p.n_fft <= len) {
+        if (l < nl && base >= 0 && base <= len - p.n_fft) {  // the whole frame is in x
             src[l] = x + base;
             continue;
         }

@@ -3,6 +3,9 @@
 // Frame n of a signal x[0..len) covers x[offset + n*hop + j], j < n_fft, with zeros
 // outside [0, len); it is multiplied by the periodic Hann window, transformed by a
 // one-sided real FFT (no normalisation) and compressed: X -> beta |X|^alpha e^{i angle X}.
+//
+// Positions are int64 and the kernels do not check for overflow: callers keep offsets and
+// starts within ±2^60 and frame counts × hop far below that (the bindings enforce it).
 #pragma once
 
 #include <cstddef>

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowdec import _core
 from flowdec import features as ft
 from flowdec.features import STFTConfig, analysis, synthesis
-from flowdec.reference import istft_ref, stft_ref
+from flowdec.reference import hann_periodic, istft_ref, stft_ref
 
 SR = 48000
 CFG = STFTConfig()
@@ -211,6 +214,67 @@ def test_bad_inputs() -> None:
         synthesis(np.full((1, 2, 769, 3), np.inf), 100)
     with pytest.raises(ValueError, match="^length"):
         synthesis(np.zeros((1, 2, 769, 3)), 0)
+
+
+_HUGE_POSITIONS = r"""
+import numpy as np
+from flowdec import _core
+big = 2**63 - 1
+x = np.ones((1, 4000), np.float32)
+X = np.ones((1, 2, 769, 4), np.float32)
+calls = {
+    "stft": lambda o: _core.stft(x, o, 4, 1536, 384, 0.3, 0.33),
+    "istft_ola": lambda o: _core.istft_ola(X, x.copy(), o, 1536, 384, 0.3, 0.33),
+    "ola_normalize": lambda o: _core.ola_normalize(x, o, 100, 1536, 384),
+    "window_envelope": lambda o: _core.window_envelope(o, 4000, 100, 1536, 384),
+}
+for name, call in calls.items():
+    for o in (big, big - 10, big - 1000, big - 2**40, -big, -big - 1, 2**62, -(2**62)):
+        try:
+            call(o)
+        except ValueError as e:
+            assert str(e).startswith(("offset:", "start:")), (name, o, str(e))
+        else:
+            raise AssertionError(f"{name} accepted offset {o}")
+print("ok")
+"""
+
+
+def test_huge_offsets_are_refused_not_overflowed() -> None:
+    """Offsets near ±2^63 overflowed ``base + n_fft`` (ola_normalize read out of bounds and
+    crashed): refused with a ValueError. Run in a child so a crash fails this test only."""
+    r = subprocess.run([sys.executable, "-c", _HUGE_POSITIONS], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
+    with pytest.raises(ValueError, match="^count"):
+        _core.window_envelope(0, 2**61, 10, 1536, 384)
+
+
+def _envelope_ref(start: int, count: int, n_frames: int, n_fft: int, hop: int) -> np.ndarray:
+    """Sum of squared windows of frames 0..n_frames-1 at centred samples start.. (numpy)."""
+    w2 = hann_periodic(n_fft) ** 2
+    u = start + np.arange(count) + n_fft // 2
+    env = np.zeros(count)
+    for n in range(n_frames):
+        j = u - n * hop
+        inside = (j >= 0) & (j < n_fft)
+        env[inside] += w2[j[inside]]
+    return env
+
+
+@pytest.mark.parametrize("start", [2**60, -(2**60), 2**40, -3000, 5 * 384 - 900])
+def test_far_offsets_within_range_match_reference(start: int) -> None:
+    """Positions up to ±2^60 work: frames wholly outside the signal are zero, envelopes and
+    overlap-add match numpy."""
+    x = make_signals(4000)["noise"][None, :]
+    out = _core.stft(x, start, 4, 1536, 384, 0.3, 0.33)
+    if start + 3 * 384 + 1536 <= 0 or start >= 4000:
+        assert not out.any()
+    env = _core.window_envelope(start, 3000, 6, 1536, 384)
+    assert _rel(env, _envelope_ref(start, 3000, 6, 1536, 384).astype(np.float32)) <= 1e-6
+    acc = np.zeros((1, 4000), np.float32)
+    _core.istft_ola(np.ones((1, 2, 769, 2), np.float32), acc, start, 1536, 384, 0.3, 0.33)
+    assert acc.any() == (-(384 + 1536) < start < 4000)
 
 
 def test_converts_dtype_and_layout() -> None:
