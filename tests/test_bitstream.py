@@ -542,6 +542,34 @@ def test_interrupted_writer_leaves_nothing(tmp_path: Path) -> None:
         w2.write(rand_codes(0, 1, 8, 1, 10))
 
 
+class _FullDisk(io.BufferedWriter):
+    """A file on a full disk: buffered writes fail once flushed, and so does close()."""
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device", self.name)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self.raw.close()
+
+
+@pytest.mark.parametrize("frames", [0, 5, 1500])  # in the header, in close(), in write()
+def test_full_disk_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       frames: int) -> None:
+    """The temporary file is removed even when closing it fails again (ENOSPC)."""
+    import flowdec.bitstream as bs
+
+    def full_disk(path: Path, mode: str) -> _FullDisk:
+        return _FullDisk(io.FileIO(path, mode.replace("b", "")), buffer_size=64)
+
+    monkeypatch.setattr(bs, "open", full_disk, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        write_fdc(tmp_path / "x.fdc", header(), rand_codes(0, 1, 8, frames, 10))
+    assert os.listdir(tmp_path) == []
+
+
 # --- truncation and corruption ------------------------------------------------------------
 
 SMALL = header(channels=2, nq=3, bits=10, fpp=4)

@@ -825,12 +825,16 @@ class FdcWriter:
     def abort(self) -> None:
         """Discard everything: close and delete the temporary file; ``path`` is untouched."""
         f, self._file = self._file, None
-        if f is not None:
-            f.close()
         try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
+            if f is not None:
+                f.close()  # flushes what is buffered: may fail again (a full disk)
+        except OSError:
+            pass  # the file is discarded anyway; the error that led here is re-raised
+        finally:
+            try:
+                os.unlink(self._tmp)
+            except FileNotFoundError:
+                pass
 
     def __enter__(self) -> FdcWriter:
         return self
