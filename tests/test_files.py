@@ -252,6 +252,21 @@ def test_truncated_fdc_decodes_with_warning(codec: Codec, tmp_path: Path) -> Non
     assert not info.complete and info.packets == 1 and info.problem is None
 
 
+@pytest.mark.parametrize("level_bands", [0, 24])
+def test_file_cut_inside_its_first_packet_decodes_empty(codec: Codec, tmp_path: Path,
+                                                        level_bands: int) -> None:
+    """Any clip under 8 s is one packet: cut inside it, nothing is complete (band gains
+    used to fail with 'band gains of every block must be added before finish()')."""
+    src = write_audio(tmp_path / "in.wav", make_audio(48000, 1, 2.0), 48000)
+    encode_file(codec, src, tmp_path / "x.fdc", progress=False, level_bands=level_bands)
+    (tmp_path / "cut.fdc").write_bytes((tmp_path / "x.fdc").read_bytes()[:500])
+    with pytest.warns(BitstreamWarning, match="truncated"):
+        decode_file(codec, tmp_path / "cut.fdc", tmp_path / "out.wav", postfilter=False,
+                    progress=False)
+    with AudioFile(str(tmp_path / "out.wav")) as f:
+        assert f.frames == 0 and f.num_channels == 1
+
+
 def test_corrupt_fdc_is_refused_without_output(codec: Codec, tmp_path: Path) -> None:
     src = write_audio(tmp_path / "in.wav", make_audio(48000, 1, 5.0), 48000)
     encode_file(codec, src, tmp_path / "x.fdc", progress=False)

@@ -275,7 +275,10 @@ class BandGainStage:
 
     def finish(self, length: int) -> Audio:
         """The rest of a signal of ``length`` samples (the gains of all its blocks must have
-        been added)."""
+        been added). An empty signal (``length`` 0, e.g. a file cut inside its first packet)
+        has no blocks and needs none."""
+        if length <= self.emitted:
+            return np.zeros((self.channels, 0), np.float32)
         self.pending = np.concatenate([self.pending, self.frames.pad_to(length)], axis=2)
         if self.pending.shape[2] > self._run():
             raise ValueError("band gains of every block must be added before finish()")
