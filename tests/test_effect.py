@@ -60,6 +60,19 @@ def test_effect_streaming_reset_false(codec: Codec) -> None:
     assert np.abs(streamed[:, : lat - 8000]).max() == 0.0  # preloaded silence
 
 
+def test_buffer_size_is_checked_once_for_effect_and_pipeline(codec: Codec) -> None:
+    """buffer_size goes through the Stream's check (a fraction was truncated, 0 made
+    Pipeline divide by zero)."""
+    x = _clip(48000, 0.1, 1)
+    fx = FlowDecEffect(postfilter=False, codec=codec)
+    for bad in (0, 64.5, 2**21, "512"):
+        with pytest.raises(ValueError, match="^buffer_size"):
+            fx(x, 48000, buffer_size=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="^buffer_size"):
+            Pipeline([fx])(x, 48000, buffer_size=bad)  # type: ignore[arg-type]
+    assert fx(x, 48000, buffer_size=512.0).shape == x.shape  # type: ignore[arg-type]
+
+
 def _plugins() -> tuple[list[object], list[object]]:
     before = [pedalboard.Gain(gain_db=-3.0), pedalboard.Compressor(threshold_db=-20, ratio=3)]
     after = [pedalboard.Reverb(room_size=0.3), pedalboard.Gain(gain_db=2.0)]

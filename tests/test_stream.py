@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -322,6 +323,66 @@ def test_contract_errors(codec: Codec) -> None:
         s.process(np.zeros((1, 65), np.float32))
     with pytest.raises(ValueError, match="nfe"):
         Stream(codec, nfe=3, postfilter=True)
+
+
+def test_process_converts_blocks_like_the_effect(codec: Codec) -> None:
+    """int16 blocks are scaled by 2^-15 as FlowDecEffect scales its input (they were copied
+    unscaled: a -6 dBFS sine came out at +35 dBFS); complex, object and NaN blocks and a
+    wrong ``out`` are refused."""
+    x = _clip(48000, 0.4)
+    pcm = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+    outs = []
+    for block in (pcm, pcm.astype(np.float32) / 32768):
+        s = Stream(codec, postfilter=False, worker=False)
+        s.prepare(48000, 512, 1)
+        full = np.concatenate([block, np.zeros((1, s.latency_samples), block.dtype)], axis=1)
+        outs.append(np.concatenate([s.process(full[:, i : i + 512])
+                                    for i in range(0, full.shape[1], 512)], axis=1))
+    assert outs[0].dtype == np.float32 and np.array_equal(outs[0], outs[1])
+    assert 0.05 < np.abs(outs[0]).max() < 2.0
+
+    s = Stream(codec, postfilter=False, worker=False)
+    s.prepare(48000, 64, 2)
+    ok = np.zeros((2, 8), np.float32)
+    bad = [ok.astype(np.complex64), ok.astype(object), np.full((2, 8), np.nan, np.float32),
+           np.array([["a"] * 8] * 2), None]
+    for block in bad:
+        with pytest.raises(ValueError, match="^block"):
+            s.process(block)  # type: ignore[arg-type]
+    for out in (np.zeros((2, 8), np.int16), np.zeros((2, 9), np.float32), [[0.0] * 8] * 2):
+        with pytest.raises(ValueError, match="^out"):
+            s.process(ok, out=out)  # type: ignore[arg-type]
+    assert s.process(ok).shape == (2, 8)
+
+
+@contextmanager
+def _address_space_cap(extra: int) -> Iterator[None]:
+    """Let this process map at most ``extra`` more bytes (a broken check raises MemoryError
+    here instead of touching gigabytes of memory)."""
+    import resource
+
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * resource.getpagesize()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def test_prepare_refuses_absurd_sizes(codec: Codec) -> None:
+    """prepare(768000, 2**20, 255) allocated ~13.7 GB of rings: refused with the size."""
+    s = Stream(codec, postfilter=False, worker=False)
+    with _address_space_cap(1 << 30), pytest.raises(ValueError, match="GiB of stream buffers"):
+        s.prepare(768000, 2**20, 255)
+    for args, name in [((48000, 64.5, 1), "max_block"), ((48000, 0, 1), "max_block"),
+                       ((48000, 2**21, 1), "max_block"), ((48000, 64, 256), "channels"),
+                       ((48000, 64, True), "channels"), ((1e6, 64, 1), "sample_rate")]:
+        with pytest.raises(ValueError, match=f"^{name}"):
+            s.prepare(*args)
+    with pytest.raises(RuntimeError, match="prepare"):  # nothing half-prepared is used
+        s.process(np.zeros((1, 4), np.float32))
 
 
 def test_sessions_sleep_instead_of_spinning(codec: Codec) -> None:

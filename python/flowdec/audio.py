@@ -46,6 +46,27 @@ def as_audio(audio: npt.ArrayLike, name: str = "audio") -> np.ndarray:
     return a
 
 
+def check_int(value: object, name: str, lo: int, hi: int) -> int:
+    """``value`` as an int in ``lo..hi``: a whole number (``512`` or ``512.0``; not ``512.5``,
+    ``True`` or ``"512"``), else a ``ValueError`` naming ``name``.
+
+    Examples:
+        >>> check_int(512.0, "max_block", 1, 8192)
+        512
+    """
+    if isinstance(value, bool | np.bool_):
+        n = None
+    elif isinstance(value, int | np.integer):
+        n = int(value)
+    elif isinstance(value, float | np.floating) and float(value).is_integer():
+        n = int(value)
+    else:
+        n = None
+    if n is None or not lo <= n <= hi:
+        raise ValueError(f"{name}: expected a whole number in {lo}..{hi}, got {value!r}")
+    return n
+
+
 def check_rate(sample_rate: float) -> int:
     sr = int(round(float(sample_rate)))
     if sr < 8000 or sr > 768000 or abs(sr - float(sample_rate)) > 1e-6:

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .audio import as_audio, check_rate
+from .audio import as_audio, check_int, check_rate
 from .codec import Codec
-from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT, Stream
+from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT, MAX_BLOCK_LIMIT, Stream
 
 
 def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
@@ -85,9 +85,7 @@ class FlowDecEffect:
         mono = np.ndim(input_array) == 1
         a = as_audio(input_array, "input_array")
         sr = check_rate(sample_rate)
-        bs = int(buffer_size)
-        if bs < 1:
-            raise ValueError(f"buffer_size: must be >= 1, got {buffer_size}")
+        bs = check_int(buffer_size, "buffer_size", 1, MAX_BLOCK_LIMIT)
         channels_changed = self._spec is not None and self._spec[2] != a.shape[0]
         self._prepare(sr, bs, a.shape[0])
         if reset or channels_changed:
@@ -191,7 +189,8 @@ class Pipeline:
         mono = np.ndim(audio) == 1
         a = as_audio(audio)
         sr = check_rate(sample_rate)
-        parts = list(self._stream(iter([a]), sr, int(buffer_size), a.shape[0]))
+        bs = check_int(buffer_size, "buffer_size", 1, MAX_BLOCK_LIMIT)
+        parts = list(self._stream(iter([a]), sr, bs, a.shape[0]))
         out = np.concatenate(parts, axis=1)[:, : a.shape[1]]
         return out[0] if mono else out
 
@@ -203,6 +202,7 @@ class Pipeline:
         writes to a temporary name beside ``out_path`` and renames it when complete."""
         from pedalboard.io import AudioFile
 
+        bs = check_int(buffer_size, "buffer_size", 1, MAX_BLOCK_LIMIT)
         out = Path(out_path)
         tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
         with AudioFile(str(in_path)) as f:
@@ -220,7 +220,7 @@ class Pipeline:
                     extra["bit_depth"] = 32  # keep float files float (no clipping at 0 dBFS)
                 with AudioFile(str(tmp), "w", samplerate=sr, num_channels=ch, **extra) as w:
                     written = 0
-                    for y in self._stream(chunks(), sr, int(buffer_size), ch):
+                    for y in self._stream(chunks(), sr, bs, ch):
                         y = y[:, : total - written]
                         if y.shape[1]:
                             w.write(y)

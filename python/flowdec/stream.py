@@ -58,8 +58,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
-from .audio import CODEC_RATE, check_rate
+from .audio import CODEC_RATE, MAX_CHANNELS, as_audio, check_int, check_rate
 from .bitstream import (
     LIVE_FRAMES_PER_GAIN,
     LIVE_FRAMES_PER_PACKET,
@@ -93,6 +94,11 @@ RESAMPLE_PIECE = 256
 RECOVER_AFTER = 4
 """Chunks on time before the engine recovers one degradation step."""
 MAX_BLOCK = 8192
+MAX_BLOCK_LIMIT = 1 << 20
+"""Largest ``max_block`` :meth:`Stream.prepare` accepts (host samples)."""
+MAX_RING_BYTES = 1 << 30
+"""Largest input + output ring memory :meth:`Stream.prepare` allocates (1 GiB; a stereo
+stream at 768 kHz with blocks of 2^20 samples needs about 110 MB)."""
 
 
 @dataclass
@@ -319,14 +325,17 @@ class Stream:
 
     # -- contract ----------------------------------------------------------------------------
     def prepare(self, sample_rate: int, max_block: int, channels: int) -> None:
-        """Allocate for ``channels`` at ``sample_rate`` Hz, blocks of up to ``max_block``."""
-        self._shutdown()
+        """Allocate for ``channels`` at ``sample_rate`` Hz, blocks of up to ``max_block``.
+
+        Raises ``ValueError`` for a rate outside 8000..768000 Hz, ``max_block`` outside
+        1..:data:`MAX_BLOCK_LIMIT`, ``channels`` outside 1..255, or a combination whose
+        buffers would exceed :data:`MAX_RING_BYTES`."""
         sr = check_rate(sample_rate)
-        if not 1 <= max_block <= 1 << 20:
-            raise ValueError(f"max_block: must be in 1..{1 << 20}, got {max_block}")
-        if not 1 <= channels <= 255:
-            raise ValueError(f"channels: must be in 1..255, got {channels}")
-        self.sample_rate, self.max_block, self.channels = sr, int(max_block), int(channels)
+        max_block = check_int(max_block, "max_block", 1, MAX_BLOCK_LIMIT)
+        channels = check_int(channels, "channels", 1, MAX_CHANNELS)
+        self._shutdown()
+        self._prepared = False
+        self.sample_rate, self.max_block, self.channels = sr, max_block, channels
         self.chain = _Chain(self.codec, channels, self.n_q, self.chunk, self.nfe, self.seed,
                             self.postfilter, self.context)
         self.piece = 1 if sr == CODEC_RATE else RESAMPLE_PIECE
@@ -337,8 +346,14 @@ class Stream:
                                         frames_per_packet=LIVE_FRAMES_PER_PACKET,
                                         frames_per_gain=LIVE_FRAMES_PER_GAIN)
         cap_in = 4 * sr + 4 * self.max_block  # seconds of stall before input is lost
-        self._in = np.zeros((channels, cap_in), np.float32)
         cap_out = self.latency + 4 * self.max_block + 4 * self.chunk_host + sr
+        need = channels * (cap_in + cap_out) * 4
+        if need > MAX_RING_BYTES:
+            raise ValueError(
+                f"{channels} channels at {sr} Hz with max_block {max_block} need "
+                f"{need / 2**30:.1f} GiB of stream buffers (limit {MAX_RING_BYTES / 2**30:g} "
+                "GiB): use fewer channels, a lower rate or smaller blocks")
+        self._in = np.zeros((channels, cap_in), np.float32)
         self._out = np.zeros((channels, cap_out), np.float32)
         self._prepared = True
         self.reset()
@@ -395,14 +410,25 @@ class Stream:
                                             args=(weakref.ref(self), self._wake), daemon=True)
             self._thread.start()
 
-    def process(self, block: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Push ``[channels, n]`` float32 host samples; return ``[channels, n]`` (into ``out``
-        when given). Never waits on the model when ``worker=True``."""
+    def process(self, block: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """Push ``[channels, n]`` host samples; return ``[channels, n]`` float32 (into
+        ``out`` when given). Never waits on the model when ``worker=True``.
+
+        The block is converted as :class:`flowdec.FlowDecEffect` converts its input
+        (:func:`flowdec.audio.as_audio`): integer PCM is scaled to [-1, 1); complex, object
+        and non-numeric arrays and NaN or infinite samples raise ``ValueError``."""
         self._check_prepared()
-        n = block.shape[-1]
-        if block.ndim != 2 or block.shape[0] != self.channels or not 1 <= n <= self.max_block:
+        shape = np.shape(block)
+        if len(shape) != 2 or shape[0] != self.channels or not 1 <= shape[1] <= self.max_block:
             raise ValueError(f"block: expected [{self.channels}, 1..{self.max_block}], "
-                             f"got {block.shape}")
+                             f"got {shape}")
+        block = as_audio(block, "block")
+        n = block.shape[1]
+        if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32
+                                or out.shape != (self.channels, n)):
+            raise ValueError(f"out: expected a float32 array of shape {(self.channels, n)}, "
+                             f"got {getattr(out, 'dtype', type(out).__name__)} "
+                             f"{np.shape(out)}")
         # input ring
         cap = self._in.shape[1]
         w = self._in_write % cap
