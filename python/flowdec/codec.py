@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 from collections.abc import Iterable, Iterator
@@ -21,13 +22,19 @@ import numpy as np
 import numpy.typing as npt
 
 from . import features
-from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
-from .band_level import BandGainStage, BandLevelMeter
+from .audio import CODEC_RATE, as_audio, check_int, check_rate, fit_length, resample
+from .band_level import BAND_STEP_DB, BAND_STEP_RANGE, BandGainStage, BandLevelMeter
 from .batching import Batcher, BatchingSession
 from .bitstream import (
     FILE_FRAMES_PER_GAIN,
     FILE_FRAMES_PER_PACKET,
+    GAIN_LIMIT_DB,
+    GAIN_STEP_DB,
+    BitstreamError,
     StreamHeader,
+    _check_band_gains,
+    _check_codes,
+    _check_gains,
     read_fdc_gains,
     write_fdc,
 )
@@ -89,6 +96,17 @@ class Bitstream:
     @property
     def seconds(self) -> float:
         return self.header.original_length / self.header.original_rate
+
+
+
+def _as_float(value: object) -> float:
+    """``float(value)`` of a number, else NaN (``"10"`` is not a number of seconds)."""
+    if isinstance(value, str | bytes):
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class Codec:
@@ -305,17 +323,17 @@ class Codec:
     def _chunk_frames(self, chunk_seconds: float) -> int:
         return max(1, int(chunk_seconds * self.card.frame_rate))
 
-    def decode(self, stream: Bitstream, nfe: int = 6, seed: int | None = None,
-               postfilter: bool | None = None, solver_name: str = "midpoint",
-               chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
-               envelope: bool = True) -> np.ndarray:
-        """Decode to ``[channels, original_length]`` float32 at the original rate.
-
-        ``postfilter``: True/False, or None for the model's recommendation
-        (:attr:`postfilter_recommended`). ``sigma`` and ``envelope``: postfilter options
-        (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.make_stage`;
-        the defaults are the model's method)."""
+    def _checked_stream(self, stream: object) -> tuple[StreamHeader, CodeChunk]:
+        """The header and (codes, gains, band gains) of ``stream``, checked against the
+        header and this model: a clear error instead of NaN output, 5e9 peaks or a failure
+        inside onnxruntime. Codes come back as uint16, gains as float32."""
+        if not isinstance(stream, Bitstream):
+            hint = ("; read a .fdc file with Bitstream.load(path)"
+                    if isinstance(stream, str | bytes | os.PathLike) else "")
+            raise TypeError(f"stream: expected a Bitstream, got {type(stream).__name__}{hint}")
         h = stream.header
+        if not isinstance(h, StreamHeader):
+            raise TypeError(f"stream.header: expected a StreamHeader, got {type(h).__name__}")
         self.check_stream(h)
         if h.frames_per_gain and stream.gains_db is None:
             raise ValueError(
@@ -325,7 +343,48 @@ class Codec:
             raise ValueError(
                 f"the stream's header has band gains ({h.level_bands} bands) but the Bitstream "
                 "has none: load files with Bitstream.load (or read_fdc_gains)")
-        chunk = (stream.codes, stream.gains_db, stream.band_gains_db)
+        codes = _check_codes(h, stream.codes, "stream.codes")
+        frames = codes.shape[2]
+        gains = _check_gains(h, stream.gains_db, frames, "stream.gains_db")
+        bands = _check_band_gains(h, stream.band_gains_db, frames, "stream.band_gains_db")
+        lo, hi = BAND_STEP_RANGE
+        for name, raw, q, step, carried in [
+            ("gains_db", stream.gains_db, gains, GAIN_STEP_DB, f"±{GAIN_LIMIT_DB:g} dB"),
+            ("band_gains_db", stream.band_gains_db, bands, BAND_STEP_DB,
+             f"{lo * BAND_STEP_DB:+g}..{hi * BAND_STEP_DB:+g} dB"),
+        ]:
+            if q is None or not q.size:
+                continue
+            r = np.asarray(raw, np.float64)
+            off = np.abs(r - q)  # the quantizer clamps what a stream cannot carry
+            if off.max() > step / 2 + 1e-6:
+                bad = float(r.flat[int(np.argmax(off))])
+                raise BitstreamError(f"stream.{name}: {bad:+g} dB is outside the {carried} "
+                                     "a stream carries")
+        return h, (codes,
+                   None if gains is None else np.asarray(stream.gains_db, np.float32),
+                   None if bands is None else np.asarray(stream.band_gains_db, np.float32))
+
+    def decode(self, stream: Bitstream, nfe: int = 6, seed: int | None = None,
+               postfilter: bool | None = None, solver_name: str = "midpoint",
+               chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
+               envelope: bool = True) -> np.ndarray:
+        """Decode to ``[channels, original_length]`` float32 at the original rate.
+
+        ``postfilter``: True/False, or None for the model's recommendation
+        (:attr:`postfilter_recommended`). ``sigma`` and ``envelope``: postfilter options
+        (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.make_stage`;
+        the defaults are the model's method).
+
+        Raises ``TypeError`` when ``stream`` is not a :class:`Bitstream` and ``ValueError``
+        (:class:`~flowdec.bitstream.BitstreamError` for the stream's contents) for codes that
+        are not integers ``[channels, n_codebooks, frames]`` within the codebooks, gains that
+        are NaN or beyond what a stream carries, or a bad ``nfe`` or ``chunk_seconds``."""
+        h, chunk = self._checked_stream(stream)
+        if not 0 < _as_float(chunk_seconds) < math.inf:
+            raise ValueError(f"chunk_seconds: must be > 0 (seconds), got {chunk_seconds!r}")
+        if self.use_postfilter(postfilter):
+            check_int(nfe, "nfe", 1, 10_000)
         out = list(self.decode_chunks(iter([chunk]), h, nfe, seed,
                                       postfilter, solver_name, chunk_seconds, sigma, envelope))
         y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)

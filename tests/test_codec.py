@@ -1,0 +1,88 @@
+"""flowdec.Codec as a library: what ``decode`` refuses (clear errors, never NaN or 5e9 peaks)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from flowdec.bitstream import BitstreamError
+from flowdec.codec import Bitstream, Codec
+
+
+@pytest.fixture(scope="module")
+def stream(codec: Codec) -> Bitstream:
+    t = np.arange(24000) / 48000
+    x = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    return codec.encode(x, 48000, 6.0, level_bands=24)
+
+
+def test_decode_accepts_the_encoders_stream(codec: Codec, stream: Bitstream) -> None:
+    y = codec.decode(stream, postfilter=False)
+    assert y.shape == (1, 24000) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("bad", [None, b"\x00" * 16, "x.fdc", 3, {"codes": []}])
+def test_decode_refuses_what_is_not_a_bitstream(codec: Codec, bad: object) -> None:
+    with pytest.raises(TypeError, match="^stream: expected a Bitstream") as e:
+        codec.decode(bad)  # type: ignore[arg-type]
+    if isinstance(bad, str | bytes):
+        assert "Bitstream.load" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda c: c.astype(np.int64) - 5, "code -5"),
+        (lambda c: c.astype(np.int64) * 0 + 1024, "code 1024"),
+        (lambda c: c.astype(np.float64) + 0.5, "integer"),
+        (lambda c: c.astype(bool), "integer"),
+        (lambda c: c[0], "shape"),  # 2-D
+        (lambda c: np.concatenate([c, c]), "shape"),  # a channel too many
+        (lambda c: c[:, :3], "shape"),  # fewer codebooks than the header says
+    ],
+)
+def test_decode_refuses_bad_codes(codec: Codec, stream: Bitstream, change: object,
+                                  match: str) -> None:
+    bad = dataclasses.replace(stream, codes=change(stream.codes))  # type: ignore[operator]
+    with pytest.raises(BitstreamError, match=f"^stream.codes: .*{match}"):
+        codec.decode(bad, postfilter=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("gains_db", np.nan, "finite"),
+        ("gains_db", 200.0, "outside the ±31.75 dB"),
+        ("gains_db", -60.0, "outside the ±31.75 dB"),
+        ("band_gains_db", np.inf, "finite"),
+        ("band_gains_db", 40.0, "outside the -24..\\+21 dB"),
+    ],
+)
+def test_decode_refuses_gains_a_stream_cannot_carry(codec: Codec, stream: Bitstream,
+                                                    field: str, value: float,
+                                                    match: str) -> None:
+    """NaN gains gave NaN audio and +200 dB gave 5e9 peaks."""
+    g = np.array(getattr(stream, field), np.float32)
+    g.flat[0] = value
+    with pytest.raises(BitstreamError, match=f"^stream.{field}: .*{match}"):
+        codec.decode(dataclasses.replace(stream, **{field: g}),  # type: ignore[arg-type]
+                     postfilter=False)
+
+
+def test_decode_refuses_gains_of_the_wrong_shape(codec: Codec, stream: Bitstream) -> None:
+    assert stream.gains_db is not None
+    with pytest.raises(BitstreamError, match="^stream.gains_db: expected shape"):
+        codec.decode(dataclasses.replace(stream, gains_db=stream.gains_db[:, :0]),
+                     postfilter=False)
+
+
+def test_decode_checks_its_arguments(codec: Codec, stream: Bitstream) -> None:
+    for bad in (0, -1.0, float("nan"), float("inf"), "10"):
+        with pytest.raises(ValueError, match="^chunk_seconds"):
+            codec.decode(stream, postfilter=False, chunk_seconds=bad)  # type: ignore[arg-type]
+    if codec.has_postfilter:
+        for nfe in (0, -2, 2.5):
+            with pytest.raises(ValueError, match="^nfe"):
+                codec.decode(stream, nfe=nfe, postfilter=True, seed=0)  # type: ignore[arg-type]
