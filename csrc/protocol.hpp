@@ -9,6 +9,10 @@
 //   * Each plugin instance creates one anonymous shared memory region (memfd_create) and two
 //     eventfds (input ready, output ready), and passes them with a Hello message over the
 //     socket (SCM_RIGHTS). Nothing is created in /dev/shm, so a dying host leaves nothing.
+//   * The memfd must be sealed against shrinking (F_SEAL_SHRINK, create_region_fd below)
+//     before the Hello: the backend maps memory a client owns, and a client that shrank it
+//     afterwards would turn every access into a SIGBUS. The backend refuses unsealed ones
+//     (check_region_fd) and doorbells that are not eventfds.
 //   * The backend answers with a Reply (status, latency in samples, a message) and keeps the
 //     socket open: its hang-up is how the plugin learns the backend is gone.
 //
@@ -22,7 +26,13 @@
 // speaking another version gets a Reply with status kStatusVersion and a readable message.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -182,6 +192,48 @@ inline RingRef input_ring(const Region& r) {
 }
 inline RingRef output_ring(const Region& r) {
     return {&r.control()->out_head, &r.control()->out_tail, r.layout().slots};
+}
+
+// ---- the region's file descriptor ---------------------------------------------------------
+// Seals of a region: its size is fixed for good (the backend requires F_SEAL_SHRINK).
+constexpr int kRegionSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+
+// Plugin side: a new memfd of `bytes` bytes (zero-filled), sealed with kRegionSeals.
+// Returns the fd, or -1 with `why` set.
+inline int create_region_fd(const char* name, std::size_t bytes, std::string* why) {
+    const int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        *why = std::string("memfd_create: ") + std::strerror(errno);
+        return -1;
+    }
+    if (ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
+        *why = std::string("ftruncate: ") + std::strerror(errno);
+        ::close(fd);
+        return -1;
+    }
+    if (fcntl(fd, F_ADD_SEALS, kRegionSeals) != 0) {
+        *why = std::string("sealing the shared memory: ") + std::strerror(errno);
+        ::close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// Backend side: empty when `fd` is a memfd of exactly `bytes` bytes that can no longer shrink,
+// else what is wrong (a message for the client). Seals only ever get added, so once this
+// passes the mapping stays backed for as long as it exists.
+inline std::string check_region_fd(int fd, std::size_t bytes) {
+    const int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0)
+        return std::string("shared memory is not a sealable memfd (F_GET_SEALS: ") + std::strerror(errno) + ")";
+    if ((seals & F_SEAL_SHRINK) == 0)
+        return "shared memory is not sealed against shrinking: create the memfd with "
+               "MFD_ALLOW_SEALING and add F_SEAL_SHRINK before the handshake";
+    struct stat st {};
+    if (fstat(fd, &st) != 0) return std::string("fstat: ") + std::strerror(errno);
+    if (static_cast<std::uint64_t>(st.st_size) != bytes)
+        return "shared memory is " + std::to_string(st.st_size) + " bytes, expected " + std::to_string(bytes);
+    return {};
 }
 
 // ---- handshake ---------------------------------------------------------------------------

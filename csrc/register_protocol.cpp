@@ -47,7 +47,11 @@ public:
         pr::Hello h{};
         std::string why;
         if (pr::check_hello(view.data(), view.size(), &h, &why) != pr::kStatusOk) raise_value("hello", why);
-        map(fd, pr::Layout{h.channels, h.chunk_frames, h.slots}, false);
+        const pr::Layout layout{h.channels, h.chunk_frames, h.slots};
+        const std::string unsafe = pr::check_region_fd(fd, layout.total_bytes());
+        if (!unsafe.empty()) raise_value("fd", unsafe);
+        map(fd, layout, false);
+        sample_rate_ = h.sample_rate;  // from the checked Hello, never re-read from shared memory
         const std::string bad = region_.check();
         if (!bad.empty()) {
             unmap();
@@ -60,16 +64,14 @@ public:
                            std::uint32_t slots) {
         const pr::Layout layout{channels, chunk_frames, slots};
         if (!layout.valid()) raise_value("shape", "channels, chunk_frames or slots out of range");
-        const int fd = memfd_create("flowdec-ring", MFD_CLOEXEC);
-        if (fd < 0) throw std::runtime_error(std::string("memfd_create: ") + std::strerror(errno));
-        if (ftruncate(fd, static_cast<off_t>(layout.total_bytes())) != 0) {
-            ::close(fd);
-            throw std::runtime_error(std::string("ftruncate: ") + std::strerror(errno));
-        }
+        std::string why;
+        const int fd = pr::create_region_fd("flowdec-ring", layout.total_bytes(), &why);
+        if (fd < 0) throw std::runtime_error(why);
         auto* c = new Channel();
         c->owns_fd_ = true;
         c->map(fd, layout, true);
         c->region_.initialise(sample_rate);
+        c->sample_rate_ = sample_rate;
         return c;
     }
 
@@ -85,7 +87,10 @@ public:
     std::uint32_t channels() const { return region_.layout().channels; }
     std::uint32_t chunk_frames() const { return region_.layout().chunk_frames; }
     std::uint32_t slots() const { return region_.layout().slots; }
-    std::uint32_t sample_rate() const { return ctl()->sample_rate; }
+    std::uint32_t sample_rate() const {
+        ctl();
+        return sample_rate_;
+    }
 
     // Backend: next input chunk into `out` ([channels, chunk_frames] float32, C-contiguous).
     // Returns (index, epoch, bitrate, nfe, postfilter, seed) or None when the ring is empty.
@@ -236,6 +241,7 @@ private:
     pr::Region region_{};
     int fd_ = -1;
     bool owns_fd_ = false;
+    std::uint32_t sample_rate_ = 0;
 };
 
 py::tuple py_check_hello(const py::bytes& data) {
@@ -273,6 +279,7 @@ py::tuple py_parse_reply(const py::bytes& data) {
 }  // namespace
 
 void register_protocol(py::module_& m) {
+    m.attr("PROTOCOL_MAGIC") = pr::kMagic;
     m.attr("PROTOCOL_VERSION") = pr::kVersion;
     m.attr("PROTOCOL_HELLO_BYTES") = sizeof(pr::Hello);
     m.attr("PROTOCOL_REPLY_BYTES") = sizeof(pr::Reply);
@@ -294,10 +301,12 @@ void register_protocol(py::module_& m) {
     py::class_<Channel>(m, "ProtocolChannel",
                         "One plugin instance's shared-memory region: input and output chunk rings.")
         .def(py::init<int, const py::bytes&>(), py::arg("fd"), py::arg("hello"),
-             "Map the memfd `fd` described by the Hello bytes (backend side; fd stays the caller's).")
+             "Map the memfd `fd` described by the Hello bytes (backend side; fd stays the caller's). "
+             "Raises ValueError unless it is sealed against shrinking (F_SEAL_SHRINK) and of the "
+             "Hello's size.")
         .def_static("create", &Channel::create, py::arg("channels"), py::arg("sample_rate"),
                     py::arg("chunk_frames"), py::arg("slots"), py::return_value_policy::take_ownership,
-                    "A fresh region in a new memfd (client side, for tests and benchmarks).")
+                    "A fresh region in a new sealed memfd (client side, for tests and benchmarks).")
         .def_property_readonly("fd", &Channel::fd)
         .def_property_readonly("channels", &Channel::channels)
         .def_property_readonly("chunk_frames", &Channel::chunk_frames)

@@ -69,6 +69,7 @@ def cuda_axpy(X: int, k: int, a: float, out: int, n: int, stream: int) -> None: 
 def cuda_synchronize(stream: int) -> None: ...
 
 # -- plugin <-> backend protocol (csrc/protocol.hpp, register_protocol.cpp) -------------------
+PROTOCOL_MAGIC: int
 PROTOCOL_VERSION: int
 PROTOCOL_HELLO_BYTES: int
 PROTOCOL_REPLY_BYTES: int
