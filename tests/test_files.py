@@ -383,6 +383,73 @@ def test_bounce_keeps_tree_and_reports_failures(codec: Codec, tmp_path: Path) ->
         assert rate == 44100 and y.shape == (1, f.frames)
 
 
+def test_messages_name_the_cause_and_the_output(codec: Codec, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlink loop said "no such file", an unreadable file "not a known format", and a
+    write error named the hidden temporary file instead of the output."""
+    import errno
+    import re
+
+    from flowdec.files import _Translate
+
+    ok = write_audio(tmp_path / "ok.wav", make_audio(48000, 1, 0.3), 48000)
+    (tmp_path / "a.wav").symlink_to(tmp_path / "b.wav")
+    (tmp_path / "b.wav").symlink_to(tmp_path / "a.wav")
+    with pytest.raises(FlowdecError, match=os.strerror(errno.ELOOP)):
+        encode_file(codec, tmp_path / "a.wav", tmp_path / "x.fdc", progress=False)
+
+    secret = write_audio(tmp_path / "secret.wav", make_audio(48000, 1, 0.3), 48000)
+    secret.chmod(0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root reads and writes anyway: refuse as the kernel refuses others
+        real_open, real_access = os.open, os.access
+
+        def deny_open(path: object, flags: int, *a: object, **k: object) -> int:
+            if Path(str(path)) == secret:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, flags, *a, **k)  # type: ignore[arg-type]
+
+        def deny_access(path: object, mode: int, *a: object, **k: object) -> bool:
+            return Path(str(path)) != locked and real_access(
+                path, mode, *a, **k)  # type: ignore[arg-type, call-overload]
+
+        monkeypatch.setattr(os, "open", deny_open)
+        monkeypatch.setattr(os, "access", deny_access)
+    denied = os.strerror(errno.EACCES)
+    with pytest.raises(FlowdecError, match=f"secret.wav: cannot read the file \\({denied}\\)"):
+        encode_file(codec, secret, tmp_path / "x.fdc", progress=False)
+    for out in (locked / "out.fdc", locked / "out.wav"):
+        with pytest.raises(FlowdecError) as e:
+            if out.suffix == ".fdc":
+                encode_file(codec, ok, out, progress=False)
+            else:
+                roundtrip_file(codec, ok, out, postfilter=False, progress=False)
+        assert str(e.value).startswith(f"{out}: ") and denied in str(e.value)
+        assert ".tmp" not in str(e.value)
+    monkeypatch.undo()
+    locked.chmod(0o755)
+
+    tmp = tmp_path / ".out.fdc.0123abcd.tmp"
+    want = re.escape(f"{tmp_path / 'out.fdc'}: No space left")
+    with pytest.raises(FlowdecError, match=f"^{want}"), _Translate():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+
+def test_bounce_says_why_a_folder_inside_the_output_is_skipped(codec: Codec,
+                                                              tmp_path: Path) -> None:
+    """bounce parent/sub -o parent said "no audio files": its files are skipped as being
+    inside the output folder, and the message says so."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    write_audio(sub / "a.wav", make_audio(48000, 1, 0.3), 48000)
+    r = bounce(codec, [sub], tmp_path, postfilter=False, progress=False)
+    assert r.outputs == [] and len(r.failures) == 1
+    assert "inside the output folder" in r.failures[0][1]
+    assert "no audio files" not in r.failures[0][1]
+
+
 @pytest.mark.parametrize(("rate", "shape"), [(48000, (2, 2)), (8000, (3, 5001)), (96000, (1, 1))])
 def test_tiny_odd_and_multichannel_inputs(codec: Codec, tmp_path: Path, rate: int,
                                           shape: tuple[int, int]) -> None:

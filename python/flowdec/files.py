@@ -40,8 +40,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
+import re
 import secrets
 import sys
 import time
@@ -217,11 +219,21 @@ class _Progress:
 
 # -- input -----------------------------------------------------------------------------------
 def _input_path(path: PathLike) -> Path:
+    """``path`` when it is a file this process can read, else a :class:`FlowdecError` that
+    says why (no such file, a symlink loop, permission denied, a folder)."""
     p = Path(path)
-    if not p.exists():
-        raise FlowdecError(f"{p}: no such file")
+    try:
+        p.stat()
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise FlowdecError(f"{p}: no such file") from None
+        raise FlowdecError(f"{p}: {e.strerror or _oneline(e)}") from None
     if p.is_dir():
         raise FlowdecError(f"{p}: is a folder, not a file")
+    try:  # pedalboard reports a file it may not read as "not a known or supported format"
+        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as e:
+        raise FlowdecError(f"{p}: cannot read the file ({e.strerror or _oneline(e)})") from None
     return p
 
 
@@ -305,6 +317,18 @@ class _AudioIn:
         self.close()
 
 
+_TMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp(\.[^.]*)?")
+
+
+def _visible(filename: str | os.PathLike[str]) -> str:
+    """The output a hidden temporary file (``.NAME.<8 hex>.tmp[.ext]``, renamed to NAME when
+    complete) stands for, so that messages name the file the user asked for; any other
+    name as it is."""
+    p = Path(filename)
+    m = _TMP_NAME.fullmatch(p.name)
+    return str(p.with_name(m.group("name"))) if m else str(filename)
+
+
 def _oneline(e: BaseException) -> str:
     s = " ".join(str(e).split())
     for prefix in ("Failed to open audio file: ",):
@@ -324,6 +348,9 @@ def _prepare_output(path: PathLike, allowed: Sequence[str]) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise FlowdecError(f"{p.parent}: cannot create the folder ({e.strerror})") from None
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise FlowdecError(f"{p}: cannot write into {p.parent} "
+                           f"({os.strerror(errno.EACCES)})")
     return p
 
 
@@ -348,8 +375,9 @@ class _AudioOut:
             self.file: Any = AudioFile(str(self.tmp), "w", sample_rate, channels, **kw)
         except Exception as e:
             self._unlink()
+            why = _oneline(e).replace(str(self.tmp), str(path))
             raise FlowdecError(f"{path}: cannot write {path.suffix} at {sample_rate} Hz, "
-                               f"{channels} ch ({_oneline(e)})") from None
+                               f"{channels} ch ({why})") from None
 
     def write(self, audio: np.ndarray) -> None:
         """Write ``audio`` (through the limiter, which may hold back its last 5 ms until
@@ -453,7 +481,7 @@ class _Translate:
         if isinstance(exc, BitstreamError | ModelError | DeviceError):
             raise FlowdecError(_oneline(exc)) from exc
         if isinstance(exc, OSError) and exc.strerror:
-            where = f"{exc.filename}: " if exc.filename else ""
+            where = f"{_visible(exc.filename)}: " if exc.filename else ""
             raise FlowdecError(f"{where}{exc.strerror}") from exc
 
 
@@ -677,13 +705,16 @@ def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = [f for f in sorted(p.rglob("*")) if f.is_file()
-                     and f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")
-                     and not f.resolve().is_relative_to(out_abs)]
-            if not found:
+            audio = [f for f in sorted(p.rglob("*")) if f.is_file()
+                     and f.suffix.lower() in AUDIO_EXTENSIONS and not f.name.startswith(".")]
+            found = [f for f in audio if not f.resolve().is_relative_to(out_abs)]
+            if audio and not found:  # e.g. bounce sub -o . : sub is inside the output folder
+                failures.append((p, f"{p}: skipped, its audio files are inside the output "
+                                    f"folder {out_dir}; choose an output folder outside it"))
+            elif not found:
                 failures.append((p, f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)})"))
             jobs += [(f, out_dir / f.relative_to(p).with_suffix(suffix)) for f in found]
-        elif p.exists():
+        elif os.path.lexists(p):  # a file, or a link the round trip reports on (e.g. a loop)
             jobs.append((p, out_dir / p.with_suffix(suffix).name))
         else:
             failures.append((p, f"{p}: no such file or folder"))
