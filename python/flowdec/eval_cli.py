@@ -23,8 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("ref_dir", metavar="REF_DIR", help="folder of reference clips")
     p.add_argument("-b", "--bitrates", type=float, nargs="+", default=[3.0, 4.5, 6.0, 7.5],
                    metavar="KBPS", help="kbit/s per channel (default 3 4.5 6 7.5)")
-    p.add_argument("--nfe", type=int, nargs="+", default=[2, 4, 6, 10],
-                   help="postfilter evaluations to test (default 2 4 6 10)")
+    p.add_argument("--nfe", type=int, nargs="*", default=[2, 4, 6, 10],
+                   help="postfilter evaluations to test (default 2 4 6 10; none: --nfe, the "
+                        "codec path only)")
     p.add_argument("--baselines", nargs="*", default=["opus"], choices=["opus"],
                    help="baseline codecs (default opus; none: --baselines)")
     p.add_argument("-o", "--out", default="eval_out", metavar="OUT_DIR",

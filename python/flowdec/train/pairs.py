@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    codec, _, info = load_codec(args.codec_run)
+    codec, _, info = load_codec(args.codec_run, float16=True)  # as exported
     out = build(codec, info["steps"], AudioCache(args.cache), args.out, args.pairs, args.seconds)
     print(f"{args.pairs} pairs of {args.seconds} s in {out}")
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=1000)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    codec, _, _ = load_codec(args.codec_run)
+    codec, _, _ = load_codec(args.codec_run, float16=True)  # as exported
     res = estimate(codec, AudioCache(args.cache), PostfilterConfig(), args.pairs)
     Path(args.out).write_text(json.dumps(res, indent=1))
     s = np.array(res["sigma_y"])

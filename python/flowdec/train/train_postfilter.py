@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
     d = init_distributed(args.device)
     config["hardware"] = describe_hardware(d.device)  # of this launch (a resumed run: the last)
-    codec, codec_cfg, codec_info = load_codec(args.codec_run)
+    codec, codec_cfg, codec_info = load_codec(args.codec_run, float16=True)
     codec = codec.to(d.device)
     cache = AudioCache(args.cache)
     if d.main:
