@@ -74,7 +74,7 @@ def main() -> None:
             xa = [number(a[c].get(m)) for c in names]
             xb = [number(b[c].get(m)) for c in names]
             r = paired_comparison(xa, xb, higher_is_better=HIGHER_IS_BETTER[m])
-            if r.n == 0:
+            if r is None or r.n == 0:
                 continue
             pairs = [(x, y) for x, y in zip(xa, xb, strict=True)
                      if x is not None and y is not None]
