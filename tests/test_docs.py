@@ -45,3 +45,16 @@ def test_docstring_examples_run(name: str, tmp_path: Path,
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
                              report=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples in {name} failed"
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    """The README's test command is scripts/test.sh, and CI's .ci/run runs exactly it."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert "```bash\nbash scripts/test.sh\n```" in readme
+    ci = [ln for ln in (root / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.startswith("#")]
+    assert ci == ['exec bash "$(dirname "$0")/../scripts/test.sh"']
+    script = (root / "scripts" / "test.sh").read_text()
+    for step in ("plugin/build.sh", "ruff check", "mypy", "pytest -q tests"):
+        assert step in script, step
