@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -329,6 +330,95 @@ def test_plugin_starts_backend_and_leaves_nothing(env: Path, monkeypatch: pytest
     gc.collect()
     wait_gone(env)
     assert shm_entries() == before
+
+
+def test_plugin_starts_an_isolated_backend_without_a_shell(
+        env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A `flowdec` package in the host's working directory must not be what runs: the default
+    # command is `python3 -I -m flowdec serve`, spawned without a shell, from "/".
+    # (numpy too: an editable install's import hook would outrank a planted `flowdec`)
+    project = tmp_path / "project"
+    hijacked = tmp_path / "hijacked"
+    for planted in ("flowdec/__init__.py", "flowdec/__main__.py", "numpy/__init__.py"):
+        (project / planted).parent.mkdir(parents=True, exist_ok=True)
+        (project / planted).write_text(f"open({str(hijacked)!r}, 'w').close()\n")
+    bindir, seen = tmp_path / "bin", tmp_path / "argv"
+    bindir.mkdir()
+    shim = bindir / "python3"  # records how it was started, then runs the real backend
+    shim.write_text("#!/bin/sh\n"
+                    f"printf '%s\\n' \"$@\" \"$(pwd)\" > {shlex.quote(str(seen))}\n"
+                    f"exec {shlex.quote(sys.executable)} \"$@\" --engine delay:0 --idle-exit 1"
+                    " --quiet\n")
+    shim.chmod(0o755)
+    monkeypatch.delenv("FLOWDEC_BACKEND_CMD")
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.chdir(project)
+    x = signal(0.3)
+    p = load()
+    y = p(x, RATE, buffer_size=256)
+    assert not hijacked.exists(), "the host's working directory chose the backend"
+    assert seen.read_text().splitlines() == ["-I", "-m", "flowdec", "serve", "/"]
+    np.testing.assert_array_equal(y, x)  # served by the real backend's delay engine
+    del p
+    gc.collect()
+    wait_gone(env)
+
+
+_JUCE_B64 = ".ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+"
+
+
+def _with_state_attributes(raw_state: bytes, attrs: str) -> bytes:
+    """The plugin's VST3 state with ``attrs`` added to its saved ``<flowdec>`` element, as a
+    crafted project file would carry them (JUCE's base64 and binary XML, rebuilt)."""
+    import re
+    import struct
+
+    m = re.search(rb"<IComponent>(\d+)\.([^<]*)</IComponent>", raw_state)
+    assert m is not None
+    v = 0
+    for i, ch in enumerate(m.group(2).decode()):
+        v |= _JUCE_B64.index(ch) << (6 * i)
+    block = v.to_bytes(len(m.group(2)) * 6 // 8 + 2, "little")[:int(m.group(1))]
+    assert block[:4] == b"VC2!"
+    n = struct.unpack_from("<I", block, 4)[0]
+    xml = block[8:8 + n].replace(b"<flowdec>", b"<flowdec " + attrs.encode() + b">")
+    assert xml != block[8:8 + n]
+    block = b"VC2!" + struct.pack("<I", len(xml)) + xml + block[8 + n:]
+    v = int.from_bytes(block, "little")
+    enc = "".join(_JUCE_B64[(v >> (6 * i)) & 63] for i in range((len(block) * 8 + 5) // 6))
+    comp = f"<IComponent>{len(block)}.{enc}</IComponent>".encode()
+    return raw_state[:m.start()] + comp + raw_state[m.end():]
+
+
+def test_a_project_file_cannot_choose_the_backend_command(
+        env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWDEC_CONNECT_TIMEOUT_MS", "2000")
+    marker = tmp_path / "ran"
+    p = load()
+    p.raw_state = _with_state_attributes(p.raw_state,
+                                         f'backend_command="touch {marker}" backend_latency="7"')
+    p(signal(0.1), RATE, buffer_size=256)
+    time.sleep(0.5)
+    assert not marker.exists(), "the saved state ran a command"
+
+
+def test_a_saved_backend_latency_is_bounded(env: Path, tmp_path: Path) -> None:
+    # 2**31 - 1 samples used to overflow the dry line's size: the host died in prepareToPlay.
+    code = f"""
+import pedalboard, numpy as np, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_plugin_vst3 import _with_state_attributes
+p = pedalboard.load_plugin({str(VST3)!r})
+p.postfilter = False
+p.raw_state = _with_state_attributes(p.raw_state, 'backend_latency="2147483647"')
+y = p(np.zeros((2, 4800), np.float32), 48000, buffer_size=256)
+print("rendered", y.shape)
+"""
+    env_vars = dict(os.environ, FLOWDEC_CONNECT_TIMEOUT_MS="500")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=env_vars, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "rendered (2, 4800)" in res.stdout
 
 
 def test_force_realtime_never_waits(codec_backend: Path) -> None:

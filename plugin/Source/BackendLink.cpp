@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,14 +36,62 @@ std::int64_t nowMs() {
 
 std::string backendSocketPath() {
     if (const char* env = std::getenv("FLOWDEC_SOCKET"); env && *env) return env;
-    if (const char* rt = std::getenv("XDG_RUNTIME_DIR"); rt && *rt)
-        return std::string(rt) + "/flowdec/backend.sock";
+    // $XDG_RUNTIME_DIR only when it is an absolute path to a directory of this user
+    if (const char* rt = std::getenv("XDG_RUNTIME_DIR"); rt && rt[0] == '/') {
+        struct stat st {};
+        if (stat(rt, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == getuid())
+            return std::string(rt) + "/flowdec/backend.sock";
+    }
     return "/tmp/flowdec-" + std::to_string(getuid()) + "/backend.sock";
 }
 
-std::string defaultBackendCommand() {
-    if (const char* env = std::getenv("FLOWDEC_BACKEND_CMD"); env) return env;
-    return "python3 -m flowdec serve";
+bool splitCommand(const std::string& cmd, std::vector<std::string>* words) {
+    words->clear();
+    std::string word;
+    bool inWord = false;
+    for (std::size_t i = 0; i < cmd.size(); ++i) {
+        const char c = cmd[i];
+        if (c == ' ' || c == '\t' || c == '\n') {
+            if (inWord) words->push_back(word);
+            word.clear();
+            inWord = false;
+        } else if (c == '\'') {
+            const std::size_t end = cmd.find('\'', i + 1);
+            if (end == std::string::npos) return false;
+            word.append(cmd, i + 1, end - i - 1);
+            i = end;
+            inWord = true;
+        } else if (c == '"') {
+            for (++i;; ++i) {
+                if (i >= cmd.size()) return false;
+                if (cmd[i] == '"') break;
+                if (cmd[i] == '\\' && i + 1 < cmd.size() &&
+                    std::strchr("\"\\$`", cmd[i + 1]) != nullptr)
+                    ++i;
+                word += cmd[i];
+            }
+            inWord = true;
+        } else if (c == '\\') {
+            if (i + 1 < cmd.size()) word += cmd[++i];
+            inWord = true;
+        } else {
+            word += c;
+            inWord = true;
+        }
+    }
+    if (inWord) words->push_back(word);
+    return true;
+}
+
+std::vector<std::string> defaultBackendCommand() {
+    const char* env = std::getenv("FLOWDEC_BACKEND_CMD");
+    if (env == nullptr) return {"python3", "-I", "-m", "flowdec", "serve"};
+    std::vector<std::string> argv;
+    if (!splitCommand(env, &argv)) {
+        logLine("FLOWDEC_BACKEND_CMD has an unterminated quote: not starting a backend");
+        argv.clear();
+    }
+    return argv;
 }
 
 // ---- SharedRegion -----------------------------------------------------------------------------
@@ -50,9 +99,10 @@ SharedRegion::~SharedRegion() { destroy(); }
 
 bool SharedRegion::create(protocol::Layout layout, std::uint32_t rate, std::string* error) {
     destroy();
-    memFd = memfd_create("flowdec-plugin", MFD_CLOEXEC);
-    if (memFd < 0 || ftruncate(memFd, static_cast<off_t>(layout.total_bytes())) != 0) {
-        *error = std::string("shared memory: ") + std::strerror(errno);
+    std::string why;
+    memFd = protocol::create_region_fd("flowdec-plugin", layout.total_bytes(), &why);  // sealed
+    if (memFd < 0) {
+        *error = "shared memory: " + why;
         destroy();
         return false;
     }
@@ -228,7 +278,8 @@ void BackendLink::reapChild() {
     if (r == child_) {
         // Exit status 3: another backend already serves the socket (not a failure).
         if (!(WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3))) {
-            setError("backend command failed (" + config_.command + ")");
+            setError("backend command failed (" + config_.command.front() + " exited with " +
+                     std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)) + ")");
             gaveUp_ = true;
             cv_.notify_all();
         }
@@ -244,21 +295,38 @@ void BackendLink::spawnBackend() {
         cv_.notify_all();
         return;
     }
+    // No shell, and not from the host's working directory: nothing there can take its place.
+    std::vector<char*> argv;
+    std::string shown;
+    for (const std::string& a : config_.command) {
+        argv.push_back(const_cast<char*>(a.c_str()));
+        shown += (shown.empty() ? "" : " ") + a;
+    }
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
+    posix_spawn_file_actions_addchdir_np(&actions, "/");
+#endif
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);  // none of the host's files
+#endif
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);  // survives the host's process group
-    const char* argv[] = {"/bin/sh", "-c", config_.command.c_str(), nullptr};
     pid_t pid = -1;
-    const int rc = posix_spawn(&pid, "/bin/sh", nullptr, &attr, const_cast<char* const*>(argv), environ);
+    const int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
     posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) {
-        setError(std::string("cannot start the backend: ") + std::strerror(rc));
+        setError("cannot start the backend (" + config_.command.front() + "): " + std::strerror(rc));
         gaveUp_ = true;
         cv_.notify_all();
         return;
     }
     child_ = pid;
-    logLine("started the backend: " + config_.command);
+    logLine("started the backend: " + shown);
 }
 
 void BackendLink::run() {

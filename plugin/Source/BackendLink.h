@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "protocol.hpp"
 
@@ -18,8 +19,14 @@ namespace flowdec {
 
 // The per-user socket path, same rules as flowdec.serve.socket_path().
 std::string backendSocketPath();
-// The command that starts a backend: FLOWDEC_BACKEND_CMD or `python3 -m flowdec serve`.
-std::string defaultBackendCommand();
+// The argv that starts a backend, run without a shell from "/": FLOWDEC_BACKEND_CMD split into
+// words (splitCommand), else `python3 -I -m flowdec serve` (-I: isolated, so no directory the
+// host was started from, nor PYTHONPATH, decides which `flowdec` runs). Empty: start none.
+std::vector<std::string> defaultBackendCommand();
+// Split `cmd` into words as a POSIX shell splits a simple command, without running one: blanks
+// separate words, '...' and "..." quote, a backslash escapes the next character; no expansions,
+// redirections or operators (so shlex.join's output round-trips). False on an open quote.
+bool splitCommand(const std::string& cmd, std::vector<std::string>* words);
 
 // Anonymous shared memory (memfd) + two eventfds, owned by one plugin instance.
 class SharedRegion {
@@ -43,7 +50,7 @@ class BackendLink {
 public:
     struct Config {
         std::string socketPath;
-        std::string command;    // empty: never start a backend
+        std::vector<std::string> command;  // argv; empty: never start a backend
         std::uint32_t maxBlock = 0;
         int replyTimeoutMs = 60000;
         std::function<void()> tick;  // called about every 100 ms on the supervisor thread

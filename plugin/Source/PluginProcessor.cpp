@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -127,8 +128,7 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
 
     BackendLink::Config cfg;
     cfg.socketPath = backendSocketPath();
-    const juce::String stateCmd = params.state.getProperty("backend_command", "").toString();
-    cfg.command = stateCmd.isNotEmpty() ? stateCmd.toStdString() : defaultBackendCommand();
+    cfg.command = defaultBackendCommand();  // never from the saved state: a project file is data
     cfg.maxBlock = static_cast<std::uint32_t>(blockAllowance);
     cfg.tick = [this] { connectedParam->set(link.connected() ? 1.0f : 0.0f); };
     if (shm.region.mapped()) link.start(&shm, cfg);
@@ -136,8 +136,11 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
     const int waitMs = envInt("FLOWDEC_CONNECT_TIMEOUT_MS", realtime ? 200 : 30000);
     if (shm.region.mapped()) link.waitConnected(waitMs);
-    const int s = link.everConnected() ? static_cast<int>(link.latency())
-                                       : static_cast<int>(params.state.getProperty("backend_latency", 0));
+    // Reported by the backend or restored from a project file: data, kept within 10 s so that
+    // no buffer size below can overflow.
+    const int s = std::clamp(link.everConnected() ? static_cast<int>(link.latency())
+                                                  : static_cast<int>(params.state.getProperty("backend_latency", 0)),
+                             0, 10 * static_cast<int>(std::lround(sampleRate)));
     backendLatency = s;
     bufferLatency = std::max(need, floor - s);  // D: total = max(need + s, floor)
     if (link.everConnected()) params.state.setProperty("backend_latency", s, nullptr);
