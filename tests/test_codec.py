@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +88,15 @@ def test_decode_checks_its_arguments(codec: Codec, stream: Bitstream) -> None:
         for nfe in (0, -2, 2.5):
             with pytest.raises(ValueError, match="^nfe"):
                 codec.decode(stream, nfe=nfe, postfilter=True, seed=0)  # type: ignore[arg-type]
+
+
+def test_codec_imports_no_private_names() -> None:
+    """codec.py used bitstream's private _check_codes/_check_gains/_check_band_gains."""
+    import flowdec.bitstream
+    import flowdec.codec
+
+    tree = ast.parse(Path(flowdec.codec.__file__).read_text())
+    private = [f"{node.module}.{a.name}" for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) for a in node.names if a.name.startswith("_")]
+    assert private == []
+    assert {"check_codes", "check_gains", "check_band_gains"} <= set(flowdec.bitstream.__all__)

@@ -75,6 +75,9 @@ __all__ = [
     "Packet",
     "StreamHeader",
     "TruncatedStreamError",
+    "check_band_gains",
+    "check_codes",
+    "check_gains",
     "decode_header",
     "decode_packet",
     "encode_header",
@@ -445,8 +448,9 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[StreamHeader, i
     return h, size
 
 
-def _check_codes(h: StreamHeader, codes: object, what: str) -> Codes:
-    """Validate ``[channels, n_codebooks, frames]`` integer codes and return them as uint16."""
+def check_codes(h: StreamHeader, codes: object, what: str) -> Codes:
+    """Codes ``[channels, n_codebooks, frames]`` that fit ``h`` as uint16, else
+    :class:`BitstreamError` naming ``what``."""
     arr = np.asarray(codes)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise BitstreamError(f"{what}: expected an integer array, got dtype {arr.dtype}")
@@ -514,18 +518,20 @@ def _check_db(gains: object, have: bool, want: tuple[int, ...], axes: str, absen
     return arr
 
 
-def _check_gains(h: StreamHeader, gains: object, frames: int, what: str
-                 ) -> npt.NDArray[np.float32] | None:
-    """Validate ``[channels, gain_blocks(frames)]`` finite gains in dB (None without gains)."""
+def check_gains(h: StreamHeader, gains: object, frames: int, what: str
+                ) -> npt.NDArray[np.float32] | None:
+    """Level gains ``[channels, gain_blocks(frames)]`` in dB as ``h`` stores them (quantized;
+    None when ``h`` has none), else :class:`BitstreamError` naming ``what``."""
     arr = _check_db(gains, bool(h.frames_per_gain), (h.channels, h.gain_blocks(frames)),
                     "channels, gain blocks", "no gains (frames_per_gain 0)",
                     f"gains every {h.frames_per_gain} frames", "gains_db", what)
     return None if arr is None else quantize_gains(arr)
 
 
-def _check_band_gains(h: StreamHeader, gains: object, frames: int, what: str
-                      ) -> npt.NDArray[np.float32] | None:
-    """Validate ``[channels, gain_blocks(frames), level_bands]`` finite band gains in dB."""
+def check_band_gains(h: StreamHeader, gains: object, frames: int, what: str
+                     ) -> npt.NDArray[np.float32] | None:
+    """Band gains ``[channels, gain_blocks(frames), level_bands]`` in dB as ``h`` stores them
+    (quantized; None when ``h`` has none), else :class:`BitstreamError` naming ``what``."""
     want = (h.channels, h.gain_blocks(frames), h.level_bands)
     arr = _check_db(gains, bool(h.level_bands), want, "channels, gain blocks, bands",
                     "no level bands", f"{h.level_bands} level bands", "band_gains_db", what)
@@ -560,15 +566,15 @@ def encode_packet(h: StreamHeader, p: Packet) -> bytes:
     166
     """
     index = _int_field("packet index", p.index, 0, _U32)
-    codes = _check_codes(h, p.codes, f"packet {index} codes")
+    codes = check_codes(h, p.codes, f"packet {index} codes")
     frames = codes.shape[2]
     if not 1 <= frames <= h.frames_per_packet:
         raise BitstreamError(
             f"packet {index}: has {frames} frames; a packet holds 1..{h.frames_per_packet} "
             "(frames_per_packet)"
         )
-    gains = _check_gains(h, p.gains_db, frames, f"packet {index} gains")
-    bands = _check_band_gains(h, p.band_gains_db, frames, f"packet {index} band gains")
+    gains = check_gains(h, p.gains_db, frames, f"packet {index} gains")
+    bands = check_band_gains(h, p.band_gains_db, frames, f"packet {index} band gains")
     payload = pack_codes(codes, h.bits_per_code)
     if gains is not None:
         payload += gain_bytes(gains)
@@ -766,15 +772,15 @@ class FdcWriter:
         if self._file is None:
             raise BitstreamError(f"FdcWriter for {self.path} is closed; open a new one")
         h = self.header
-        arr = _check_codes(h, codes, "codes")
+        arr = check_codes(h, codes, "codes")
         k = arr.shape[2]
         if k and h.frames_per_gain and self._frames % h.frames_per_gain:
             raise BitstreamError(
                 f"codes: the previous write ended inside a gain block ({self._frames} frames, "
                 f"blocks of {h.frames_per_gain}); only the last write may end mid-block"
             )
-        gains = _check_gains(h, gains_db, k, "gains_db")
-        bands = _check_band_gains(h, band_gains_db, k, "band_gains_db")
+        gains = check_gains(h, gains_db, k, "gains_db")
+        bands = check_band_gains(h, band_gains_db, k, "band_gains_db")
         if k == 0:
             return
         self._buf.append(arr)

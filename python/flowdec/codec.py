@@ -32,9 +32,9 @@ from .bitstream import (
     GAIN_STEP_DB,
     BitstreamError,
     StreamHeader,
-    _check_band_gains,
-    _check_codes,
-    _check_gains,
+    check_band_gains,
+    check_codes,
+    check_gains,
     read_fdc_gains,
     write_fdc,
 )
@@ -343,10 +343,10 @@ class Codec:
             raise ValueError(
                 f"the stream's header has band gains ({h.level_bands} bands) but the Bitstream "
                 "has none: load files with Bitstream.load (or read_fdc_gains)")
-        codes = _check_codes(h, stream.codes, "stream.codes")
+        codes = check_codes(h, stream.codes, "stream.codes")
         frames = codes.shape[2]
-        gains = _check_gains(h, stream.gains_db, frames, "stream.gains_db")
-        bands = _check_band_gains(h, stream.band_gains_db, frames, "stream.band_gains_db")
+        gains = check_gains(h, stream.gains_db, frames, "stream.gains_db")
+        bands = check_band_gains(h, stream.band_gains_db, frames, "stream.band_gains_db")
         lo, hi = BAND_STEP_RANGE
         for name, raw, q, step, carried in [
             ("gains_db", stream.gains_db, gains, GAIN_STEP_DB, f"±{GAIN_LIMIT_DB:g} dB"),
