@@ -242,6 +242,36 @@ def test_postfilter_trains_from_a_pair_cache(codec_run: Path, exported: Path,
     assert res.returncode != 0 and "rebuild it with flowdec.train.pairs" in res.stderr
 
 
+def test_postfilter_fine_tune_takes_the_new_codecs_sigma(codec_run: Path, exported: Path,
+                                                        tmp_path: Path) -> None:
+    """A postfilter warm-started for a new codec takes σ_y(f) re-estimated on that codec's
+    pairs at the network's β (``sigma --beta``); σ_y from another β is refused."""
+    cache = codec_run / "synthetic_cache"
+    weights = tmp_path / "pf.pt"
+    run_module("flowdec.train.export", "weights", "--run", str(exported.parent / "pf_run"),
+               "--out", str(weights))
+    beta = torch.load(weights, weights_only=False)["config"]["net"]["beta"]
+    sigma = tmp_path / "sigma.json"
+    run_module("flowdec.train.sigma", "--codec-run", str(codec_run), "--cache", str(cache),
+               "--pairs", "8", "--beta", repr(beta), "--out", str(sigma))
+    est = json.loads(sigma.read_text())
+    assert est["beta"] == beta and est["beta_measured"] > 0
+    est["sigma_y"] = [0.123] * len(est["sigma_y"])  # recognisable
+    sigma.write_text(json.dumps(est))
+    args = ["--codec-run", str(codec_run), "--cache", str(cache), "--init", str(weights),
+            "--steps", "1", "--batch", "2", "--threads", "1", "--validate-every", "100"]
+    run_module("flowdec.train.train_postfilter", *args, "--sigma", str(sigma), "--run-dir",
+               str(tmp_path / "pf"))
+    state = torch.load(tmp_path / "pf" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["config"]["sigma"]["sigma_y"] == est["sigma_y"]
+    est["beta"] = beta * 1.5
+    sigma.write_text(json.dumps(est))
+    res = subprocess.run([sys.executable, "-m", "flowdec.train.train_postfilter", *args,
+                          "--sigma", str(sigma), "--run-dir", str(tmp_path / "pf2")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and "--beta" in res.stderr
+
+
 def test_warm_start_keeps_new_layers_and_refuses_foreign_ones(tmp_path: Path) -> None:
     """A postfilter file from before a layer was added still warm-starts the new network."""
     from flowdec.train.loop import Trainer, init_distributed

@@ -48,7 +48,10 @@ def codec_pairs(codec: torch.nn.Module, x: np.ndarray, n_q: np.ndarray) -> np.nd
 
 
 def estimate(codec: torch.nn.Module, cache: AudioCache, cfg: PostfilterConfig, n_pairs: int,
-             seconds: float = 2.0, seed: int = 7, batch: int = 16) -> dict[str, object]:
+             seconds: float = 2.0, seed: int = 7, batch: int = 16,
+             beta: float | None = None) -> dict[str, object]:
+    """β and σ_y(f) from ``n_pairs`` coded crops; ``beta`` given: σ_y(f) at that β (a
+    network trained at it keeps its input scale), the measured β recorded beside it."""
     sampler = CropSampler(cache, "train", seconds, seed=seed, augment=True)
     rng = np.random.default_rng(seed)
     levels = np.array(codec.cfg.bitrates_codebooks)
@@ -66,8 +69,8 @@ def estimate(codec: torch.nn.Module, cache: AudioCache, cfg: PostfilterConfig, n
         mags.append(stft_features(torch.from_numpy(x / peak).float(), unit).norm(dim=1).flatten()
                     .numpy()[::97])
         done += b
-    q = float(np.quantile(np.concatenate(mags), QUANTILE))
-    beta = 1.0 / q
+    measured = 1.0 / float(np.quantile(np.concatenate(mags), QUANTILE))
+    beta = measured if beta is None else beta
     feat = replace(cfg, beta=beta)
     for x, y in zip(xs, ys, strict=True):
         d = stft_features(torch.from_numpy(y).float(), feat) - stft_features(
@@ -80,6 +83,7 @@ def estimate(codec: torch.nn.Module, cache: AudioCache, cfg: PostfilterConfig, n
     sigma_f = gaussian_smooth(np.quantile(br, QUANTILE, axis=0) / 3.0, 3.0)
     return {
         "beta": beta,
+        "beta_measured": measured,
         "sigma_y": [float(v) for v in sigma_f],
         "sigma_y_global": float(np.quantile(cr, QUANTILE) / 3.0),
         "pairs": int(n_pairs),
@@ -94,9 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache", required=True, help="audio cache folder (see train_codec)")
     p.add_argument("--pairs", type=int, default=1000)
     p.add_argument("--out", required=True)
+    p.add_argument("--beta", type=float,
+                   help="σ_y at this β (a postfilter's, to fine-tune it) instead of measuring β")
     args = p.parse_args(argv)
     codec, _, _ = load_codec(args.codec_run, float16=True)  # as exported
-    res = estimate(codec, AudioCache(args.cache), PostfilterConfig(), args.pairs)
+    res = estimate(codec, AudioCache(args.cache), PostfilterConfig(), args.pairs, beta=args.beta)
     Path(args.out).write_text(json.dumps(res, indent=1))
     s = np.array(res["sigma_y"])
     print(f"beta={res['beta']:.4f} sigma_y global={res['sigma_y_global']:.3f} "

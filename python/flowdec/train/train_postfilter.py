@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--codec-run", required=True,
                    help="codec run folder (frozen EMA weights) or codec weights file")
     p.add_argument("--cache", required=True, help="audio cache folder (or shard)")
-    p.add_argument("--sigma", help="JSON from flowdec.train.sigma (new runs; a resumed run or "
-                                   "--init keeps its own)")
+    p.add_argument("--sigma", help="JSON from flowdec.train.sigma (new runs; with --init it "
+                                   "replaces the weights' σ_y and must have their β; a resumed "
+                                   "run keeps its own)")
     p.add_argument("--pairs", help="pair cache from flowdec.train.pairs (same codec run)")
     p.add_argument("--channels", type=int, help="network width (new runs only)")
     p.add_argument("--global-sigma", action="store_true", help="use the scalar σ_y (ablation)")
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> None:
         saved = torch.load(source, map_location="cpu", weights_only=False)["config"]
         net_cfg = PostfilterConfig(**saved["net"])
         tr = PostfilterTrain(**saved["train"])
-        sig = saved["sigma"]
+        if source == ckpt or not args.sigma:
+            sig = saved["sigma"]
+        elif abs(float(sig["beta"]) - net_cfg.beta) > 1e-9 * net_cfg.beta:
+            p.error(f"{args.sigma} was estimated at beta {sig['beta']:g}, the network of "
+                    f"{args.init} uses {net_cfg.beta:g}: rerun flowdec.train.sigma with "
+                    f"--beta {net_cfg.beta!r}")
     else:
         net_cfg = PostfilterConfig(beta=float(sig["beta"]))
         if args.channels:
