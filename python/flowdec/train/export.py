@@ -335,6 +335,20 @@ def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str])
     return out
 
 
+def validation_curve(path: Path, n_q: int) -> list[dict[str, float]]:
+    """The run's validation rows at ``n_q`` codebooks (step, hours, mel distance and SI-SDR
+    per domain on the run's held-out crops); empty without ``valid.csv``."""
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    keep = [k for k in (rows[0] if rows else {}) if k.endswith(f"_q{n_q}")]
+    return [{"step": int(r["step"]), "hours": round(float(r["wall_s"]) / 3600, 3),
+             **{k: float(r[k]) for k in keep if r.get(k)}} for r in rows]
+
+
 def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                  data_note: dict[str, Any] | None = None) -> Path:
     """Export EMA weights of ``run_dir`` into ``out_dir``; returns the model card path."""
@@ -346,6 +360,9 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     m = cfg.model
     valid_path = Path(run_dir) / "metrics.json"
     metrics = json.loads(valid_path.read_text()) if valid_path.exists() else {}
+    curve = validation_curve(Path(run_dir) / "valid.csv", m.n_codebooks)
+    if curve:
+        metrics["validation_curve"] = curve
     section = {
         "architecture": "spectral ConvNeXt encoder → factorised residual VQ → spectral ConvNeXt "
                         "decoder (predicts log-magnitude + phase per frame, overlap-add)",
