@@ -224,3 +224,57 @@ def test_postfilter_default_follows_the_model_card(model_dir: Path, tmp_path: Pa
     r = flowdec("roundtrip", "in.wav", "c.wav", "--postfilter", "--no-postfilter", "--model", m,
                 cwd=tmp_path)
     assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+def test_nfe_and_seed_ask_for_the_postfilter(model_dir: Path, codec: Codec, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the postfilter off by default, --nfe and --seed were silently ignored; now giving
+    either runs it (unless --no-postfilter), with seed 0 and NFE 6 when not given."""
+    if not codec.has_postfilter:
+        pytest.skip("the model has no postfilter")
+    monkeypatch.setattr(Codec, "postfilter_recommended", property(lambda self: False))
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 0.3), 48000)
+    code, out, err = run_main(["--model", str(model_dir), "--threads", "2", "roundtrip",
+                               str(tmp_path / "in.wav"), str(tmp_path / "a.wav"), "--seed", "5"],
+                              capsys)
+    assert code == 0 and "postfilter nfe 6 seed 5" in out, out + err
+    files.encode_file(codec, tmp_path / "in.wav", tmp_path / "x.fdc", progress=False)
+    r = files.decode_file(codec, tmp_path / "x.fdc", tmp_path / "b.wav", nfe=2, progress=False)
+    assert (r.postfilter, r.nfe, r.seed) == (True, 2, 0)
+    r = files.decode_file(codec, tmp_path / "x.fdc", tmp_path / "c.wav", progress=False)
+    assert not r.postfilter and "no postfilter" in r.summary()
+    r = files.roundtrip_file(codec, tmp_path / "in.wav", tmp_path / "d.wav", nfe=2,
+                             postfilter=False, progress=False)
+    assert not r.postfilter
+    b = files.bounce(codec, [tmp_path / "in.wav"], tmp_path / "out", seed=0, progress=False)
+    assert b.results[0].postfilter and b.results[0].seed == 0
+
+
+def test_the_default_seed_is_0_everywhere(model_dir: Path, codec: Codec, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """decode/roundtrip/enhance picked a random seed, demo/live/the effect 0: now 0 in all."""
+    from flowdec import postfilter
+    from flowdec.effect import FlowDecEffect
+    from flowdec.stream import Stream
+
+    assert (cli.DEFAULT_NFE, cli.DEFAULT_SEED) == (postfilter.DEFAULT_NFE, postfilter.DEFAULT_SEED)
+    assert postfilter.DEFAULT_SEED == 0
+    parser = cli.build_parser()
+    for verb in ("decode", "roundtrip", "bounce", "enhance", "demo", "live"):
+        args = parser.parse_args([verb, "a", "b"] if verb in ("decode", "roundtrip", "enhance")
+                                 else [verb, "x", "-o", "o"] if verb == "bounce" else [verb])
+        assert args.seed is None and args.nfe is None, verb  # None: the library's default
+    if not codec.has_postfilter:
+        return
+    assert Stream(codec, postfilter=True).seed == 0
+    assert FlowDecEffect(codec=codec, postfilter=True).stream.seed == 0
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 0.3), 48000)
+    r = files.roundtrip_file(codec, tmp_path / "in.wav", tmp_path / "a.wav", postfilter=True,
+                             nfe=2, progress=False)
+    assert r.seed == 0
+    pf = Postfilter(model_dir, threads=2)
+    r = files.enhance_file(pf, tmp_path / "a.wav", tmp_path / "e.wav", nfe=2, progress=False)
+    assert r.seed == 0
+    y = read_audio(tmp_path / "a.wav")[0]
+    np.testing.assert_array_equal(pf.enhance(y, nfe=2), pf.enhance(y, nfe=2, seed=0))

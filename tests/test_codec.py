@@ -100,3 +100,23 @@ def test_codec_imports_no_private_names() -> None:
                if isinstance(node, ast.ImportFrom) for a in node.names if a.name.startswith("_")]
     assert private == []
     assert {"check_codes", "check_gains", "check_band_gains"} <= set(flowdec.bitstream.__all__)
+
+
+def test_nfe_or_seed_ask_for_the_postfilter(codec: Codec, stream: Bitstream,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the postfilter off by default, decode(nfe=...) ran the plain codec silently; now
+    giving nfe or seed asks for the postfilter (Codec.use_postfilter), and the seed is 0 when
+    none is given (it was random)."""
+    if not codec.has_postfilter:
+        pytest.skip("the model has no postfilter")
+    monkeypatch.setattr(Codec, "postfilter_recommended", property(lambda self: False))
+    plain = codec.decode(stream, postfilter=False)
+    np.testing.assert_array_equal(codec.decode(stream), plain)
+    np.testing.assert_array_equal(codec.decode(stream, nfe=2, postfilter=False), plain)
+    post = codec.decode(stream, nfe=2, seed=0, postfilter=True)
+    assert not np.array_equal(post, plain)
+    np.testing.assert_array_equal(codec.decode(stream, nfe=2), post)
+    np.testing.assert_array_equal(codec.decode(stream, seed=0),
+                                  codec.decode(stream, postfilter=True))
+    assert codec.use_postfilter(None, seed=5) and not codec.use_postfilter(False, nfe=2)
+    assert codec.postfilter_settings(None) == (False, 6, 0)

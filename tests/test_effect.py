@@ -118,3 +118,17 @@ def test_pipeline_file_equals_buffer(codec: Codec, tmp_path: Path) -> None:
     assert y.shape == x.shape
     np.testing.assert_allclose(y, whole, atol=1e-6, rtol=0)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_effect_follows_the_postfilter_rule(codec: Codec, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    """FlowDecEffect(nfe=6) ran the plain codec when the card did not recommend the
+    postfilter; now nfe or seed ask for it (Codec.use_postfilter) and the seed defaults to 0."""
+    if not codec.has_postfilter:
+        pytest.skip("the model has no postfilter")
+    monkeypatch.setattr(Codec, "postfilter_recommended", property(lambda self: False))
+    assert FlowDecEffect(codec=codec).stream.postfilter is False
+    fx = FlowDecEffect(codec=codec, nfe=2)
+    assert fx.stream.postfilter is True and fx.stream.nfe == 2 and fx.stream.seed == 0
+    assert FlowDecEffect(codec=codec, seed=3).stream.postfilter is True
+    assert FlowDecEffect(codec=codec, nfe=2, postfilter=False).stream.postfilter is False

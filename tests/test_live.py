@@ -251,3 +251,26 @@ def _pulse_session(model_dir: Path, pulse: dict[str, str], clip: Path, dst: Path
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     return t_audio, out
+
+
+def test_session_follows_the_postfilter_rule(tmp_path: Path, codec: Codec,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``flowdec live --nfe 2`` ran without the postfilter when the card did not recommend
+    it; now nfe or seed ask for it (Codec.use_postfilter), and the seed defaults to 0."""
+    from flowdec.live import LiveSession
+
+    if not codec.has_postfilter:
+        pytest.skip("the model has no postfilter")
+    monkeypatch.setattr(Codec, "postfilter_recommended", property(lambda self: False))
+    sf.write(tmp_path / "in.wav", _clip(48000, 0.2).T, 48000)
+
+    def session(**kw: int | bool) -> LiveSession:
+        return LiveSession(codec, input_file=tmp_path / "in.wav",
+                           output_file=tmp_path / "out.wav", **kw)  # type: ignore[arg-type]
+
+    s = session()
+    assert (s.postfilter, s.seed) == (False, 0)
+    s = session(nfe=2)
+    assert (s.postfilter, s.nfe, s.seed) == (True, 2, 0)
+    assert session(seed=4).postfilter
+    assert not session(nfe=2, postfilter=False).postfilter

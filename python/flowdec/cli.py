@@ -1,8 +1,8 @@
 """The ``flowdec`` command (also ``python -m flowdec``): thin verbs over :mod:`flowdec.files`.
 
     flowdec encode IN OUT.fdc -b 6
-    flowdec decode IN.fdc OUT.wav [--nfe 6 --seed S --no-postfilter --solver midpoint|euler]
-    flowdec roundtrip IN OUT.wav -b 6 [--nfe 6 --seed S --no-postfilter]
+    flowdec decode IN.fdc OUT.wav [--postfilter|--no-postfilter --nfe 6 --seed S --solver euler]
+    flowdec roundtrip IN OUT.wav -b 6 [--postfilter|--no-postfilter --nfe 6 --seed S]
     flowdec bounce IN... -o DIR [-b 6 ...]
     flowdec info FILE.fdc
     global: --model PATH --device cpu|cuda --threads N --quiet (before or after the verb)
@@ -54,6 +54,9 @@ VERB_MODULES: tuple[str, ...] = ("flowdec.cli",
 
 MODEL_ENV = "FLOWDEC_MODEL"
 """Environment variable giving the default for ``--model``."""
+DEFAULT_NFE, DEFAULT_SEED = 6, 0
+"""Copies of :data:`flowdec.postfilter.DEFAULT_NFE` and ``DEFAULT_SEED`` for the help texts
+(importing that module would slow ``--help``; a test keeps them equal)."""
 
 _log = logging.getLogger("flowdec")
 
@@ -142,20 +145,31 @@ def _bitrate_option(p: argparse.ArgumentParser) -> None:
 
 
 def postfilter_option(p: argparse.ArgumentParser) -> None:
-    """``--postfilter`` / ``--no-postfilter``; neither: as the model card recommends."""
+    """``--postfilter`` / ``--no-postfilter``; neither: on with ``--nfe`` or ``--seed``, else
+    as the model card recommends."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--postfilter", dest="postfilter", action="store_true", default=None,
-                   help="run the flow-matching postfilter (default: as the model card "
-                        "recommends from its evaluation; the summary says which ran)")
+                   help="run the flow-matching postfilter (default: on when --nfe or --seed "
+                        "is given, else as the model card recommends from its evaluation; "
+                        "the summary says which ran)")
     g.add_argument("--no-postfilter", dest="postfilter", action="store_false",
                    help="plain codec output, without the postfilter")
 
 
-def _solver_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nfe", type=_positive_int, default=6,
-                   help="postfilter network evaluations (default 6; even for midpoint)")
+def nfe_seed_options(p: argparse.ArgumentParser, asks: bool = True) -> None:
+    """``--nfe`` and ``--seed`` (default None: not given). ``asks``: giving either runs the
+    postfilter unless ``--no-postfilter`` (:meth:`flowdec.codec.Codec.use_postfilter`)."""
+    ask = "; giving it turns the postfilter on unless --no-postfilter" if asks else ""
+    p.add_argument("--nfe", type=_positive_int, default=None,
+                   help=f"postfilter network evaluations, even for the midpoint solver "
+                        f"(default {DEFAULT_NFE}){ask}")
     p.add_argument("--seed", type=int, default=None,
-                   help="postfilter noise seed (default: random, printed in the summary)")
+                   help=f"postfilter noise seed (default {DEFAULT_SEED}: the same input "
+                        f"gives the same output){ask}")
+
+
+def _solver_options(p: argparse.ArgumentParser, asks: bool = True) -> None:
+    nfe_seed_options(p, asks)
     p.add_argument("--solver", choices=("midpoint", "euler"), default="midpoint",
                    help="postfilter ODE solver (default midpoint)")
 
@@ -222,7 +236,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                           "channels and length are kept.")
     p.add_argument("input", type=Path, help="decoded audio file")
     p.add_argument("output", type=Path, help="audio file to write")
-    _solver_options(p)
+    _solver_options(p, asks=False)
     _chunk_option(p)
     p.set_defaults(func=_enhance)
 

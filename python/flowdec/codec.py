@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from .model_files import (
     load_cards,
     resolve,
 )
-from .postfilter import PostfilterSolve, make_stage, stft_config
+from .postfilter import DEFAULT_NFE, DEFAULT_SEED, PostfilterSolve, make_stage, stft_config
 from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
 from .stages import (
     DecoderStage,
@@ -169,9 +168,30 @@ class Codec:
         evaluation found it better than the plain codec (``recommended`` in the card)."""
         return self.post_card is not None and self.post_card.recommended
 
-    def use_postfilter(self, postfilter: bool | None) -> bool:
-        """An explicit choice, or ``None`` for :attr:`postfilter_recommended`."""
-        return self.postfilter_recommended if postfilter is None else bool(postfilter)
+    def use_postfilter(self, postfilter: bool | None, nfe: int | None = None,
+                       seed: int | None = None) -> bool:
+        """Whether the postfilter runs: the one rule of every entry point (:meth:`decode`,
+        the file verbs, :class:`flowdec.Stream`, ``flowdec live``, ``FlowDecEffect``).
+
+        True/False decide. None (the default) runs it when a postfilter setting (``nfe`` or
+        ``seed``, i.e. ``--nfe``/``--seed``) is given, since asking for one asks for the
+        postfilter; else as the model card recommends (:attr:`postfilter_recommended`).
+
+        Example:
+            >>> codec.use_postfilter(None), codec.use_postfilter(None, nfe=4)  # doctest: +SKIP
+            (False, True)
+        """
+        if postfilter is not None:
+            return bool(postfilter)
+        return nfe is not None or seed is not None or self.postfilter_recommended
+
+    def postfilter_settings(self, postfilter: bool | None, nfe: int | None = None,
+                            seed: int | None = None) -> tuple[bool, int, int]:
+        """``(runs, nfe, seed)``: :meth:`use_postfilter`, and the settings with
+        :data:`~flowdec.postfilter.DEFAULT_NFE` and :data:`~flowdec.postfilter.DEFAULT_SEED`
+        for those not given."""
+        return (self.use_postfilter(postfilter, nfe, seed),
+                DEFAULT_NFE if nfe is None else nfe, DEFAULT_SEED if seed is None else seed)
 
     # -- stages ----------------------------------------------------------------------------
     def encoder_stage(self, channels: int, chunk_frames: int) -> EncoderStage:
@@ -365,14 +385,15 @@ class Codec:
                    None if gains is None else np.asarray(stream.gains_db, np.float32),
                    None if bands is None else np.asarray(stream.band_gains_db, np.float32))
 
-    def decode(self, stream: Bitstream, nfe: int = 6, seed: int | None = None,
+    def decode(self, stream: Bitstream, nfe: int | None = None, seed: int | None = None,
                postfilter: bool | None = None, solver_name: str = "midpoint",
                chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
                envelope: bool = True) -> np.ndarray:
         """Decode to ``[channels, original_length]`` float32 at the original rate.
 
-        ``postfilter``: True/False, or None for the model's recommendation
-        (:attr:`postfilter_recommended`). ``sigma`` and ``envelope``: postfilter options
+        ``postfilter``: True/False, or None: on when ``nfe`` or ``seed`` is given, else as
+        the model recommends (:meth:`use_postfilter`). ``nfe`` None: 6, ``seed`` None: 0.
+        ``sigma`` and ``envelope``: postfilter options
         (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.make_stage`;
         the defaults are the model's method).
 
@@ -383,10 +404,11 @@ class Codec:
         h, chunk = self._checked_stream(stream)
         if not 0 < _as_float(chunk_seconds) < math.inf:
             raise ValueError(f"chunk_seconds: must be > 0 (seconds), got {chunk_seconds!r}")
-        if self.use_postfilter(postfilter):
+        on, nfe, seed = self.postfilter_settings(postfilter, nfe, seed)
+        if on:
             check_int(nfe, "nfe", 1, 10_000)
         out = list(self.decode_chunks(iter([chunk]), h, nfe, seed,
-                                      postfilter, solver_name, chunk_seconds, sigma, envelope))
+                                      on, solver_name, chunk_seconds, sigma, envelope))
         y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)
         t48 = self.length_at_codec_rate(h)
         y = fit_length(y, t48)
@@ -395,7 +417,8 @@ class Codec:
     def length_at_codec_rate(self, h: StreamHeader) -> int:
         return int(-(-h.original_length * CODEC_RATE // h.original_rate))
 
-    def decode_chunks(self, code_chunks: Iterable[CodeChunk], h: StreamHeader, nfe: int = 6,
+    def decode_chunks(self, code_chunks: Iterable[CodeChunk], h: StreamHeader,
+                      nfe: int | None = None,
                       seed: int | None = None, postfilter: bool | None = None,
                       solver_name: str = "midpoint",
                       chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
@@ -404,12 +427,12 @@ class Codec:
         chunks (bounded memory). With band gains, the plain decoder output first gets the
         input's band balance (:class:`flowdec.band_level.BandGainStage`); with level gains,
         each gain block of the output (plain or postfiltered) is then brought to the input's
-        loudness (:class:`flowdec.level.OutputLevel`)."""
+        loudness (:class:`flowdec.level.OutputLevel`). ``nfe``, ``seed``, ``postfilter``: as
+        for :meth:`decode`."""
         dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
         post = None
-        if self.use_postfilter(postfilter):
-            if seed is None:
-                seed = secrets.randbits(32)
+        on, nfe, seed = self.postfilter_settings(postfilter, nfe, seed)
+        if on:
             pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
             post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name,
                                          sigma=sigma, envelope=envelope)
@@ -441,10 +464,12 @@ class Codec:
             yield level.finish(dec.received)
 
     def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
-                  nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
+                  nfe: int | None = None, seed: int | None = None,
+                  postfilter: bool | None = None,
                   frames_per_gain: int = FILE_FRAMES_PER_GAIN, level_bands: int = 0
                   ) -> np.ndarray:
-        """Encode then decode; returns audio shaped like the input, at its rate.
+        """Encode then decode; returns audio shaped like the input, at its rate (``nfe``,
+        ``seed``, ``postfilter``: as for :meth:`decode`).
 
         ``frames_per_gain``, ``level_bands``: level side information (see :meth:`encode`); a
         :class:`flowdec.Stream` uses :data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN` and no

@@ -1,6 +1,6 @@
 """``flowdec demo``: round-trip the bundled example clip (the README's main job).
 
-    flowdec demo -o example_roundtrip.wav [-b 6 --nfe 6 --seed 0 --no-postfilter]
+    flowdec demo -o example_roundtrip.wav [-b 6 --postfilter --nfe 6 --seed 0]
 
 The clip is 6 s of CC0 music (stereo, 44.1 kHz; see ``flowdec/data/LICENSE-example.md``).
 """
@@ -11,7 +11,7 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import postfilter_option
+    from .cli import nfe_seed_options, postfilter_option
 
     p = subparsers.add_parser("demo", help="round-trip the bundled example clip",
                               description=__doc__,
@@ -20,8 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="where to write the decoded clip (default example_roundtrip.wav)")
     p.add_argument("-b", "--bitrate", type=float, default=6.0, metavar="KBPS",
                    help="kbit/s per channel (default 6)")
-    p.add_argument("--nfe", type=int, default=6, help="postfilter evaluations (default 6)")
-    p.add_argument("--seed", type=int, default=0, help="postfilter noise seed (default 0)")
+    nfe_seed_options(p)
     postfilter_option(p)
     p.set_defaults(func=run)
 

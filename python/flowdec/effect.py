@@ -41,8 +41,10 @@ class FlowDecEffect:
     """The FlowDec round trip (encode → decode → postfilter) as a pedalboard-style effect.
 
     Args:
-        bitrate: kbit/s per channel; nfe: postfilter evaluations; postfilter: on/off;
-        seed: postfilter noise seed; model: model folder or shipped name (None: default);
+        bitrate: kbit/s per channel; nfe: postfilter evaluations (None: 6); postfilter:
+        on/off, None: on when ``nfe`` or ``seed`` is given, else as the model card recommends
+        (:meth:`Codec.use_postfilter`); seed: postfilter noise seed (None: 0); model: model
+        folder or shipped name (None: default);
         codec: an already loaded :class:`Codec` (shares its sessions; overrides ``model``);
         chunk_ms, context: see :class:`flowdec.Stream`.
 
@@ -50,10 +52,10 @@ class FlowDecEffect:
     on ``buffer_size`` or on how the audio is split across ``reset=False`` calls.
     """
 
-    def __init__(self, bitrate: float = 6.0, nfe: int = 6, postfilter: bool | None = None,
-                 seed: int = 0, model: str | os.PathLike[str] | None = None,
-                 codec: Codec | None = None, chunk_ms: float = DEFAULT_CHUNK_MS,
-                 context: int = DEFAULT_CONTEXT) -> None:
+    def __init__(self, bitrate: float = 6.0, nfe: int | None = None,
+                 postfilter: bool | None = None, seed: int | None = None,
+                 model: str | os.PathLike[str] | None = None, codec: Codec | None = None,
+                 chunk_ms: float = DEFAULT_CHUNK_MS, context: int = DEFAULT_CONTEXT) -> None:
         self.codec = codec if codec is not None else Codec.load(model)
         self.stream = Stream(self.codec, bitrate=bitrate, nfe=nfe, postfilter=postfilter,
                              seed=seed, chunk_ms=chunk_ms, worker=False, degrade=False,

@@ -68,7 +68,7 @@ from .bitstream import (
 from .codec import Codec, CodeChunk
 from .model_files import ModelError, load_cards, resolve
 from .peak_limit import CEILING_DB, PeakLimiter
-from .postfilter import Postfilter
+from .postfilter import DEFAULT_NFE, DEFAULT_SEED, Postfilter
 from .sessions import DeviceError
 from .solver import SOLVERS
 
@@ -462,10 +462,9 @@ def _decode_chunk_seconds(chunk_seconds: float, channels: int, postfilter: bool)
     return min(chunk_seconds, max(1.0, POSTFILTER_CHANNEL_SECONDS / channels))
 
 
-def _seed(seed: int | None, postfilter: bool) -> int | None:
-    if not postfilter:
-        return None
-    return secrets.randbits(32) if seed is None else int(seed)
+def _seed(seed: int, postfilter: bool) -> int | None:
+    """The seed a result reports: None when the postfilter did not run."""
+    return int(seed) if postfilter else None
 
 
 class _Translate:
@@ -577,7 +576,7 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
                           src.rate, src.channels, header.nominal_kbps, out.stat().st_size)
 
 
-def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 6,
+def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int | None = None,
                 seed: int | None = None, postfilter: bool | None = None, solver: str = "midpoint",
                 chunk_seconds: float = 10.0, progress: Progress = None) -> FileResult:
     """Decode a ``.fdc`` file to audio at its original rate, channels and length.
@@ -587,9 +586,10 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
     :class:`flowdec.bitstream.BitstreamWarning`.
 
     Args:
-        nfe: postfilter network evaluations (even for the midpoint solver).
-        seed: postfilter noise seed; None picks one (reported in the result).
-        postfilter: False gives the plain codec output; None (default) follows the model card.
+        nfe: postfilter network evaluations (even for the midpoint solver; None: 6).
+        seed: postfilter noise seed (None: 0; reported in the result).
+        postfilter: False gives the plain codec output; None (default): on when ``nfe`` or
+            ``seed`` is given, else as the model card recommends (:meth:`Codec.use_postfilter`).
 
     Raises:
         FlowdecError: missing file, not an .fdc file, corrupt packet, model mismatch, ...
@@ -598,7 +598,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
         >>> decode_file(codec, "x.fdc", "x.wav", seed=1).summary()  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    postfilter = codec.use_postfilter(postfilter)
+    postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     src = _input_path(in_path)
     with _Translate(), FdcReader(src) as reader:
@@ -623,20 +623,22 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int = 
 
 
 def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: float = 6.0,
-                   nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
+                   nfe: int | None = None, seed: int | None = None,
+                   postfilter: bool | None = None,
                    solver: str = "midpoint", chunk_seconds: float = 10.0,
                    progress: Progress = None, level_bands: int = 0) -> FileResult:
     """Encode and decode a file without an intermediate ``.fdc`` (what a listener hears).
 
-    Equals ``decode_file(encode_file(...))`` with the same seed and chunking; the output
-    keeps the input's rate, channels and length.
+    Equals ``decode_file(encode_file(...))`` with the same settings and chunking; the output
+    keeps the input's rate, channels and length. ``nfe``, ``seed``, ``postfilter``: as for
+    :func:`decode_file`.
 
     Example:
         >>> roundtrip_file(codec, "in.wav", "out.wav", bitrate=3.0, seed=0)  # doctest: +SKIP
     """
     t0 = time.perf_counter()
     n_q = _codebooks(codec, bitrate)
-    postfilter = codec.use_postfilter(postfilter)
+    postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
     out = _prepare_output(out_path, WRITE_EXTENSIONS)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
@@ -657,13 +659,15 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
                           nfe, used_seed)
 
 
-def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike, nfe: int = 6,
+def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
+                 nfe: int | None = None,
                  seed: int | None = None, solver: str = "midpoint", chunk_seconds: float = 10.0,
                  progress: Progress = None) -> FileResult:
     """Run the postfilter alone on an audio file the codec decoded (e.g. with
     ``--no-postfilter``, or by another program), streaming in chunks; the output keeps the
     input's rate, channels and length. Equals :meth:`flowdec.Postfilter.enhance` on the whole
-    clip within the postfilter stage's seam tolerance (same ``seed``).
+    clip within the postfilter stage's seam tolerance (same ``seed``). ``nfe`` None: 6,
+    ``seed`` None: 0 (:data:`~flowdec.postfilter.DEFAULT_NFE`, ``DEFAULT_SEED``).
 
     Example:
         >>> enhance_file(Postfilter.load(), "plain.wav", "enhanced.wav", seed=1)  # doctest: +SKIP
@@ -671,10 +675,11 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike, 
     t0 = time.perf_counter()
     if not chunk_seconds > 0:
         raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    nfe = DEFAULT_NFE if nfe is None else nfe
     _check_solver(nfe, solver)
     out = _prepare_output(out_path, WRITE_EXTENSIONS)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
-        used_seed = secrets.randbits(32) if seed is None else int(seed)
+        used_seed = DEFAULT_SEED if seed is None else int(seed)
         window = _decode_chunk_seconds(chunk_seconds, src.channels, True)
         stage = postfilter.stage(src.channels, nfe, used_seed, solver,
                                  chunk_frames=int(window * CODEC_RATE / postfilter.card.hop))
@@ -731,7 +736,7 @@ def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str
 
 
 def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate: float = 6.0,
-           nfe: int = 6, seed: int | None = None, postfilter: bool | None = None,
+           nfe: int | None = None, seed: int | None = None, postfilter: bool | None = None,
            solver: str = "midpoint", chunk_seconds: float = 10.0, progress: Progress = None,
            suffix: str = ".wav",
            on_result: Callable[[FileResult], None] | None = None,
@@ -754,8 +759,8 @@ def bounce(codec: Codec, inputs: Sequence[PathLike], out_dir: PathLike, bitrate:
         raise FlowdecError(f"cannot write '{suffix}' files; use one of "
                            + ", ".join(WRITE_EXTENSIONS))
     _codebooks(codec, bitrate)
-    postfilter = codec.use_postfilter(postfilter)
-    _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
+    postfilter, checked_nfe, _ = codec.postfilter_settings(postfilter, nfe, seed)
+    _check_decode(codec, checked_nfe, solver, postfilter, chunk_seconds)
     dest = Path(out_dir)
     if dest.exists() and not dest.is_dir():
         raise FlowdecError(f"{dest}: exists and is not a folder")

@@ -253,7 +253,8 @@ class LiveSession:
         input_file, output_file: files standing in for the devices (real-time pace).
         packets_file: write the ``.fdc`` packets sent to this file (optional).
         bitrate: kbit/s per channel; nfe, postfilter, seed, chunk_ms: as for
-            :class:`flowdec.Stream`.
+            :class:`flowdec.Stream` (``nfe`` or ``seed`` given: the postfilter runs unless
+            ``postfilter=False``).
         sample_rate: Hz; None = the input file's rate, else the input device's default, else
             the output device's, else 48000. An input file at another rate is resampled.
         channels: None = the input file's channels, else 1.
@@ -273,8 +274,8 @@ class LiveSession:
     def __init__(self, codec: Codec, *, input_device: str | None = None,
                  output_device: str | None = None, input_file: str | Path | None = None,
                  output_file: str | Path | None = None, packets_file: str | Path | None = None,
-                 bitrate: float = 6.0, nfe: int = 6, postfilter: bool | None = None,
-                 seed: int = 0,
+                 bitrate: float = 6.0, nfe: int | None = None,
+                 postfilter: bool | None = None, seed: int | None = None,
                  chunk_ms: float | None = None, sample_rate: int | None = None,
                  channels: int | None = None, block: int = DEFAULT_BLOCK,
                  duration: float | None = None) -> None:
@@ -289,8 +290,8 @@ class LiveSession:
         self.input_file = Path(input_file) if input_file is not None else None
         self.output_file = Path(output_file) if output_file is not None else None
         self.packets_file = Path(packets_file) if packets_file is not None else None
-        self.bitrate, self.nfe, self.seed = bitrate, nfe, seed
-        self.postfilter = codec.use_postfilter(postfilter)
+        self.bitrate = bitrate
+        self.postfilter, self.nfe, self.seed = codec.postfilter_settings(postfilter, nfe, seed)
         self.chunk_ms = DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms
         self.block, self.duration = block, duration
         self.sd: Any = None
@@ -564,7 +565,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
 # -- the verb --------------------------------------------------------------------------------
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``flowdec live``."""
-    from .cli import postfilter_option
+    from .cli import nfe_seed_options, postfilter_option
 
     p = subparsers.add_parser(
         "live", help="real-time round trip: microphone -> codec -> speakers",
@@ -585,10 +586,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="also write the packets sent as a .fdc file")
     p.add_argument("-b", "--bitrate", type=float, default=6.0, metavar="KBPS",
                    help="kbit/s per channel (those the model card lists; default 6)")
-    p.add_argument("--nfe", type=int, default=6,
-                   help="postfilter network evaluations, even (default 6; degraded under load)")
+    nfe_seed_options(p)
     postfilter_option(p)
-    p.add_argument("--seed", type=int, default=0, help="postfilter noise seed (default 0)")
     p.add_argument("--chunk-ms", type=float, default=None, metavar="MS",
                    help="model chunk in ms, a multiple of 80 (default 160): lower = less "
                         "latency, more overhead")
@@ -632,7 +631,7 @@ def run(args: argparse.Namespace) -> int:
             f"device {session.in_info['name'] if session.in_info else '?'}"
         dst = str(args.output_file) if args.output_file else \
             f"device {session.out_info['name'] if session.out_info else '?'}"
-        post = f"postfilter NFE {args.nfe}" if session.postfilter else "no postfilter"
+        post = f"postfilter NFE {session.nfe}" if session.postfilter else "no postfilter"
         print(f"flowdec live: {src} -> {dst}, {session.sample_rate} Hz, {session.channels} ch, "
               f"{args.bitrate:g} kbit/s, {post}; Ctrl-C stops", file=sys.stderr, flush=True)
 

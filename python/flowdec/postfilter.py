@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import os
-import secrets
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +26,12 @@ from .sessions import PostfilterNet
 from .stages import PostfilterStage
 
 SIGMAS = ("band", "global")
+DEFAULT_NFE = 6
+"""Postfilter network evaluations when none are asked for."""
+DEFAULT_SEED = 0
+"""Postfilter noise seed when none is given, everywhere (decode, roundtrip, enhance, demo,
+live, :class:`flowdec.Stream`, :class:`flowdec.FlowDecEffect`): the same input and settings
+give the same output."""
 CHUNK_FRAMES = 1250
 """Whole-clip processing unit in STFT frames (10 s at hop 384): bounds memory."""
 
@@ -121,19 +126,19 @@ class Postfilter:
         solve = PostfilterSolve(self.net, self.card, self.device, nfe, seed, solver, sigma)
         return make_stage(solve, self.card, channels, chunk_frames, envelope=envelope)
 
-    def enhance(self, y: npt.ArrayLike, nfe: int = 6, solver: str = "midpoint",
+    def enhance(self, y: npt.ArrayLike, nfe: int = DEFAULT_NFE, solver: str = "midpoint",
                 seed: int | None = None, sample_rate: float = CODEC_RATE, sigma: str = "band",
                 envelope: bool = True) -> np.ndarray:
         """Enhance decoded audio ``y`` (``[samples]`` or ``[channels, samples]``).
 
         ``nfe`` network evaluations (midpoint: two per step, so even; Euler: one per step);
-        the same ``seed`` gives the same output (None: a random one). ``y`` at another
+        the same ``seed`` gives the same output (None: :data:`DEFAULT_SEED`). ``y`` at another
         ``sample_rate`` is resampled to 48 kHz and back. Returns float32 shaped like ``y``.
         """
         a = as_audio(y, "y")
         sr = check_rate(sample_rate)
         if seed is None:
-            seed = secrets.randbits(32)
+            seed = DEFAULT_SEED
         x = resample(a, sr, CODEC_RATE)
         stage = self.stage(a.shape[0], nfe, seed, solver, sigma, envelope)
         out = fit_length(np.concatenate([stage.push(x), stage.finish()], axis=1), x.shape[1])

@@ -275,10 +275,12 @@ class Stream:
     Args:
         codec: a loaded :class:`flowdec.Codec`.
         bitrate: kbit/s per channel (one the model lists).
-        nfe: postfilter network evaluations (even; degraded to 4, 2 under load).
-        postfilter: run the postfilter (else the plain decoder output); None: as the model
-            card recommends (:attr:`Codec.postfilter_recommended`).
-        seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible).
+        nfe: postfilter network evaluations (even; degraded to 4, 2 under load; None: 6).
+        postfilter: run the postfilter (else the plain decoder output); None: on when ``nfe``
+            or ``seed`` is given, else as the model card recommends
+            (:meth:`Codec.use_postfilter`, the rule of every entry point).
+        seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible;
+            None: :data:`~flowdec.postfilter.DEFAULT_SEED`).
         chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 80 ms.
         worker: process on a worker thread (real time) or inside ``process`` (deterministic).
         degrade: allow the worker to degrade under load (no effect with ``worker=False``).
@@ -294,14 +296,14 @@ class Stream:
     see :attr:`latency_samples` (≈ 0.49 s with the postfilter, ≈ 0.40 s without).
     """
 
-    def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int = 6,
+    def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int | None = None,
                  postfilter: bool | None = None,
-                 seed: int = 0, chunk_ms: float = DEFAULT_CHUNK_MS, worker: bool = True,
-                 degrade: bool = True, context: int = DEFAULT_CONTEXT,
+                 seed: int | None = None, chunk_ms: float = DEFAULT_CHUNK_MS,
+                 worker: bool = True, degrade: bool = True, context: int = DEFAULT_CONTEXT,
                  on_packet: Callable[[bytes], None] | None = None) -> None:
+        postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
         if nfe < 2 or nfe % 2:
             raise ValueError(f"nfe: must be an even number >= 2, got {nfe}")
-        postfilter = codec.use_postfilter(postfilter)
         if postfilter and not codec.has_postfilter:
             raise ValueError("this model has no postfilter; use postfilter=False")
         self.codec = codec
