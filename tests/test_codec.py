@@ -22,7 +22,7 @@ def stream(codec: Codec) -> Bitstream:
 
 def test_decode_accepts_the_encoders_stream(codec: Codec, stream: Bitstream) -> None:
     y = codec.decode(stream, postfilter=False)
-    assert y.shape == (1, 24000) and np.isfinite(y).all()
+    assert y.shape == (24000,) and np.isfinite(y).all()  # mono [samples] in, [samples] out
 
 
 @pytest.mark.parametrize("bad", [None, b"\x00" * 16, "x.fdc", 3, {"codes": []}])
@@ -120,3 +120,13 @@ def test_nfe_or_seed_ask_for_the_postfilter(codec: Codec, stream: Bitstream,
                                   codec.decode(stream, postfilter=True))
     assert codec.use_postfilter(None, seed=5) and not codec.use_postfilter(False, nfe=2)
     assert codec.postfilter_settings(None) == (False, 6, 0)
+
+
+def test_decode_keeps_the_shape_of_a_1d_input(codec: Codec, stream: Bitstream,
+                                               tmp_path: Path) -> None:
+    """README: "same shape as the input". A file does not keep it: [channels, samples]."""
+    x = np.zeros((1, 4800), np.float32)
+    assert codec.decode(codec.encode(x, 48000), postfilter=False).shape == (1, 4800)
+    assert codec.roundtrip(x[0], 48000, postfilter=False).shape == (4800,)
+    stream.save(tmp_path / "x.fdc")
+    assert codec.decode(Bitstream.load(tmp_path / "x.fdc"), postfilter=False).shape == (1, 24000)

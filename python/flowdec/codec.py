@@ -72,13 +72,16 @@ class Bitstream:
     ``gains_db`` the level gains ``[channels, header.gain_blocks(frames)]`` in dB (see
     :mod:`flowdec.level`), or None for a stream without them; ``band_gains_db`` the band
     gains ``[channels, header.gain_blocks(frames), header.level_bands]`` in dB (see
-    :mod:`flowdec.band_level`), or None for a stream without level bands.
+    :mod:`flowdec.band_level`), or None for a stream without level bands. ``input_1d``: encoded
+    from mono ``[samples]``, so :meth:`Codec.decode` returns ``[samples]`` too (files do not
+    keep it: a loaded stream decodes to ``[channels, samples]``).
     """
 
     header: StreamHeader
     codes: np.ndarray
     gains_db: np.ndarray | None = None
     band_gains_db: np.ndarray | None = None
+    input_1d: bool = False
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an ``.fdc`` file (atomically: a temporary name renamed when complete)."""
@@ -248,7 +251,8 @@ class Codec:
         gains = np.concatenate([g for _, g, _ in parts], axis=1) if frames_per_gain else None
         bands = np.concatenate([b for _, _, b in parts], axis=1) if level_bands else None
         header = dataclasses.replace(header, total_frames=codes.shape[2])
-        return Bitstream(header, codes.astype(np.uint16), gains, bands)
+        return Bitstream(header, codes.astype(np.uint16), gains, bands,
+                         input_1d=np.ndim(audio) == 1)
 
     def encode_chunks(self, audio48: Iterable[np.ndarray], channels: int, n_codebooks: int,
                       frames_per_gain: int = FILE_FRAMES_PER_GAIN,
@@ -389,7 +393,8 @@ class Codec:
                postfilter: bool | None = None, solver_name: str = "midpoint",
                chunk_seconds: float = DEFAULT_CHUNK_SECONDS, sigma: str = "band",
                envelope: bool = True) -> np.ndarray:
-        """Decode to ``[channels, original_length]`` float32 at the original rate.
+        """Decode to ``[channels, original_length]`` float32 at the original rate (``[samples]``
+        for a stream encoded from ``[samples]``: :attr:`Bitstream.input_1d`).
 
         ``postfilter``: True/False, or None: on when ``nfe`` or ``seed`` is given, else as
         the model recommends (:meth:`use_postfilter`). ``nfe`` None: 6, ``seed`` None: 0.
@@ -412,7 +417,8 @@ class Codec:
         y = np.concatenate(out, axis=1) if out else np.zeros((h.channels, 0), np.float32)
         t48 = self.length_at_codec_rate(h)
         y = fit_length(y, t48)
-        return fit_length(resample(y, CODEC_RATE, h.original_rate), h.original_length)
+        y = fit_length(resample(y, CODEC_RATE, h.original_rate), h.original_length)
+        return y[0] if stream.input_1d and h.channels == 1 else y
 
     def length_at_codec_rate(self, h: StreamHeader) -> int:
         return int(-(-h.original_length * CODEC_RATE // h.original_rate))
@@ -474,11 +480,9 @@ class Codec:
         ``frames_per_gain``, ``level_bands``: level side information (see :meth:`encode`); a
         :class:`flowdec.Stream` uses :data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN` and no
         level bands."""
-        a = as_audio(audio)
-        stream = self.encode(a, sample_rate, bitrate, frames_per_gain=frames_per_gain,
+        stream = self.encode(audio, sample_rate, bitrate, frames_per_gain=frames_per_gain,
                              level_bands=level_bands)
-        out = self.decode(stream, nfe, seed, postfilter)
-        return out[0] if np.ndim(audio) == 1 else out
+        return self.decode(stream, nfe, seed, postfilter)
 
 
 def example_clip() -> Path:
