@@ -337,6 +337,30 @@ def test_clipping_warns_and_silence_is_encoded(codec: Codec, tmp_path: Path,
     assert y.shape == (2, 24000) and rate == 48000 and np.isfinite(y).all()
 
 
+def test_float_overs_are_not_clipping_and_enhance_says_no_codec(model_dir: Path,
+                                                                codec: Codec,
+                                                                tmp_path: Path) -> None:
+    """flowdec's own float output peaks above full scale: enhance warned "looks clipped ...
+    the codec will reproduce the distortion" (enhance runs no codec). Overs in a float file
+    are not clipping; flat tops are, and the warning says the output keeps them."""
+    import warnings
+
+    t = np.arange(24000) / 48000
+    overs = (1.4 * np.sin(2 * np.pi * 220 * t))[None].astype(np.float32)
+    write_audio(tmp_path / "overs.wav", overs, 48000)
+    pf = Postfilter(model_dir, threads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlowdecWarning)
+        encode_file(codec, tmp_path / "overs.wav", tmp_path / "o.fdc", progress=False)
+        enhance_file(pf, tmp_path / "overs.wav", tmp_path / "e.wav", nfe=2, progress=False)
+    flat = np.clip(overs, -1, 1)
+    write_audio(tmp_path / "flat.flac", flat, 48000)  # 16-bit
+    with pytest.warns(FlowdecWarning, match="clipped") as w:
+        enhance_file(pf, tmp_path / "flat.flac", tmp_path / "f.wav", nfe=2, progress=False)
+    message = str(w[0].message)
+    assert "output will keep" in message and "codec" not in message
+
+
 def test_integer_outputs_are_limited_not_clipped(codec: Codec, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     """Decoded audio can peak above full scale (README, Limits). A float .wav keeps the

@@ -102,7 +102,8 @@ at least 1 s): its ONNX activations set the peak memory, not the file length (me
 the test model: a stereo round trip peaks at ~450 MB RSS with 2.5-s windows, of which
 ~200 MB is the loaded model; ~850 MB with 10-s windows)."""
 CLIP_LEVEL = 0.999
-"""Three consecutive samples at or above this magnitude (or any above 1) count as clipping."""
+"""Three consecutive equal samples at or above this magnitude (a flat top) count as clipping;
+overs above full scale in a float file do not (a float file keeps them)."""
 
 Progress = bool | Callable[[float, float], None] | None
 """``None``: a tqdm bar when stderr is a terminal and the audio is longer than 5 s;
@@ -291,9 +292,9 @@ class _AudioIn:
         if self.peak == 0.0:
             log.info("%s is digital silence; encoding it anyway", self.path)
         if self.clipped:
-            warnings.warn(f"{self.path}: the input looks clipped ({self.clipped} samples at full "
-                          "scale); the codec will reproduce the distortion", FlowdecWarning,
-                          stacklevel=2)
+            warnings.warn(f"{self.path}: the input looks clipped ({self.clipped} samples in flat "
+                          "tops at full scale); the output will keep that distortion",
+                          FlowdecWarning, stacklevel=2)
 
     def _check(self, x: np.ndarray) -> None:
         a = np.abs(x)
@@ -304,8 +305,9 @@ class _AudioIn:
                                f"{(self.read + bad) / self.rate:.3f} s; the file is damaged")
         self.peak = max(self.peak, peak)
         if peak >= CLIP_LEVEL:
-            m = a >= CLIP_LEVEL
-            self.clipped += int((a > 1.0).sum()) + int((m[:, :-2] & m[:, 1:-1] & m[:, 2:]).sum())
+            mid = x[:, 1:-1]
+            flat = (a[:, 1:-1] >= CLIP_LEVEL) & (x[:, :-2] == mid) & (mid == x[:, 2:])
+            self.clipped += int(flat.sum())
 
     def close(self) -> None:
         self.file.close()
