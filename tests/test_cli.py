@@ -278,3 +278,18 @@ def test_the_default_seed_is_0_everywhere(model_dir: Path, codec: Codec, tmp_pat
     assert r.seed == 0
     y = read_audio(tmp_path / "a.wav")[0]
     np.testing.assert_array_equal(pf.enhance(y, nfe=2), pf.enhance(y, nfe=2, seed=0))
+
+
+def test_audio_verbs_on_a_fdc_file_point_to_decode(model_dir: Path, codec: Codec,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``flowdec roundtrip x.fdc`` said only "cannot read audio"."""
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 0.3), 48000)
+    files.encode_file(codec, tmp_path / "in.wav", tmp_path / "x.fdc", progress=False)
+    (tmp_path / "x.bin").write_bytes((tmp_path / "x.fdc").read_bytes())
+    code, out, err = run_main(["--model", str(model_dir), "roundtrip", str(tmp_path / "x.fdc"),
+                               str(tmp_path / "o.wav")], capsys)
+    assert code == 1 and err.count("\n") == 1 and "cannot read audio" in err
+    assert f"it is a .fdc bitstream: decode it with `flowdec decode {tmp_path / 'x.fdc'}" in err
+    with pytest.raises(files.FlowdecError, match="flowdec decode"):
+        files.encode_file(codec, tmp_path / "x.bin", tmp_path / "y.fdc")

@@ -60,6 +60,7 @@ from .audio import CODEC_RATE, StreamResampler, check_rate
 from .bitstream import (
     FILE_FRAMES_PER_GAIN,
     FORMAT_VERSION,
+    MAGIC,
     BitstreamError,
     FdcReader,
     FdcWriter,
@@ -248,7 +249,8 @@ class _AudioIn:
         try:
             self.file: Any = AudioFile(str(self.path))
         except Exception as e:  # pedalboard raises ValueError/RuntimeError with long text
-            raise FlowdecError(f"{self.path}: cannot read audio ({_oneline(e)})") from None
+            raise FlowdecError(f"{self.path}: cannot read audio ({_oneline(e)})"
+                               + _fdc_hint(self.path)) from None
         try:
             self.rate = check_rate(self.file.samplerate)
         except ValueError as e:
@@ -317,6 +319,17 @@ class _AudioIn:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _fdc_hint(path: Path) -> str:
+    """A hint to use ``flowdec decode`` when ``path`` is a ``.fdc`` bitstream, else ""."""
+    try:
+        with open(path, "rb") as f:
+            fdc = f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        fdc = False
+    return f"; it is a .fdc bitstream: decode it with `flowdec decode {path} OUT.wav`" if fdc \
+        else ""
 
 
 _TMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp(\.[^.]*)?")
