@@ -274,3 +274,20 @@ def test_session_follows_the_postfilter_rule(tmp_path: Path, codec: Codec,
     assert (s.postfilter, s.nfe, s.seed) == (True, 2, 0)
     assert session(seed=4).postfilter
     assert not session(nfe=2, postfilter=False).postfilter
+
+
+def test_list_devices_says_when_there_are_none(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """PortAudio with no devices printed an empty line."""
+    from flowdec import live
+    from flowdec.cli import main
+
+    class NoDevices:
+        @staticmethod
+        def query_devices() -> str:
+            return ""  # what str(sounddevice.query_devices()) is with no devices
+
+    monkeypatch.setattr(live, "import_sounddevice", lambda: NoDevices())
+    assert main(["live", "--list-devices"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no sound devices found") and "--input-file" in out

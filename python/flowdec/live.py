@@ -112,9 +112,15 @@ def _query(sd: Any, spec: str | None, kind: str) -> dict[str, Any]:
 
 
 def list_devices() -> str:
-    """The device table of ``sounddevice`` (``>`` default input, ``<`` default output)."""
+    """The device table of ``sounddevice`` (``>`` default input, ``<`` default output), or a
+    line saying that PortAudio found none and what to do instead."""
     sd = import_sounddevice()
-    return str(sd.query_devices())
+    table = str(sd.query_devices()).rstrip()
+    if table:
+        return table
+    return ("no sound devices found (PortAudio sees none on this machine); use --input-file "
+            "and --output-file instead, or start a sound server (scripts/pulse_null_sink.sh "
+            "starts a headless PulseAudio)")
 
 
 # -- file stand-ins for devices --------------------------------------------------------------
