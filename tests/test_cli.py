@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -293,3 +294,13 @@ def test_audio_verbs_on_a_fdc_file_point_to_decode(model_dir: Path, codec: Codec
     assert f"it is a .fdc bitstream: decode it with `flowdec decode {tmp_path / 'x.fdc'}" in err
     with pytest.raises(files.FlowdecError, match="flowdec decode"):
         files.encode_file(codec, tmp_path / "x.bin", tmp_path / "y.fdc")
+
+
+def test_help_texts_have_no_rst_markup() -> None:
+    parser = cli.build_parser()
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    texts = {"flowdec": parser.format_help()}
+    texts.update((name, p.format_help()) for name, p in verbs.choices.items())
+    for name, text in texts.items():
+        for markup in ("``", ":class:", ":func:", ":meth:", ":data:", ":mod:"):
+            assert markup not in text, f"flowdec {name} --help shows {markup}"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pedalboard.io import AudioFile
 
 from flowdec.codec import example_clip
@@ -28,6 +30,14 @@ def test_demo_writes_the_roundtrip(tmp_path: Path, model_dir: Path) -> None:
                           "--threads", "2"], capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "kbit/s" in res.stdout and "real time" in res.stdout
+    # the coded size and the bitrate it really takes (it printed the decoded WAV's size):
+    # 6 kbit/s per channel, stereo, plus the header and the level gains
+    m = re.search(r"-> ([\d.]+) kB of \.fdc = ([\d.]+) kbit/s \(([\d.]+) per channel", res.stdout)
+    assert m, res.stdout
+    kb, kbps, per_channel = map(float, m.groups())
+    assert 12.0 < kbps < 12.5 and per_channel == pytest.approx(kbps / 2, abs=0.01)
+    assert kb == pytest.approx(kbps * 6.0 / 8, rel=0.05)  # the clip is ~6 s
+    assert "MB" not in res.stdout and [p.name for p in tmp_path.iterdir()] == ["demo.wav"]
     with AudioFile(str(example_clip())) as f:
         ref_frames, ref_rate, ref_ch = f.frames, f.samplerate, f.num_channels
     with AudioFile(str(out)) as f:
