@@ -43,3 +43,11 @@ def test_demo_writes_the_roundtrip(tmp_path: Path, model_dir: Path) -> None:
     with AudioFile(str(out)) as f:
         assert (f.frames, f.samplerate, f.num_channels) == (ref_frames, ref_rate, ref_ch)
         assert np.isfinite(f.read(f.frames)).all()
+
+
+def test_demo_output_is_ignored_by_git() -> None:
+    """``flowdec demo`` in a checkout leaves example_roundtrip.wav; git should not offer it."""
+    ignore = Path(__file__).resolve().parents[1] / ".gitignore"
+    if not ignore.is_file():
+        pytest.skip("not a source checkout")
+    assert "/example_roundtrip.wav" in ignore.read_text().split()
