@@ -304,3 +304,10 @@ def test_help_texts_have_no_rst_markup() -> None:
     for name, text in texts.items():
         for markup in ("``", ":class:", ":func:", ":meth:", ":data:", ":mod:"):
             assert markup not in text, f"flowdec {name} --help shows {markup}"
+
+
+def test_dir_lists_the_lazy_public_names() -> None:
+    r = subprocess.run([sys.executable, "-c", "import flowdec; print(' '.join(dir(flowdec)))"],
+                       capture_output=True, text=True, timeout=60)
+    names = set(r.stdout.split())
+    assert {"Codec", "Stream", "FlowDecEffect", "Pipeline", "Postfilter", "__version__"} <= names

@@ -31,3 +31,9 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'flowdec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes plus the lazily loaded public names (so ``dir(flowdec)`` and tab
+    completion show ``Codec``, ``Stream``, ... before first use)."""
+    return sorted(set(globals()) | set(__all__))
