@@ -388,3 +388,59 @@ def test_ablation_settings(codec: Codec) -> None:
     assert {"flowdec-nfe6-euler", "flowdec-nfe6-global"} <= set(names)
     envelope = codec.post_card is not None and codec.post_card.envelope is not None
     assert ("flowdec-nfe6-noenv" in names) == envelope
+
+
+def test_rate_curves_plot_the_actual_bitrate() -> None:
+    """Opus asked for "3" kbit/s ran at 4.84: the curves plotted it at 3."""
+    from flowdec.evaluation.report import rate_points
+
+    def setting(name: str, kbps: float, actual: float, mel: float) -> dict[str, object]:
+        return {"name": name, "bitrate": kbps,
+                "domains": {"all": {"clips": 2, "mel_distance": mel, "actual_kbps": actual}}}
+
+    summary = {"settings": [setting("opus", 6.0, 9.0, 0.8), setting("opus", 3.0, 4.84, 1.0),
+                            setting("ndac", 6.0, 6.1, 0.9)]}
+    assert rate_points(summary, "mel_distance", "all") == {
+        "opus": [(4.84, 1.0), (9.0, 0.8)], "ndac": [(6.1, 0.9)]}
+
+
+def test_eval_of_one_domain_named_by_option(tmp_path: Path, model_dir: Path,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clips not named music_/speech_/sound_ got no PESQ/STOI (undocumented; --domain names
+    their domain); one domain wrote the same table twice (results_<d>.md and results_all.md,
+    twice in the report); "fad: not installed" was printed when FAD was not asked for;
+    "ndac" was not explained."""
+    from flowdec.cli import main
+    from flowdec.evaluation.report import write_report
+
+    make_clips(tmp_path / "made")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for made, name in (("speech_b", "take1"), ("music_a", "take2")):
+        (tmp_path / "made" / f"{made}.wav").rename(clips / f"{name}.wav")
+    real = M.availability
+    monkeypatch.setattr(M, "availability", lambda: {**real(), "fad": "not installed (test)"})
+    common = ["-b", "6", "--nfe", "--baselines", "--metrics", "si_sdr", "stoi", "--model",
+              str(model_dir), "--threads", "2", "--no-report"]
+
+    assert main(["eval", str(clips), "-o", str(tmp_path / "other"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "fad" not in out
+    assert "pass --domain speech" in out and "ndac: the codec alone" in out
+    assert json.loads((tmp_path / "other" / "summary.json").read_text())["domains"] == ["other"]
+
+    o = tmp_path / "speech"
+    assert main(["eval", str(clips), "-o", str(o), "--domain", "speech", *common]) == 0
+    assert "--domain" not in capsys.readouterr().out
+    summary = json.loads((o / "summary.json").read_text())
+    assert summary["domains"] == ["speech"]
+    with open(o / "clips.csv", newline="") as f:
+        assert all(r["stoi"] != "" for r in csv.DictReader(f))
+    assert sorted(p.name for p in o.glob("results_*.md")) == ["results_all.md"]
+    md = (o / "results_all.md").read_text()
+    assert md.startswith("# all (speech):") and "ndac: the codec alone" in md
+    assert "Missing metrics" not in md
+    page = write_report(o).read_text()
+    assert page.count("<h3>all</h3>") == 1 and "<h3>speech</h3>" not in page
+    assert "ndac: the codec alone" in page

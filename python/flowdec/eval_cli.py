@@ -2,7 +2,7 @@
 
     flowdec eval REF_DIR [-b 3 4.5 6 7.5] [--nfe 2 6 10] [--baselines opus] [-o OUT_DIR]
                  [--seed 0] [--ablations] [--metrics si_sdr mel_distance ...] [--no-report]
-                 [--level-bands 24]
+                 [--level-bands 24] [--domain speech]
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     p = subparsers.add_parser(
         "eval", help="score the codec against references and Opus; write tables and a report",
-        description="Code every clip in REF_DIR (music_*, speech_*, sound_* by name) through "
-                    "the codec without and with the postfilter (per NFE) and through Opus at "
-                    "the same and twice the bitrate; write clips.csv, summary.json, "
-                    "results_<domain>.md and an HTML listening report into OUT_DIR.")
+        description="Code every clip in REF_DIR through the codec without (setting ndac) "
+                    "and with the postfilter (flowdec-nfeN, per NFE) and through Opus at the "
+                    "same and twice the bitrate; write clips.csv, summary.json, "
+                    "results_<domain>.md and an HTML listening report into OUT_DIR. A clip's "
+                    "domain comes from its file name: music_*, speech_*, sound_*; other "
+                    "names get --domain. PESQ and STOI score speech clips only.")
     p.add_argument("ref_dir", metavar="REF_DIR", help="folder of reference clips")
     p.add_argument("-b", "--bitrates", type=float, nargs="+", default=[3.0, 4.5, 6.0, 7.5],
                    metavar="KBPS", help="kbit/s per channel (default 3 4.5 6 7.5)")
@@ -39,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="opusenc rate control (default cbr: --hard-cbr)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="use only the first S seconds of each clip")
+    p.add_argument("--domain", choices=["music", "speech", "sound", "other"], default="other",
+                   help="domain of clips whose name has no music_/speech_/sound_ prefix "
+                        "(default other)")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report and plots")
     p.add_argument("--level-bands", type=int, nargs="*", default=[], metavar="N",
                    help="also code with N band gains per second (e.g. 24): settings "
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = EvalConfig(bitrates=tuple(args.bitrates), nfes=tuple(args.nfe),
                      baselines=tuple(args.baselines), ablations=args.ablations,
                      seed=args.seed, metrics=tuple(args.metrics), opus_mode=args.opus_mode,
-                     max_seconds=args.max_seconds, level_bands=tuple(args.level_bands))
+                     max_seconds=args.max_seconds, level_bands=tuple(args.level_bands),
+                     domain=args.domain)
     from .evaluation.opus import OpusNotFound
 
     codec = load_codec(args)
@@ -71,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
         index = write_report(args.out)
         print(f"report: {index}")
     if not quiet:
+        from .evaluation.report import SETTINGS_NOTE
         from .evaluation.runner import markdown_table
 
         print(markdown_table(summary, "all"), end="")
+        print(SETTINGS_NOTE)
     print(f"wrote {args.out}/clips.csv, summary.json, results_*.md")
     return 0

@@ -3,8 +3,8 @@
 :func:`write_report` reads what :func:`~flowdec.evaluation.runner.run_eval` wrote
 (``summary.json``, ``audio/<clip>/<setting>.wav``) and adds, in the same folder:
 
-- ``plots/rate_<metric>.png``: rate–quality curves (metric vs kbit/s, one panel per domain,
-  one line per system: Opus, NDAC, FlowDec at each NFE);
+- ``plots/rate_<metric>.png``: rate–quality curves (metric vs the actual kbit/s per
+  channel, one panel per domain, one line per system: Opus, NDAC, FlowDec at each NFE);
 - ``plots/spec_<clip>_<setting>.png``: log-magnitude spectrograms (2048-sample Hann, 0–24 kHz,
   dB relative to the reference's peak) of every saved audio file;
 - ``index.html``: the tables per domain, the paired per-clip comparisons per domain
@@ -34,6 +34,11 @@ from .paired import TABLE_NOTE, paired_rows
 PLAYER_ORDER = ("reference", "opus", "ndac", "flowdec")
 SPEC_WINDOW = 2048
 SPEC_FLOOR_DB = -100.0
+SETTINGS_NOTE = ("ndac: the codec alone (postfilter off); flowdec-nfeN: the codec plus the "
+                 "postfilter with N network evaluations; -bandsB: with B band gains in the "
+                 "bitstream; opus: opusenc at that bitrate. kbit/s: asked for, per channel; "
+                 "actual kbit/s: what the bitstream took (level and band gains included).")
+"""What the setting names and rate columns in tables and reports mean."""
 
 
 def _read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -76,28 +81,51 @@ def spectrogram_png(audio: np.ndarray, rate: int, path: Path, title: str,
     return peak
 
 
-def rate_quality_png(summary: dict[str, Any], metric: str, path: Path) -> bool:
-    """Metric vs requested kbit/s per system, a panel per domain. False if nothing to plot."""
-    plt = _plt()
-    domains = [*summary["domains"], "all"]
+def table_domains(summary: dict[str, Any]) -> list[str]:
+    """The domains that get a table, a curve panel and a ``results_<domain>.md``: each domain
+    and ``all``, or only ``all`` when every clip has one domain (the same numbers twice)."""
+    domains = list(summary["domains"])
+    return [*domains, "all"] if len(domains) > 1 else ["all"]
+
+
+def missing_metrics(summary: dict[str, Any]) -> dict[str, str]:
+    """``{metric: why}`` for the metrics asked for (``config.metrics``) that did not run."""
+    asked = summary.get("config", {}).get("metrics", list(summary["metrics"]))
+    return {m: st for m, st in summary["metrics"].items()
+            if m in asked and not st.startswith("ok")}
+
+
+def rate_points(summary: dict[str, Any], metric: str, domain: str
+                ) -> dict[str, list[tuple[float, float]]]:
+    """``{setting name: [(actual kbit/s per channel, metric mean), ...]}`` sorted by rate: the
+    curve points of one domain (Opus "3" sits where it really ran, e.g. 4.84)."""
     lines: dict[str, list[tuple[float, float]]] = {}
+    for s in summary["settings"]:
+        e = s["domains"].get(domain, {})
+        v = e.get(metric)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        rate = e.get("actual_kbps")
+        lines.setdefault(s["name"], []).append(
+            (float(rate) if rate is not None else float(s["bitrate"]), float(v)))
+    return {name: sorted(pts) for name, pts in lines.items()}
+
+
+def rate_quality_png(summary: dict[str, Any], metric: str, path: Path) -> bool:
+    """Metric vs actual kbit/s per channel per system (:func:`rate_points`), a panel per
+    domain (:func:`table_domains`). False if nothing to plot."""
+    plt = _plt()
+    domains = table_domains(summary)
     fig, axes = plt.subplots(1, len(domains), figsize=(3.2 * len(domains), 2.8), dpi=80,
                              squeeze=False)
     plotted = False
     for ax, d in zip(axes[0], domains, strict=True):
-        lines = {}
-        for s in summary["settings"]:
-            v = s["domains"].get(d, {}).get(metric)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                continue
-            lines.setdefault(s["name"], []).append((s["bitrate"], float(v)))
-        for name, pts in sorted(lines.items()):
-            pts.sort()
+        for name, pts in sorted(rate_points(summary, metric, d).items()):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if len(pts) > 1 else "o",
                     label=name, markersize=4)
             plotted = True
         ax.set_title(d, fontsize=9)
-        ax.set_xlabel("kbit/s", fontsize=8)
+        ax.set_xlabel("actual kbit/s per channel", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     arrow = "higher is better" if HIGHER_IS_BETTER.get(metric, True) else "lower is better"
@@ -178,14 +206,15 @@ def write_report(out_dir: str | Path, title: str = "FlowDec evaluation") -> Path
              f"{html.escape(str(summary.get('opus') or 'not run'))}; players and spectrograms "
              f"at {summary['report_bitrate']:g} kbit/s. RTF = wall time / audio time "
              f"(encode + decode).</p>"]
-    missing = {m: s for m, s in summary["metrics"].items() if not s.startswith("ok")}
+    missing = missing_metrics(summary)
     if missing:
         parts.append("<p class=\"note\">Missing metrics: " + "; ".join(
             f"{html.escape(m)}: {html.escape(s)}" for m, s in missing.items()) + "</p>")
     parts.append("<h2>Results per domain</h2>")
-    for d in [*summary["domains"], "all"]:
+    for d in table_domains(summary):
         parts.append(f"<h3>{html.escape(d)}</h3>" + _table_html(summary, d))
-    paired = [_paired_html(summary, d) for d in [*summary["domains"], "all"]]
+    parts.append(f"<p class=\"note\">{html.escape(SETTINGS_NOTE)}</p>")
+    paired = [_paired_html(summary, d) for d in table_domains(summary)]
     if any(paired):
         parts.append("<h2>Paired per-clip comparisons</h2>"
                      f"<p class=\"note\">{html.escape(TABLE_NOTE)}</p>" + "".join(paired))

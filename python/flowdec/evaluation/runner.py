@@ -26,9 +26,13 @@ mean of B − A, its bootstrap 95 % interval, and on how many clips B is better 
 
 Outputs in ``out_dir``: ``clips.csv`` (one row per clip × setting), ``summary.json``
 (per-setting, per-domain means, FAD, real-time factors, which metrics were missing, the
-paired comparisons), ``results_<domain>.md`` (the table and the paired comparisons; domains
-from the clip name prefix: ``music_``, ``speech_``, ``sound_``; others are ``other``) and
+paired comparisons), ``results_<domain>.md`` (the table and the paired comparisons; one
+per domain and ``all``, only ``all`` when every clip has the same domain) and
 ``audio/<clip>/<setting>.wav`` for the report bitrate.
+
+A clip's domain comes from its name's prefix: ``music_``, ``speech_``, ``sound_``; other
+names get ``EvalConfig.domain`` (``--domain``; default ``other``). PESQ and STOI score
+speech clips only.
 
 Real-time factor (RTF) = wall-clock seconds / audio seconds for encode + decode (lower is
 faster; 0.1 = ten times faster than real time), on the machine and threads used.
@@ -59,6 +63,7 @@ from ..codec import Codec
 from . import metrics as M
 from . import paired as P
 from .opus import opus_roundtrip, opus_version
+from .report import SETTINGS_NOTE, missing_metrics, table_domains
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 DOMAINS = ("music", "speech", "sound")
@@ -78,6 +83,7 @@ class EvalConfig:
     report_bitrate: float | None = None   # audio saved for this bitrate (default: nearest 6)
     max_seconds: float | None = None      # crop clips (None: whole clips)
     level_bands: Sequence[int] = ()       # also code with these band-gain settings
+    domain: str = "other"                 # domain of clips without a known name prefix
 
 
 @dataclass(frozen=True)
@@ -119,10 +125,10 @@ class Clip:
         return float(self.audio.shape[1] / CODEC_RATE)
 
 
-def domain_of(name: str) -> str:
-    """``"music_a" -> "music"``; names without a known ``<domain>_`` prefix are ``"other"``."""
+def domain_of(name: str, default: str = "other") -> str:
+    """``"music_a" -> "music"``; names without a known ``<domain>_`` prefix get ``default``."""
     head = name.split("_", 1)[0].lower()
-    return head if head in DOMAINS and "_" in name else "other"
+    return head if head in DOMAINS and "_" in name else default
 
 
 def list_clips(ref_dir: str | Path) -> list[Path]:
@@ -137,7 +143,8 @@ def list_clips(ref_dir: str | Path) -> list[Path]:
     return files
 
 
-def load_clip(path: Path, max_seconds: float | None = None) -> Clip:
+def load_clip(path: Path, max_seconds: float | None = None, domain: str = "other") -> Clip:
+    """A clip at 48 kHz; ``domain``: for a name without a known prefix."""
     from pedalboard.io import AudioFile
 
     with AudioFile(str(path)) as f:
@@ -145,7 +152,7 @@ def load_clip(path: Path, max_seconds: float | None = None) -> Clip:
         frames = f.frames if max_seconds is None else min(f.frames, int(max_seconds * rate))
         audio = np.asarray(f.read(frames), np.float32)
     audio = resample(audio, rate, CODEC_RATE)
-    return Clip(path.stem, domain_of(path.stem), audio, path)
+    return Clip(path.stem, domain_of(path.stem, domain), audio, path)
 
 
 def settings_for(codec: Codec, cfg: EvalConfig) -> list[Setting]:
@@ -266,16 +273,20 @@ def run_eval(codec: Codec, ref_dir: str | Path, out_dir: str | Path,
                disable=(show is False) or (show is None and not _isatty()))
     try:
         for path in paths:
-            clip = load_clip(path, cfg.max_seconds)
+            clip = load_clip(path, cfg.max_seconds, cfg.domain)
             _eval_clip(codec, clip, settings, cfg, use, report_b, out, acc, bar)
     finally:
         bar.close()
     summary = _summarise(codec, cfg, settings, use, avail, opus_ver, report_b, acc, paths)
     _write_outputs(out, acc.rows, summary, use)
     if log:
-        for m, state in avail.items():
-            if not state.startswith("ok"):
-                log(f"{m}: {state}")
+        for m in cfg.metrics:
+            if not avail.get(m, "").startswith("ok"):
+                log(f"{m}: {avail.get(m)}")
+        speech_only = [m for m in use if m in M.SPEECH_ONLY]
+        if speech_only and "speech" not in summary["domains"]:
+            log(f"{' and '.join(speech_only)} score speech clips only and none is speech: name "
+                "them speech_*.wav or pass --domain speech")
     return summary
 
 
@@ -376,7 +387,8 @@ def _summarise(codec: Codec, cfg: EvalConfig, settings: list[Setting], use: list
         "config": {k: (list(v) if isinstance(v, tuple | list) else v)
                    for k, v in asdict(cfg).items()},
         "report_bitrate": report_b,
-        "clips": [{"name": p.stem, "domain": clip_domain.get(p.stem, domain_of(p.stem)),
+        "clips": [{"name": p.stem,
+                   "domain": clip_domain.get(p.stem, domain_of(p.stem, cfg.domain)),
                    "file": str(p)} for p in paths],
         "domains": domains,
         "settings": out_settings,
@@ -447,10 +459,12 @@ def _write_outputs(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False,
                                                  default=_json_default) + "\n")
-    missing = [f"- {m}: {st}" for m, st in summary["metrics"].items() if not st.startswith("ok")]
-    for d in [*summary["domains"], "all"]:
+    missing = [f"- {m}: {st}" for m, st in missing_metrics(summary).items()]
+    for d in table_domains(summary):
         paired = paired_markdown(summary, d)
-        text = (f"# {d}: {summary['model_id']}\n\n" + markdown_table(summary, d)
+        title = d if len(summary["domains"]) != 1 else f"{d} ({summary['domains'][0]})"
+        text = (f"# {title}: {summary['model_id']}\n\n" + markdown_table(summary, d)
+                + f"\n{SETTINGS_NOTE}\n"
                 + ("\n" + paired if paired else "")
                 + ("\nMissing metrics:\n" + "\n".join(missing) + "\n" if missing else ""))
         (out / f"results_{d}.md").write_text(text)
