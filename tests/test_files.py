@@ -11,8 +11,11 @@ asserted at 1e-3.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -23,10 +26,12 @@ from pedalboard.io import AudioFile
 from flowdec.bitstream import (
     FORMAT_VERSION,
     MAGIC,
+    BitstreamError,
     BitstreamWarning,
     Packet,
     encode_packet,
     read_fdc,
+    write_fdc,
 )
 from flowdec.codec import Bitstream, Codec, example_clip
 from flowdec.files import (
@@ -277,6 +282,80 @@ def test_corrupt_fdc_is_refused_without_output(codec: Codec, tmp_path: Path) -> 
         decode_file(codec, tmp_path / "bad.fdc", tmp_path / "out.wav", postfilter=False,
                     progress=False)
     assert folder_files(tmp_path) == ["bad.fdc", "in.wav", "x.fdc"]
+
+
+def crafted_fdc(codec: Codec, path: Path, channels: int = 1, seconds: float = 1.0,
+                level_bands: int = 0, **fields: int) -> Path:
+    """A .fdc of random codes for ``codec`` whose header fields are replaced by ``fields``
+    (written as flowdec writes, so only what the fields say is wrong)."""
+    h = codec.header(channels, 48000, int(seconds * 48000), 4, level_bands=level_bands)
+    h = dataclasses.replace(h, **fields)
+    frames = int(seconds * 75) + 1
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 1024, (h.channels, h.n_codebooks, frames))
+    blocks = h.gain_blocks(frames)
+    bands = np.zeros((h.channels, blocks, h.level_bands)) if h.level_bands else None
+    write_fdc(path, h, codes, np.zeros((h.channels, blocks)) if blocks else None, bands)
+    return path
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"sample_rate": 44100}, "codec rate 44100 Hz, the model's is 48000 Hz"),
+    ({"frame_rate_den": 641}, "74.883 frames/s, the model's is 75"),
+    ({"bits_per_code": 11}, "11 bits per code, the model's is 10"),  # code 1024: codebook 2
+    ({"n_codebooks": 11}, "11 codebooks, the model has 10"),
+    ({"original_rate": 10**8}, "original rate 100000000 Hz: expected"),  # 6.8 GB
+    ({"original_rate": 2**32 - 1}, "original rate 4294967295 Hz: expected"),  # bad_alloc
+    ({"original_rate": 7999}, "original rate 7999 Hz: expected"),
+    ({"frames_per_packet": 4575, "frames_per_gain": 75}, "packets of 4575 frames"),
+    ({"frames_per_gain": 150}, "gain blocks of 150 frames"),
+])
+def test_headers_that_do_not_fit_the_model_are_refused(codec: Codec, tmp_path: Path,
+                                                       fields: dict[str, int],
+                                                       problem: str) -> None:
+    path = crafted_fdc(codec, tmp_path / "x.fdc", **fields)
+    with pytest.raises(FlowdecError, match="header is corrupt") as e:
+        decode_file(codec, path, tmp_path / "out.wav", postfilter=False, progress=False)
+    assert problem in str(e.value) and "x.fdc" in str(e.value) and "\n" not in str(e.value)
+    assert folder_files(tmp_path) == ["x.fdc"]
+
+
+def test_codes_outside_the_codebooks_are_refused(codec: Codec) -> None:
+    h = codec.header(1, 48000, 48000, 4, frames_per_gain=0)
+    codes = np.zeros((1, 4, 76), np.int64)
+    codes[0, 2, 40] = codec.codebook_size  # would index the next codebook's first entry
+    with pytest.raises(BitstreamError, match="code 1024 is outside the model's codebooks"):
+        list(codec.decode_chunks(iter([(codes, None, None)]), h, postfilter=False))
+
+
+AS_LIMIT = 1400 << 20
+"""Address space for test_crafted_files_decode_in_bounded_memory: measured VmPeak of that
+decode ~1.0 GB (255 channels x 0.5 s with band gains), ~2.1 GB before it was bounded."""
+
+
+@pytest.mark.slow
+def test_crafted_files_decode_in_bounded_memory(model_dir: Path, codec: Codec,
+                                                tmp_path: Path) -> None:
+    """255 channels (the most a header can declare) decode under a fixed memory limit, in
+    chunks cut to the channel count; an absurd original rate is refused before anything is
+    allocated (it used to take 6.8 GB)."""
+    crafted_fdc(codec, tmp_path / "many.fdc", channels=255, seconds=0.5, level_bands=24)
+    crafted_fdc(codec, tmp_path / "fast.fdc", original_rate=10**8)
+    script = (
+        "import resource, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_AS, ({AS_LIMIT}, {AS_LIMIT}))\n"
+        "from flowdec.cli import main\n"
+        f"m = ['--model', {str(model_dir)!r}, '--threads', '1', '-q', '--no-postfilter']\n"
+        "print(main(['decode', 'many.fdc', 'many.wav', *m]),"
+        " main(['decode', 'fast.fdc', 'fast.wav', *m]))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.stdout.split() == ["0", "1"], r.stderr[-2000:]
+    assert "fast.fdc: header is corrupt (original rate 100000000 Hz" in r.stderr
+    with AudioFile(str(tmp_path / "many.wav")) as f:
+        assert (f.num_channels, f.frames) == (255, 24000)
 
 
 def test_interrupted_decode_leaves_no_partial_file(codec: Codec, tmp_path: Path) -> None:

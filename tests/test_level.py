@@ -94,6 +94,21 @@ def test_gain_stage_is_exact_for_any_push_pattern(seed: int) -> None:
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
 
 
+def test_gain_stage_scales_many_channels_in_slices() -> None:
+    """A push of more samples than one slice (all channels together) gives what pushes of
+    one frame each give; its float64 temporaries stay a slice's size."""
+    from flowdec.level import _SLICE
+
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal((64, 3 * _SLICE // 64)).astype(np.float32)
+    gains = rng.uniform(-20, 20, size=(64, -(-y.shape[1] // (3 * HOP)))).astype(np.float32)
+    a, b = GainStage(64, HOP, 3), GainStage(64, HOP, 3)
+    a.add_gains(gains)
+    b.add_gains(gains)
+    frames = [b.push(y[:, i : i + HOP]) for i in range(0, y.shape[1], HOP)]
+    np.testing.assert_array_equal(a.push(y), np.concatenate(frames, axis=1))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_meter_chunked_equals_one_shot(seed: int) -> None:
     rng = np.random.default_rng(seed + 10)

@@ -166,6 +166,28 @@ def test_no_evaluations_skip_the_envelope(pf: Postfilter, decoded: np.ndarray) -
     np.testing.assert_allclose(out[True][0, :n], decoded[:n], atol=1e-4)
 
 
+def test_many_channels_are_evaluated_in_groups(pf: Postfilter) -> None:
+    """A window of many channels goes through the network in groups of channels (bounded
+    activations, whatever the channel count) and gives what one evaluation of all gives."""
+    from flowdec.postfilter import SOLVE_CHANNEL_FRAMES
+
+    batches: list[tuple[int, int]] = []
+
+    def net(x: np.ndarray, y: np.ndarray, t: float) -> np.ndarray:
+        batches.append((x.shape[0], x.shape[-1]))
+        return y - x * np.float32(1 + t)  # per channel, like the network
+
+    frames = 40
+    Y = np.random.default_rng(0).standard_normal(
+        (64, 2, pf.card.n_fft // 2 + 1, frames)).astype(np.float32)
+    split = PostfilterSolve(net, pf.card, "cpu", nfe=2, seed=5)  # type: ignore[arg-type]
+    out = split(Y, 0)
+    assert len(batches) > 2 and all(b * n <= SOLVE_CHANNEL_FRAMES for b, n in batches)
+    whole = PostfilterSolve(net, pf.card, "cpu", nfe=2, seed=5)  # type: ignore[arg-type]
+    whole._velocity = net  # type: ignore[method-assign]
+    np.testing.assert_array_equal(out, whole(Y, 0))
+
+
 def test_enhance_bad_input(pf: Postfilter, decoded: np.ndarray) -> None:
     bad = decoded.copy()
     bad[10] = np.nan

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,13 @@ from .stages import (
 
 DEFAULT_CHUNK_SECONDS = 10.0
 """Offline processing unit: memory is bounded by this, whatever the file length."""
+MAX_PACKET_SECONDS = 60.0
+"""Longest packet a stream may declare (flowdec writes 8-s packets to files, 0.2-s ones
+live): a packet is read whole, so this bounds the memory one takes (255 channels of 60 s at
+7.5 kbit/s: 14 MB of codes)."""
+MAX_GAIN_BLOCK_SECONDS = 1.0
+"""Longest level-gain block a stream may declare (flowdec writes 1-s blocks to files, 40-ms
+ones live): the decoder holds a block's audio until its level is known."""
 
 
 CodeChunk = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
@@ -340,9 +348,64 @@ class Codec:
 
     def check_stream(self, header: StreamHeader, name: str = "the stream") -> None:
         """Refuse a stream encoded by another model (:class:`ModelError`, one line that
-        names the model it needs and how to load it)."""
+        names the model it needs and how to load it), or whose header does not fit this
+        model's card or flowdec's limits (:class:`~flowdec.bitstream.BitstreamError`: the
+        file is damaged or was not written by flowdec): codec rate, frame rate and bits per
+        code as the card says, at most the card's codebooks, an original rate flowdec
+        encodes (8 to 768 kHz), packets of at most :data:`MAX_PACKET_SECONDS` and gain
+        blocks of at most :data:`MAX_GAIN_BLOCK_SECONDS`.
+
+        Example:
+            >>> codec = Codec.load()
+            >>> h = codec.header(channels=1, original_rate=10**8, original_length=1,
+            ...                  n_codebooks=8)
+            >>> codec.check_stream(h, "x.fdc")
+            Traceback (most recent call last):
+            flowdec.bitstream.BitstreamError: x.fdc: header is corrupt (original rate ...
+        """
         if header.model_id != self.model_id:
             raise ModelError(f"{name}: {foreign_model_message(header.model_id, self.card)}")
+        c, h = self.card, header
+        frame_rate = Fraction(c.sample_rate, c.hop)
+        max_packet = int(MAX_PACKET_SECONDS * frame_rate)
+        max_block = int(MAX_GAIN_BLOCK_SECONDS * frame_rate)
+        problem = None
+        if h.sample_rate != c.sample_rate:
+            problem = f"codec rate {h.sample_rate} Hz, the model's is {c.sample_rate} Hz"
+        elif h.frame_rate != frame_rate:
+            problem = (f"{float(h.frame_rate):g} frames/s, the model's is "
+                       f"{float(frame_rate):g}")
+        elif h.bits_per_code != c.bits_per_code:
+            problem = f"{h.bits_per_code} bits per code, the model's is {c.bits_per_code}"
+        elif h.n_codebooks > c.codebooks:
+            problem = f"{h.n_codebooks} codebooks, the model has {c.codebooks}"
+        elif h.frames_per_packet > max_packet:
+            problem = (f"packets of {h.frames_per_packet} frames, more than "
+                       f"{MAX_PACKET_SECONDS:g} s ({max_packet})")
+        elif h.frames_per_gain > max_block:
+            problem = (f"gain blocks of {h.frames_per_gain} frames, more than "
+                       f"{MAX_GAIN_BLOCK_SECONDS:g} s ({max_block})")
+        else:
+            try:
+                check_rate(h.original_rate)
+            except ValueError as e:
+                problem = f"original rate {h.original_rate} Hz: " + str(e).split(": ", 1)[-1]
+        if problem is not None:
+            raise BitstreamError(f"{name}: header is corrupt ({problem}); the file is damaged "
+                                 "or was not written by flowdec: re-encode it")
+
+    @property
+    def codebook_size(self) -> int:
+        """Entries per codebook: every code is below this."""
+        return int(self.card.raw.get("codebook_size", 1 << self.card.bits_per_code))
+
+    def _check_codes(self, codes: np.ndarray) -> None:
+        if codes.size:
+            lo, hi = int(codes.min()), int(codes.max())
+            if lo < 0 or hi >= self.codebook_size:
+                raise BitstreamError(
+                    f"code {lo if lo < 0 else hi} is outside the model's codebooks "
+                    f"(0..{self.codebook_size - 1}); the stream is damaged")
 
     def _chunk_frames(self, chunk_seconds: float) -> int:
         return max(1, int(chunk_seconds * self.card.frame_rate))
@@ -435,7 +498,8 @@ class Codec:
         each gain block of the output (plain or postfiltered) is then brought to the input's
         loudness (:class:`flowdec.level.OutputLevel`). ``nfe``, ``seed``, ``postfilter``: as
         for :meth:`decode`."""
-        dec = self.decoder_stage(h.channels, h.n_codebooks, self._chunk_frames(chunk_seconds))
+        chunk = self._chunk_frames(chunk_seconds)
+        dec = self.decoder_stage(h.channels, h.n_codebooks, chunk)
         post = None
         on, nfe, seed = self.postfilter_settings(postfilter, nfe, seed)
         if on:
@@ -452,14 +516,17 @@ class Codec:
             return level.push(y, z) if level is not None else z
 
         for codes, gains, band_gains in code_chunks:
+            self._check_codes(codes)
             if level is not None and gains is not None:
                 level.add_gains(gains)
             if bands is not None and band_gains is not None:
                 bands.add_gains(band_gains)
-            y = dec.push(codes.astype(np.int64))
-            if bands is not None:
-                y = bands.push(y)
-            yield out(y, post.push(y) if post is not None else y)
+            # at most a chunk at a time, however long the packet: memory stays bounded
+            for a in range(0, codes.shape[2], chunk):
+                y = dec.push(codes[:, :, a : a + chunk].astype(np.int64))
+                if bands is not None:
+                    y = bands.push(y)
+                yield out(y, post.push(y) if post is not None else y)
         y = dec.finish()
         if bands is not None:
             y = np.concatenate([bands.push(y), bands.finish(dec.received * self.card.hop)], axis=1)

@@ -97,11 +97,16 @@ WRITE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff")
 _BIT_DEPTH = {".wav": 32, ".flac": 24, ".aiff": 24}  # 32-bit wav is float
 PROGRESS_MIN_SECONDS = 5.0
 """Audio shorter than this gets no progress bar."""
+CHANNEL_SECONDS = 20.0
+"""The encoder and decoder work on chunks of at most this many channel-seconds (10 s of
+stereo): more channels get shorter chunks, so memory does not grow with the channel count
+(measured with the shipped model, 1 s of 255 channels: ~520 MB peak RSS to decode, was
+1.75 GB with 10-s chunks; ~650 MB with the postfilter)."""
 POSTFILTER_CHANNEL_SECONDS = 5.0
-"""The postfilter runs on windows of at most this many channel-seconds (2.5 s for stereo,
-at least 1 s): its ONNX activations set the peak memory, not the file length (measured with
-the test model: a stereo round trip peaks at ~450 MB RSS with 2.5-s windows, of which
-~200 MB is the loaded model; ~850 MB with 10-s windows)."""
+"""The postfilter runs on windows of at most this many channel-seconds (2.5 s for stereo):
+its ONNX activations set the peak memory, not the file length (measured with the test
+model: a stereo round trip peaks at ~450 MB RSS with 2.5-s windows, of which ~200 MB is the
+loaded model; ~850 MB with 10-s windows)."""
 CLIP_LEVEL = 0.999
 """Three consecutive equal samples at or above this magnitude (a flat top) count as clipping;
 overs above full scale in a float file do not (a float file keeps them)."""
@@ -262,7 +267,7 @@ class _AudioIn:
         self.done = False
         self.peak = 0.0
         self.clipped = 0
-        self.chunk = max(1, int(chunk_seconds * self.rate))
+        self.chunk = max(1, int(_chunk_seconds(chunk_seconds, self.channels) * self.rate))
         if self._estimate == 0:
             self.file.close()
             raise FlowdecError(f"{self.path}: the file has no audio samples")
@@ -471,10 +476,11 @@ def _check_solver(nfe: int, solver: str) -> None:
                            f"number for the {solver} solver, got {nfe}")
 
 
-def _decode_chunk_seconds(chunk_seconds: float, channels: int, postfilter: bool) -> float:
-    if not postfilter:
-        return chunk_seconds
-    return min(chunk_seconds, max(1.0, POSTFILTER_CHANNEL_SECONDS / channels))
+def _chunk_seconds(chunk_seconds: float, channels: int, postfilter: bool = False) -> float:
+    """``chunk_seconds`` cut to the channel-seconds the codec (:data:`CHANNEL_SECONDS`) or
+    the postfilter (:data:`POSTFILTER_CHANNEL_SECONDS`) may hold at once."""
+    budget = POSTFILTER_CHANNEL_SECONDS if postfilter else CHANNEL_SECONDS
+    return min(chunk_seconds, budget / channels)
 
 
 def _seed(seed: int, postfilter: bool) -> int | None:
@@ -517,7 +523,7 @@ def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float,
             yield rs.push(np.zeros((src.channels, 0), np.float32), last=True)
 
     yield from codec.encode_chunks(audio48(), src.channels, n_q, FILE_FRAMES_PER_GAIN,
-                                   chunk_seconds, level_bands)
+                                   _chunk_seconds(chunk_seconds, src.channels), level_bands)
 
 
 def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
@@ -625,8 +631,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int | 
         try:
             codes = ((p.codes, p.gains_db, p.band_gains_db) for p in reader)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
-                                        _decode_chunk_seconds(chunk_seconds, h.channels,
-                                                              postfilter))
+                                        _chunk_seconds(chunk_seconds, h.channels, postfilter))
             with _AudioOut(out, h.original_rate, h.channels) as w:
                 _write_audio(audio, h.original_rate, h.channels, lambda: h.original_length, w,
                              bar)
@@ -663,8 +668,7 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
         try:
             codes = _encode_codes(codec, src, n_q, chunk_seconds, level_bands)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
-                                        _decode_chunk_seconds(chunk_seconds, h.channels,
-                                                              postfilter))
+                                        _chunk_seconds(chunk_seconds, h.channels, postfilter))
             with _AudioOut(out, src.rate, src.channels) as w:
                 _write_audio(audio, src.rate, src.channels, lambda: src.frames, w, bar)
         finally:
@@ -695,7 +699,7 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
     out = _prepare_output(out_path, WRITE_EXTENSIONS)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
         used_seed = DEFAULT_SEED if seed is None else int(seed)
-        window = _decode_chunk_seconds(chunk_seconds, src.channels, True)
+        window = _chunk_seconds(chunk_seconds, src.channels, True)
         stage = postfilter.stage(src.channels, nfe, used_seed, solver,
                                  chunk_frames=int(window * CODEC_RATE / postfilter.card.hop))
         rs = StreamResampler(src.rate, CODEC_RATE, src.channels)

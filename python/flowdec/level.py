@@ -157,6 +157,10 @@ class LevelMeter:
         return self._blocks(left) if left > 0 else np.zeros((self.channels, 0), np.float32)
 
 
+_SLICE = 1 << 20
+"""Samples (all channels together) :class:`GainStage` scales at a time."""
+
+
 class GainStage:
     """Plain decoder output (48 kHz, from sample 0, any pieces) → level-corrected output.
 
@@ -189,6 +193,10 @@ class GainStage:
         n = y.shape[1]
         if n == 0:
             return y.copy()
+        step = max(self.hop, _SLICE // self.channels)  # bounded float64 temporaries
+        if n > step:
+            return np.concatenate([self.push(y[:, a : a + step]) for a in range(0, n, step)],
+                                  axis=1)
         if self.pos + n > self.samples_covered:
             raise ValueError(
                 f"gains cover samples up to {self.samples_covered}, audio reaches "

@@ -34,6 +34,10 @@ live, :class:`flowdec.Stream`, :class:`flowdec.FlowDecEffect`): the same input a
 give the same output."""
 CHUNK_FRAMES = 1250
 """Whole-clip processing unit in STFT frames (10 s at hop 384): bounds memory."""
+SOLVE_CHANNEL_FRAMES = 1024
+"""Channels × STFT frames one network evaluation takes at most (on the CPU): a window of
+many channels is evaluated in groups of channels, so the network's activations do not grow
+with the channel count (the windows of files up to 5 channels are evaluated whole)."""
 
 
 def stft_config(card: PostfilterCard) -> features.STFTConfig:
@@ -77,8 +81,18 @@ class PostfilterSolve:
         frame = frame_offset + self.frame_origin
         if self.gpu is not None:
             return self.gpu.solve(Y, self.nfe, self.seed, frame, self.solver_name)
-        return solver.midpoint_solve(Y, self.sigma_y, self.net, nfe=self.nfe, seed=self.seed,
-                                     frame_offset=frame, solver=self.solver_name)
+        return solver.midpoint_solve(Y, self.sigma_y, self._velocity, nfe=self.nfe,
+                                     seed=self.seed, frame_offset=frame,
+                                     solver=self.solver_name)
+
+    def _velocity(self, X: np.ndarray, Y: np.ndarray, t: float) -> np.ndarray:
+        """The network on at most :data:`SOLVE_CHANNEL_FRAMES` at a time (the channels are
+        independent, so groups of them give the same velocities)."""
+        group = max(1, SOLVE_CHANNEL_FRAMES // X.shape[-1])
+        if X.shape[0] <= group:
+            return self.net(X, Y, t)
+        return np.concatenate([self.net(X[i : i + group], Y[i : i + group], t)
+                               for i in range(0, X.shape[0], group)])
 
 
 def make_stage(solve: PostfilterSolve, card: PostfilterCard, channels: int, chunk_frames: int,
