@@ -401,6 +401,34 @@ def test_input_errors_are_one_line(codec: Codec, tmp_path: Path) -> None:
     assert not (tmp_path / "x.fdc").exists() and not (tmp_path / "y.wav").exists()
 
 
+@pytest.mark.parametrize("ext", [".wav", ".aiff"])
+def test_truncated_or_unfinished_pcm_files_are_detected(codec: Codec, tmp_path: Path,
+                                                        ext: str) -> None:
+    """A WAV/AIFF header can declare more samples than the file holds (cut short, or a
+    recorder that never wrote the length: 0xFFFFFFFF); pedalboard reads silence up to the
+    declared length, so the output used to be padded (for 0xFFFFFFFF: hours of encoding)."""
+    with AudioFile(str(tmp_path / f"full{ext}"), "w", 48000, 2, bit_depth=16) as f:
+        f.write(make_audio(48000, 2, 1.0))
+    data = (tmp_path / f"full{ext}").read_bytes()
+    head = len(data) - 48000 * 4  # 2 channels x 16 bits
+    (tmp_path / f"cut{ext}").write_bytes(data[: head + 12000 * 4 + 3])
+    (tmp_path / f"head{ext}").write_bytes(data[:head])
+    if ext == ".wav":
+        at = data.index(b"data") + 4
+        endless = data[:at] + struct.pack("<I", 0xFFFFFFFF) + data[at + 4 :]
+        (tmp_path / f"endless{ext}").write_bytes(endless)
+    for name, frames in ((f"cut{ext}", 12000), (f"endless{ext}", 48000)):
+        if not (tmp_path / name).exists():
+            continue
+        with pytest.warns(FlowdecWarning, match=f"file holds {frames} .* truncated"):
+            r = roundtrip_file(codec, tmp_path / name, tmp_path / "out.wav", postfilter=False,
+                               progress=False)
+        assert read_audio(r.output)[0].shape == (2, frames)
+    with pytest.raises(FlowdecError, match="no audio samples") as e:
+        encode_file(codec, tmp_path / f"head{ext}", tmp_path / "x.fdc", progress=False)
+    assert "\n" not in str(e.value)
+
+
 def test_clipping_warns_and_silence_is_encoded(codec: Codec, tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     loud = np.clip(make_audio(48000, 1, 0.5) * 8, -1, 1)

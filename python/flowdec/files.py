@@ -244,6 +244,55 @@ def _input_path(path: PathLike) -> Path:
     return p
 
 
+_PCM_WAV = (1, 3, 0xFFFE)  # WAVE_FORMAT_PCM, _IEEE_FLOAT, _EXTENSIBLE: a frame is block_align
+_PCM_AIFC = (b"NONE", b"sowt", b"twos", b"raw ", b"in24", b"42ni", b"in32", b"23ni", b"fl32",
+             b"FL32", b"fl64", b"FL64")
+
+
+def _frames_held(path: Path) -> int | None:
+    """Sample frames an uncompressed WAV (RIFF, RF64) or AIFF file holds: the whole frames
+    between the start of its sample data and the end of the file; None for other files.
+
+    The length in the header can say more (a truncated file, a recorder that never wrote
+    it: 0xFFFFFFFF), and pedalboard.io reads silence up to what the header says.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            size = os.fstat(f.fileno()).st_size
+            if head[:4] in (b"RIFF", b"RF64") and head[8:] == b"WAVE":
+                order: Any = "little"
+            elif head[:4] == b"FORM" and head[8:] in (b"AIFF", b"AIFC"):
+                order = "big"
+            else:
+                return None
+            pos, frame_bytes = 12, 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                kind, n = chunk[:4], int.from_bytes(chunk[4:], order)
+                if kind == b"fmt ":
+                    fmt = f.read(16)
+                    if int.from_bytes(fmt[:2], "little") not in _PCM_WAV:
+                        return None
+                    frame_bytes = int.from_bytes(fmt[12:14], "little")
+                elif kind == b"COMM":
+                    comm = f.read(22)
+                    if head[8:] == b"AIFC" and comm[18:22] not in _PCM_AIFC:
+                        return None
+                    bits = int.from_bytes(comm[6:8], "big")
+                    frame_bytes = int.from_bytes(comm[:2], "big") * (-(-bits // 8))
+                elif kind in (b"data", b"SSND"):
+                    start = pos + 8
+                    if kind == b"SSND":
+                        start += 8 + int.from_bytes(f.read(4), "big")  # offset, block size
+                    return max(0, size - start) // frame_bytes if frame_bytes else None
+                pos += 8 + n + (n & 1)
+    except OSError:
+        pass
+    return None
+
+
 class _AudioIn:
     """A pedalboard.io reader yielding checked float32 chunks ``[channels, n]``."""
 
@@ -268,6 +317,16 @@ class _AudioIn:
         self.peak = 0.0
         self.clipped = 0
         self.chunk = max(1, int(_chunk_seconds(chunk_seconds, self.channels) * self.rate))
+        # pedalboard trusts a WAV/AIFF header's length and reads silence past the data
+        self.limit = _frames_held(self.path)
+        if self.limit is not None and self.limit < self._estimate:
+            declared, self._estimate = self._estimate, self.limit
+            if self.limit:
+                warnings.warn(
+                    f"{self.path}: the header declares {declared} samples per channel but the "
+                    f"file holds {self.limit} ({self.limit / self.rate:.2f} s): it is truncated "
+                    "or was never finished; using the samples it holds", FlowdecWarning,
+                    stacklevel=3)
         if self._estimate == 0:
             self.file.close()
             raise FlowdecError(f"{self.path}: the file has no audio samples")
@@ -282,9 +341,10 @@ class _AudioIn:
         return self.frames / self.rate
 
     def chunks(self) -> Iterator[np.ndarray]:
-        while True:
+        while self.limit is None or self.read < self.limit:
+            n = self.chunk if self.limit is None else min(self.chunk, self.limit - self.read)
             try:
-                x = np.asarray(self.file.read(self.chunk), dtype=np.float32)
+                x = np.asarray(self.file.read(n), dtype=np.float32)
             except Exception as e:
                 raise FlowdecError(f"{self.path}: cannot read audio at {self.read / self.rate:.1f}"
                                    f" s ({_oneline(e)})") from None
