@@ -581,6 +581,33 @@ def test_bounce_says_why_a_folder_inside_the_output_is_skipped(codec: Codec,
     assert "no audio files" not in r.failures[0][1]
 
 
+def test_outputs_never_replace_their_input(codec: Codec, model_dir: Path,
+                                           tmp_path: Path) -> None:
+    """roundtrip x.wav x.wav, enhance x.wav x.wav (also through a link) and bounce x.wav
+    -o its folder used to replace the original with the result."""
+    src = write_audio(tmp_path / "x.wav", make_audio(48000, 1, 0.5), 48000)
+    write_audio(tmp_path / "y.flac", make_audio(48000, 1, 0.5), 48000)
+    original = src.read_bytes()
+    os.link(src, tmp_path / "hard.wav")
+    (tmp_path / "soft.wav").symlink_to("x.wav")
+    pf = Postfilter(model_dir, threads=2)
+    for out in ("x.wav", "hard.wav", "soft.wav"):
+        with pytest.raises(FlowdecError, match="is the input file; the result would replace"):
+            roundtrip_file(codec, src, tmp_path / out, postfilter=False, progress=False)
+        with pytest.raises(FlowdecError, match="is the input file"):
+            enhance_file(pf, src, tmp_path / out, nfe=2, progress=False)
+    # y.flac -> y.wav is new; x.wav -> x.wav is itself; x.flac -> x.wav would be x.wav
+    write_audio(tmp_path / "x.flac", make_audio(48000, 1, 0.5), 48000)
+    r = bounce(codec, [src, tmp_path / "x.flac", tmp_path / "y.flac"], tmp_path,
+               postfilter=False, progress=False)
+    assert r.outputs == [tmp_path / "y.wav"]
+    assert sorted(p.name for p, _ in r.failures) == ["x.flac", "x.wav"]
+    assert all("is an input file" in why for _, why in r.failures)
+    assert src.read_bytes() == original
+    assert folder_files(tmp_path) == ["hard.wav", "soft.wav", "x.flac", "x.wav", "y.flac",
+                                      "y.wav"]
+
+
 @pytest.mark.parametrize(("rate", "shape"), [(48000, (2, 2)), (8000, (3, 5001)), (96000, (1, 1))])
 def test_tiny_odd_and_multichannel_inputs(codec: Codec, tmp_path: Path, rate: int,
                                           shape: tuple[int, int]) -> None:

@@ -417,8 +417,18 @@ def _oneline(e: BaseException) -> str:
 
 
 # -- output ----------------------------------------------------------------------------------
-def _prepare_output(path: PathLike, allowed: Sequence[str]) -> Path:
+def _prepare_output(path: PathLike, allowed: Sequence[str],
+                    source: PathLike | None = None) -> Path:
+    """``path`` checked as an output (of ``source``, which it must not be: the result would
+    replace the original), its folder created."""
     p = Path(path)
+    try:
+        same = source is not None and os.path.samefile(p, source)
+    except OSError:  # one of them does not exist (yet)
+        same = False
+    if same:
+        raise FlowdecError(f"{p}: is the input file; the result would replace the original: "
+                           "write it to another file")
     if p.suffix.lower() not in allowed:
         raise FlowdecError(f"{p}: cannot write '{p.suffix or p.name}' files; use one of "
                            + ", ".join(allowed))
@@ -639,7 +649,7 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
     """
     t0 = time.perf_counter()
     n_q = _codebooks(codec, bitrate)
-    out = _prepare_output(out_path, (".fdc",))
+    out = _prepare_output(out_path, (".fdc",), in_path)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
         header = codec.header(src.channels, src.rate, src.frames, n_q, level_bands=level_bands)
         bar = _Progress(progress, src.seconds, f"encode {src.path.name}")
@@ -685,7 +695,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int | 
     with _Translate(), FdcReader(src) as reader:
         h = reader.header
         codec.check_stream(h, str(src))
-        out = _prepare_output(out_path, WRITE_EXTENSIONS)
+        out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, h.duration_s, f"decode {src.name}")
         try:
@@ -720,7 +730,7 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
     n_q = _codebooks(codec, bitrate)
     postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
-    out = _prepare_output(out_path, WRITE_EXTENSIONS)
+    out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
         h = codec.header(src.channels, src.rate, src.frames, n_q, level_bands=level_bands)
         used_seed = _seed(seed, postfilter)
@@ -756,7 +766,7 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
         raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
     nfe = DEFAULT_NFE if nfe is None else nfe
     _check_solver(nfe, solver)
-    out = _prepare_output(out_path, WRITE_EXTENSIONS)
+    out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
         used_seed = DEFAULT_SEED if seed is None else int(seed)
         window = _chunk_seconds(chunk_seconds, src.channels, True)
@@ -804,8 +814,12 @@ def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str
             failures.append((p, f"{p}: no such file or folder"))
     seen: dict[Path, Path] = {}
     unique = []
+    sources = {src.resolve() for src, _ in jobs}
     for src, dst in jobs:
-        if dst in seen:
+        if dst.resolve() in sources:  # e.g. bounce x.wav -o . (its own folder)
+            failures.append((src, f"{src}: skipped, its output {dst} is an input file (the "
+                                  "result would replace it); choose another output folder"))
+        elif dst in seen:
             failures.append((src, f"{src}: skipped, its output {dst} is also the output of "
                                   f"{seen[dst]}"))
         else:
