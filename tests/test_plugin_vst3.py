@@ -367,27 +367,40 @@ def test_plugin_starts_an_isolated_backend_without_a_shell(
 _JUCE_B64 = ".ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+"
 
 
+def _juce_xml(block: bytes) -> tuple[bytes, bytes]:
+    """(XML text, what follows it) of JUCE's binary XML ("VC2!", length, text, NUL)."""
+    import struct
+
+    assert block[:4] == b"VC2!"
+    n = struct.unpack_from("<I", block, 4)[0]
+    return block[8:8 + n], block[8 + n + 1:]
+
+
+def _juce_block(xml: bytes, rest: bytes = b"") -> bytes:
+    import struct
+
+    return b"VC2!" + struct.pack("<I", len(xml)) + xml + b"\0" + rest
+
+
 def _with_state_attributes(raw_state: bytes, attrs: str) -> bytes:
     """The plugin's VST3 state with ``attrs`` added to its saved ``<flowdec>`` element, as a
     crafted project file would carry them (JUCE's base64 and binary XML, rebuilt)."""
     import re
-    import struct
 
-    m = re.search(rb"<IComponent>(\d+)\.([^<]*)</IComponent>", raw_state)
+    outer, _ = _juce_xml(raw_state)
+    m = re.search(rb"<IComponent>(\d+)\.([^<]*)</IComponent>", outer)
     assert m is not None
     v = 0
     for i, ch in enumerate(m.group(2).decode()):
         v |= _JUCE_B64.index(ch) << (6 * i)
-    block = v.to_bytes(len(m.group(2)) * 6 // 8 + 2, "little")[:int(m.group(1))]
-    assert block[:4] == b"VC2!"
-    n = struct.unpack_from("<I", block, 4)[0]
-    xml = block[8:8 + n].replace(b"<flowdec>", b"<flowdec " + attrs.encode() + b">")
-    assert xml != block[8:8 + n]
-    block = b"VC2!" + struct.pack("<I", len(xml)) + xml + block[8 + n:]
+    xml, rest = _juce_xml(v.to_bytes(len(m.group(2)) * 6 // 8 + 2, "little")[:int(m.group(1))])
+    crafted = xml.replace(b"<flowdec>", b"<flowdec " + attrs.encode() + b">")
+    assert crafted != xml
+    block = _juce_block(crafted, rest)
     v = int.from_bytes(block, "little")
     enc = "".join(_JUCE_B64[(v >> (6 * i)) & 63] for i in range((len(block) * 8 + 5) // 6))
     comp = f"<IComponent>{len(block)}.{enc}</IComponent>".encode()
-    return raw_state[:m.start()] + comp + raw_state[m.end():]
+    return _juce_block(outer[:m.start()] + comp + outer[m.end():])
 
 
 def test_a_project_file_cannot_choose_the_backend_command(
@@ -395,22 +408,27 @@ def test_a_project_file_cannot_choose_the_backend_command(
     monkeypatch.setenv("FLOWDEC_CONNECT_TIMEOUT_MS", "2000")
     marker = tmp_path / "ran"
     p = load()
-    p.raw_state = _with_state_attributes(p.raw_state,
-                                         f'backend_command="touch {marker}" backend_latency="7"')
+    crafted = _with_state_attributes(p.raw_state,
+                                     f'backend_command="touch {marker}" backend_latency="7"')
+    p.raw_state = crafted
+    assert p.raw_state == crafted, "the host did not take the crafted state"
     p(signal(0.1), RATE, buffer_size=256)
     time.sleep(0.5)
     assert not marker.exists(), "the saved state ran a command"
 
 
 def test_a_saved_backend_latency_is_bounded(env: Path, tmp_path: Path) -> None:
-    # 2**31 - 1 samples used to overflow the dry line's size: the host died in prepareToPlay.
+    # 2**31 - 1 samples overflowed the dry line's size: std::length_error out of prepareToPlay
+    # (a subprocess: a host may die of that)
     code = f"""
 import pedalboard, numpy as np, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_plugin_vst3 import _with_state_attributes
-p = pedalboard.load_plugin({str(VST3)!r})
+p = pedalboard.load_plugin({str(VST3.resolve())!r})
 p.postfilter = False
-p.raw_state = _with_state_attributes(p.raw_state, 'backend_latency="2147483647"')
+crafted = _with_state_attributes(p.raw_state, 'backend_latency="2147483647"')
+p.raw_state = crafted
+assert p.raw_state == crafted, "the host did not take the crafted state"
 y = p(np.zeros((2, 4800), np.float32), 48000, buffer_size=256)
 print("rendered", y.shape)
 """
