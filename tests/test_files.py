@@ -12,12 +12,16 @@ asserted at 1e-3.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -289,7 +293,7 @@ def crafted_fdc(codec: Codec, path: Path, channels: int = 1, seconds: float = 1.
     """A .fdc of random codes for ``codec`` whose header fields are replaced by ``fields``
     (written as flowdec writes, so only what the fields say is wrong)."""
     h = codec.header(channels, 48000, int(seconds * 48000), 4, level_bands=level_bands)
-    h = dataclasses.replace(h, **fields)
+    h = dataclasses.replace(h, **fields)  # type: ignore[arg-type]
     frames = int(seconds * 75) + 1
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 1024, (h.channels, h.n_codebooks, frames))
@@ -375,6 +379,71 @@ def test_interrupted_decode_leaves_no_partial_file(codec: Codec, tmp_path: Path)
     with pytest.raises(KeyboardInterrupt):
         encode_file(codec, src, tmp_path / "x.fdc", chunk_seconds=1.0, progress=interrupt)
     assert folder_files(tmp_path) == ["in.wav", "out.wav", "x.fdc"]
+
+
+class _FullDiskWriter:
+    """A pedalboard writer on a full disk: every write fails as pedalboard's do (a
+    RuntimeError, no errno)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.closed = f, False
+
+    def write(self, audio: np.ndarray) -> None:
+        raise RuntimeError("Unable to write data to audio file.")
+
+    def close(self) -> None:
+        self.closed = True
+        self.f.close()
+
+
+def full_disk_for(name: str) -> Callable[..., Any]:
+    """pedalboard.io.AudioFile, with writers of paths containing ``name`` on a full disk."""
+
+    def open_audio(path: str, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        f = AudioFile(path, mode, *args, **kw)  # type: ignore[call-overload]
+        return _FullDiskWriter(f) if mode == "w" and name in path else f
+
+    return open_audio
+
+
+def test_full_disk_is_one_clear_error_and_bounce_goes_on(codec: Codec, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Writes that fail (a full disk: pedalboard raises RuntimeError, the .fdc writer
+    ENOSPC) are one line naming the output, leave no temporary file, and bounce goes on
+    with the next file (it used to stop on a raw RuntimeError)."""
+    import pedalboard.io
+
+    import flowdec.bitstream
+
+    (tmp_path / "in").mkdir()
+    src = write_audio(tmp_path / "in" / "a.wav", make_audio(48000, 1, 0.5), 48000)
+    write_audio(tmp_path / "in" / "b.wav", make_audio(48000, 1, 0.5), 48000)
+    encode_file(codec, src, tmp_path / "x.fdc", progress=False)
+    monkeypatch.setattr(pedalboard.io, "AudioFile", full_disk_for("a."))
+    full = shutil.disk_usage(tmp_path)._replace(free=0)
+    monkeypatch.setattr("flowdec.files.shutil.disk_usage", lambda path: full)
+    for fn, arg in ((decode_file, tmp_path / "x.fdc"), (roundtrip_file, src)):
+        with pytest.raises(FlowdecError) as e:
+            fn(codec, arg, tmp_path / "out" / "a.flac", postfilter=False, progress=False)
+        out = tmp_path / "out" / "a.flac"
+        assert str(e.value) == f"{out}: cannot write: the disk is full (0.0 kB free)"
+    r = bounce(codec, [tmp_path / "in"], tmp_path / "out", postfilter=False, progress=False)
+    assert r.outputs == [tmp_path / "out" / "b.wav"]
+    assert [(p.name, "the disk is full" in why) for p, why in r.failures] == [("a.wav", True)]
+
+    def no_space(data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    def full_disk(path: Path, mode: str) -> io.BufferedWriter:
+        raw = io.FileIO(path, mode.replace("b", ""))
+        raw.write = no_space  # type: ignore[method-assign]
+        return io.BufferedWriter(raw, buffer_size=64)
+
+    monkeypatch.setattr(flowdec.bitstream, "open", full_disk, raising=False)
+    with pytest.raises(FlowdecError, match=r"y\.fdc: cannot write: the disk is full"):
+        encode_file(codec, src, tmp_path / "out" / "y.fdc", progress=False)
+    assert folder_files(tmp_path / "out") == ["b.wav"]
 
 
 def test_input_errors_are_one_line(codec: Codec, tmp_path: Path) -> None:

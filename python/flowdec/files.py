@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import sys
 import time
 import warnings
@@ -107,6 +108,8 @@ POSTFILTER_CHANNEL_SECONDS = 5.0
 its ONNX activations set the peak memory, not the file length (measured with the test
 model: a stereo round trip peaks at ~450 MB RSS with 2.5-s windows, of which ~200 MB is the
 loaded model; ~850 MB with 10-s windows)."""
+DISK_FULL_BYTES = 1 << 20
+"""A write that fails with less free space than this (1 MiB) is reported as a full disk."""
 CLIP_LEVEL = 0.999
 """Three consecutive equal samples at or above this magnitude (a flat top) count as clipping;
 overs above full scale in a float file do not (a float file keeps them)."""
@@ -484,7 +487,10 @@ class _AudioOut:
                 # pedalboard cannot tell [C, n] from [n, C] when C == n in the first write
                 self.file.write(np.ascontiguousarray(a[:, :1]))
                 a = np.ascontiguousarray(a[:, 1:])
-            self.file.write(a)
+            try:
+                self.file.write(a)
+            except Exception as e:  # pedalboard: "Unable to write data to audio file."
+                raise _write_error(self.path, e, self.tmp) from None
             self.written += audio.shape[1]
 
     def _unlink(self) -> None:
@@ -493,29 +499,59 @@ class _AudioOut:
         except FileNotFoundError:
             pass
 
+    def _discard(self) -> None:
+        """Close (a failure to, e.g. on a full disk, changes nothing) and delete the
+        temporary file."""
+        try:
+            if not self.file.closed:
+                self.file.close()
+        except Exception:
+            pass
+        finally:
+            self._unlink()
+
     def __enter__(self) -> _AudioOut:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self._discard()
+            return
         try:
-            if exc_type is None and self.limiter is not None:
+            if self.limiter is not None:
                 self._put(self.limiter.finish())
-            self.file.close()
-        except Exception:
-            if exc_type is None:
-                self._unlink()
-                raise
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-            if self.limiter is not None and self.limiter.limited:
-                log.warning("%s: the decoded audio peaks at %+.1f dBFS; a peak limiter held it "
-                            "to %.1f dBFS (%.2f s of it) instead of clipping at full scale; "
-                            "write a .wav (32-bit float) to keep it unchanged", self.path,
-                            20 * np.log10(self.peak), CEILING_DB,
-                            self.limiter.limited / self.sample_rate)
-        else:
-            self._unlink()
+            try:
+                self.file.close()
+                os.replace(self.tmp, self.path)
+            except Exception as e:
+                raise _write_error(self.path, e, self.tmp) from None
+        except BaseException:
+            self._discard()
+            raise
+        if self.limiter is not None and self.limiter.limited:
+            log.warning("%s: the decoded audio peaks at %+.1f dBFS; a peak limiter held it "
+                        "to %.1f dBFS (%.2f s of it) instead of clipping at full scale; "
+                        "write a .wav (32-bit float) to keep it unchanged", self.path,
+                        20 * np.log10(self.peak), CEILING_DB,
+                        self.limiter.limited / self.sample_rate)
+
+
+def _write_error(path: Path, e: Exception, tmp: Path | None = None) -> FlowdecError:
+    """A failed write as one line naming the output (not its temporary file) and saying so
+    when the disk is full."""
+    try:
+        free: int | None = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or (
+            free is not None and free < DISK_FULL_BYTES):
+        left = "" if free is None else f" ({_size(free)} free)"
+        return FlowdecError(f"{path}: cannot write: the disk is full{left}")
+    why = e.strerror if isinstance(e, OSError) and e.strerror else _oneline(e)
+    if tmp is not None:
+        why = why.replace(str(tmp), str(path))
+    return FlowdecError(f"{path}: cannot write ({why})")
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -661,6 +697,8 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
                     bar.update(src.read / src.rate)
                 if src.frames != header.original_length:  # e.g. an mp3's estimated length
                     w.header = dataclasses.replace(w.header, original_length=src.frames)
+        except OSError as e:  # the temporary file is gone (FdcWriter.abort)
+            raise _write_error(out, e) from None
         finally:
             bar.close()
         return FileResult("encoded", src.path, out, src.seconds, time.perf_counter() - t0,
