@@ -192,6 +192,37 @@ def test_cli_ctrl_c_exits_130_without_output(model_dir: Path, tmp_path: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
 
 
+TERM_AFTER_FIRST_CHUNK = """
+import os, signal, sys
+from flowdec import cli, files
+update = files._Progress.update
+def term(self, done):  # SIGTERM as soon as the first chunk is written
+    update(self, done)
+    os.kill(os.getpid(), signal.SIGTERM)
+files._Progress.update = term
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verb", [["encode", "in.wav", "out.fdc"],
+                                  ["roundtrip", "in.wav", "out.wav"],
+                                  ["bounce", "in.wav", "in2.wav", "-o", "out"]])
+def test_sigterm_leaves_no_temporary_file(model_dir: Path, tmp_path: Path,
+                                          verb: list[str]) -> None:
+    """SIGTERM used to end the process on the spot, leaving .NAME.xxxx.tmp files; now it
+    unwinds like Ctrl-C: nothing is left, and the exit status is 143."""
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 3.0), 48000)
+    write_audio(tmp_path / "in2.wav", make_audio(48000, 1, 3.0), 48000)
+    r = subprocess.run([sys.executable, "-c", TERM_AFTER_FIRST_CHUNK, *verb, "--model",
+                        str(model_dir), "--threads", "1", "--no-postfilter"
+                        if verb[0] != "encode" else "-q"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 143, r.stderr
+    assert r.stderr.strip() == "flowdec: terminated by SIGTERM (no partial output was kept)"
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["in.wav", "in2.wav"]
+
+
 def test_postfilter_default_follows_the_model_card(model_dir: Path, tmp_path: Path) -> None:
     """A card whose evaluation found the postfilter worse makes the plain codec the default;
     --postfilter / postfilter=True still run it."""

@@ -10,7 +10,8 @@
 No logic lives here: each verb parses its options, calls one library function and prints
 its one-line summary. A :class:`~flowdec.files.FlowdecError` (or a refused stream, model or
 device) is printed as ``flowdec: error: ...`` on stderr with exit status 1; usage errors
-exit 2; Ctrl-C exits 130 (outputs are written atomically, so no partial file is left).
+exit 2; Ctrl-C exits 130, SIGTERM 143 (outputs are written atomically, so no partial file is
+left).
 
 Adding a verb from another module (``live``, ``eval``, ``serve``, ...)::
 
@@ -35,9 +36,14 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import __version__
@@ -358,7 +364,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 Ctrl-C)."""
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 Ctrl-C,
+    143 SIGTERM, 129 SIGHUP)."""
     args = build_parser().parse_args(argv)
     handler = _StderrHandler(sys.stderr)
     _log.addHandler(handler)
@@ -366,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     _log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     _log.propagate = False
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _terminate_like_ctrl_c():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning
             return _run(args)
@@ -391,9 +398,43 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as e:
         _error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         return 1
+    except Terminated as e:
+        _error(f"terminated by {signal.Signals(e.signum).name} (no partial output was kept)", "")
+        return 128 + e.signum
     except KeyboardInterrupt:
         _error("interrupted (no partial output was kept)", "")
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a verb runs: raised in the main thread so that the verb unwinds
+    as on Ctrl-C (every temporary file is removed); the exit status is 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+    raise Terminated(signum)
+
+
+@contextmanager
+def _terminate_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` instead of ending the process on the spot
+    (which left ``.NAME.xxxx.tmp`` files behind); signals set to be ignored (``nohup``) or
+    handled (``serve`` installs its own) are left alone."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                old[sig] = signal.signal(sig, _terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _error(message: str, kind: str = "error: ") -> None:
