@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import io
+import struct
 import subprocess
 import sys
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,7 @@ import pytest
 from pedalboard.io import AudioFile
 
 from flowdec import cli, files
+from flowdec.bitstream import HEADER_SIZE, FdcReader, encode_packet
 from flowdec.codec import Bitstream, Codec
 from flowdec.postfilter import Postfilter
 
@@ -190,6 +196,84 @@ def test_cli_ctrl_c_exits_130_without_output(model_dir: Path, tmp_path: Path,
                                str(tmp_path / "out.wav"), "--no-postfilter"], capsys)
     assert code == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
+    """One seeded mutation of a .fdc file: cut, flipped bytes, a header with random field
+    bytes (and a valid CRC), a packet with random codes and gains (valid framing and CRC),
+    a duplicated packet, or bytes inserted or removed."""
+    b = bytearray(data)
+    kind = int(rng.integers(6))
+    if kind == 0:
+        return bytes(b[: int(rng.integers(0, len(b)))])
+    if kind == 1:
+        for at in rng.integers(0, len(b), int(rng.integers(1, 5))):
+            b[at] ^= int(rng.integers(1, 256))
+        return bytes(b)
+    if kind == 2:  # fields are bytes 12..56 of the 61-byte header, its CRC-32 the last 4
+        for at in rng.integers(12, HEADER_SIZE - 4, int(rng.integers(1, 4))):
+            b[at] = int(rng.integers(256))
+        b[HEADER_SIZE - 4 : HEADER_SIZE] = struct.pack("<I", zlib.crc32(b[: HEADER_SIZE - 4]))
+        return bytes(b)
+    if kind == 5:
+        at = int(rng.integers(0, len(b)))
+        if rng.integers(2):
+            return bytes(b[:at] + b[at + int(rng.integers(1, 64)) :])
+        return bytes(b[:at] + rng.integers(0, 256, int(rng.integers(1, 64)), np.uint8).tobytes()
+                     + b[at:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with FdcReader(io.BytesIO(data)) as r:
+            h, packets = r.header, list(r)
+    i = int(rng.integers(len(packets)))
+    if kind == 3:
+        p = packets[i]
+        p.codes = rng.integers(0, 2**h.bits_per_code, p.codes.shape).astype(np.uint16)
+        if p.gains_db is not None:
+            p.gains_db = (rng.integers(-127, 128, p.gains_db.shape) * 0.25).astype(np.float32)
+        if p.band_gains_db is not None:
+            p.band_gains_db = (rng.integers(-8, 8, p.band_gains_db.shape) * 3.0
+                               ).astype(np.float32)
+    else:  # kind 4
+        packets.insert(i, packets[i])
+    return bytes(b[:HEADER_SIZE]) + b"".join(encode_packet(h, p) for p in packets)
+
+
+def test_fuzzed_files_decode_or_give_one_line_errors(codec: Codec, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch
+                                                     ) -> None:
+    """flowdec decode on 300 seeded mutations of .fdc files (level gains; band gains in
+    stereo; several packets): each decodes (perhaps with a warning) or is refused with one
+    'flowdec: error:' line; nothing escapes as a traceback."""
+    monkeypatch.setattr(cli, "load_codec", lambda args: codec)
+    bases = []
+    for name, ch, bands in (("gains", 1, 0), ("bands", 2, 24)):
+        wav = write_audio(tmp_path / f"{name}.wav", make_audio(48000, ch, 1.2), 48000)
+        files.encode_file(codec, wav, tmp_path / f"{name}.fdc", progress=False,
+                          level_bands=bands)
+        bases.append((tmp_path / f"{name}.fdc").read_bytes())
+    s = Bitstream.load(tmp_path / "bands.fdc")  # the same in packets of 0.4 s
+    assert s.gains_db is not None and s.band_gains_db is not None
+    h = dataclasses.replace(s.header, frames_per_packet=30, frames_per_gain=15)
+    blocks = h.gain_blocks(s.codes.shape[2])
+    Bitstream(h, s.codes, np.repeat(s.gains_db, 5, axis=1)[:, :blocks],
+              np.repeat(s.band_gains_db, 5, axis=1)[:, :blocks]).save(tmp_path / "packets.fdc")
+    bases.append((tmp_path / "packets.fdc").read_bytes())
+    rng = np.random.default_rng(21)
+    m, out = tmp_path / "m.fdc", tmp_path / "m.wav"
+    outcomes = {0: 0, 1: 0}
+    for i in range(300):
+        m.write_bytes(_mutate(bases[i % len(bases)], rng))
+        code, _, err = run_main(["decode", str(m), str(out), "--no-postfilter", "-q"], capsys)
+        lines = err.splitlines()
+        errors = [line for line in lines if line.startswith("flowdec: error: ")]
+        assert code in outcomes, (i, code, err)
+        assert all(line.startswith(("flowdec: error: ", "flowdec: warning: ")) for line in lines)
+        assert len(errors) == code and out.exists() == (code == 0), (i, err)
+        outcomes[code] += 1
+        out.unlink(missing_ok=True)
+    assert min(outcomes.values()) > 30, outcomes  # both outcomes are exercised
 
 
 TERM_AFTER_FIRST_CHUNK = """
