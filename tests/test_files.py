@@ -19,7 +19,7 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -558,6 +558,42 @@ def test_integer_outputs_are_limited_not_clipped(codec: Codec, tmp_path: Path,
     assert np.abs(yf).max() <= 10 ** (CEILING_DB / 20) + 1e-6
     same = np.abs(yf - yw).max(axis=0) < 1e-6
     assert same.mean() > 0.5  # the limiter only acts near the overs
+
+
+def test_process_file_writes_as_the_verbs_do(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """process_file (what Pipeline.process_file uses) has the verbs' writer: a 16-bit input
+    processed into .flac gets its overs limited with a warning instead of hard-clipped;
+    .wav is float and keeps them; the input is never replaced, an error leaves nothing."""
+    from flowdec.files import process_file
+    from flowdec.peak_limit import CEILING_DB
+
+    src = tmp_path / "in.wav"
+    with AudioFile(str(src), "w", 44100, 2, bit_depth=16) as f:
+        f.write(make_audio(44100, 2, 1.0))
+
+    def louder(chunks: Iterator[np.ndarray], rate: int, channels: int) -> Iterator[np.ndarray]:
+        assert (rate, channels) == (44100, 2)
+        return (4 * x for x in chunks)  # peaks near +3 dBFS
+
+    with caplog.at_level("WARNING", logger="flowdec"):
+        r = process_file(src, tmp_path / "out.flac", louder, chunk_seconds=0.3)
+    assert "peak limiter" in caplog.text and r.output == tmp_path / "out.flac"
+    flac, _ = read_audio(tmp_path / "out.flac")
+    assert flac.shape == (2, 44100) and np.abs(flac).max() <= 10 ** (CEILING_DB / 20) + 1e-6
+    process_file(src, tmp_path / "out.wav", louder)
+    wav, _ = read_audio(tmp_path / "out.wav")
+    assert np.abs(wav).max() > 1.0  # float: kept
+    with pytest.raises(FlowdecError, match="is the input file"):
+        process_file(src, src, louder)
+
+    def broken(chunks: Iterator[np.ndarray], rate: int, channels: int) -> Iterator[np.ndarray]:
+        yield next(chunks)
+        raise RuntimeError("plugin crashed")
+
+    with pytest.raises(RuntimeError):
+        process_file(src, tmp_path / "x.flac", broken, chunk_seconds=0.3)
+    assert folder_files(tmp_path) == ["in.wav", "out.flac", "out.wav"]
 
 
 def test_bounce_keeps_tree_and_reports_failures(codec: Codec, tmp_path: Path) -> None:

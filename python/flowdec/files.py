@@ -82,10 +82,12 @@ __all__ = [
     "FlowdecWarning",
     "Progress",
     "StreamInfo",
+    "ChunkProcessor",
     "bounce",
     "decode_file",
     "encode_file",
     "enhance_file",
+    "process_file",
     "roundtrip_file",
     "stream_info",
 ]
@@ -165,7 +167,7 @@ class FileResult:
         parts = [f"{self.seconds:.1f} s", f"{self.channels} ch", f"{self.sample_rate} Hz"]
         if self.bitrate is not None:
             parts.append(f"{self.bitrate:g} kbit/s per channel")
-        if self.verb != "encoded":
+        if self.verb in ("decoded", "round-tripped", "enhanced"):
             parts.append(f"postfilter nfe {self.nfe} seed {self.seed}" if self.postfilter
                          else "no postfilter")
         parts += [_size(self.output_bytes), f"{self.speed:.1f}x real time"]
@@ -827,6 +829,41 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
             bar.close()
         return FileResult("enhanced", src.path, out, src.seconds, time.perf_counter() - t0,
                           src.rate, src.channels, None, out.stat().st_size, True, nfe, used_seed)
+
+
+ChunkProcessor = Callable[[Iterator[np.ndarray], int, int], Iterable[np.ndarray]]
+"""``process(chunks, sample_rate, channels)``: output chunks ``[channels, n]`` for the input
+chunks, at the input's rate, aligned with it and as long in total."""
+
+
+def process_file(in_path: PathLike, out_path: PathLike, process: ChunkProcessor,
+                 chunk_seconds: float = 10.0, progress: Progress = None) -> FileResult:
+    """Stream an audio file through ``process`` into ``out_path`` with the writer every verb
+    uses: the output format follows the extension (``.wav`` 32-bit float keeps overs;
+    ``.flac``/``.aiff`` 24-bit and the lossy formats get them held below full scale by the
+    peak limiter, with a warning), it is written under a temporary name that is renamed
+    when complete (or deleted on any error), and it never replaces ``in_path``. Used by
+    :meth:`flowdec.effect.Pipeline.process_file`.
+
+    Example:
+        >>> double = lambda chunks, rate, channels: (2 * x for x in chunks)
+        >>> process_file("in.wav", "louder.flac", double)  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    if not chunk_seconds > 0:
+        raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
+    out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
+    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+        bar = _Progress(progress, src.seconds, f"process {src.path.name}")
+        try:
+            with _AudioOut(out, src.rate, src.channels) as w:
+                for y in process(src.chunks(), src.rate, src.channels):
+                    w.write(np.asarray(y, np.float32).reshape(src.channels, -1))
+                    bar.update(w.samples / src.rate)
+        finally:
+            bar.close()
+        return FileResult("processed", src.path, out, src.seconds, time.perf_counter() - t0,
+                          src.rate, src.channels, None, out.stat().st_size)
 
 
 def _bounce_jobs(inputs: Iterable[PathLike], out_dir: Path, suffix: str
