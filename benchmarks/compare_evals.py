@@ -7,7 +7,7 @@ and on how many clips B is better (:func:`flowdec.evaluation.paired.paired_compa
     flowdec eval CLIPS -b 6 --nfe --model OLD -o eval_a
     flowdec eval CLIPS -b 6 --nfe --model NEW -o eval_b
     python benchmarks/compare_evals.py eval_a eval_b [--a-setting ndac --b-setting ndac]
-        [--bitrate 6] [--out bench_out/compare_evals.json]
+        [--bitrate 6] [--a-bitrate 12] [--out bench_out/compare_evals.json]
 
 Prints a table and writes JSON.
 """
@@ -53,10 +53,11 @@ def main() -> None:
     p.add_argument("b", type=Path, help="eval output folder of system B")
     p.add_argument("--a-setting", default="ndac")
     p.add_argument("--b-setting", default=None, help="default: --a-setting")
-    p.add_argument("--bitrate", type=float, default=6.0)
+    p.add_argument("--bitrate", type=float, default=6.0, help="kbit/s asked for (both)")
+    p.add_argument("--a-bitrate", type=float, help="A's, when it differs (e.g. Opus at 12)")
     p.add_argument("--out", default="bench_out/compare_evals.json")
     args = p.parse_args()
-    a = load(args.a, args.a_setting, args.bitrate)
+    a = load(args.a, args.a_setting, args.a_bitrate or args.bitrate)
     b = load(args.b, args.b_setting or args.a_setting, args.bitrate)
     clips = sorted(set(a) & set(b))
     if len(clips) < len(set(a) | set(b)):
@@ -65,7 +66,9 @@ def main() -> None:
     metrics = [m for m in next(iter(a.values())) if m not in NOT_METRICS and m in HIGHER_IS_BETTER]
     domains = sorted({a[c]["domain"] for c in clips})
     results: list[dict[str, Any]] = []
-    print(f"B ({args.b}) − A ({args.a}), {args.bitrate:g} kbit/s; interval: bootstrap 95 %")
+    print(f"B ({args.b}, {args.b_setting or args.a_setting} {args.bitrate:g}) − A ({args.a}, "
+          f"{args.a_setting} {args.a_bitrate or args.bitrate:g} kbit/s); "
+          "interval: bootstrap 95 %")
     print(f"{'domain':<7} {'metric':<13} {'A':>8} {'B':>8} {'B − A':>9} {'interval':>21} "
           f"{'B better':>9}")
     for dom in [*domains, "all"]:
@@ -86,6 +89,7 @@ def main() -> None:
             print(f"{dom:<7} {m:<13} {mean_a:8.4g} {mean_b:8.4g} {r.mean_diff:+9.4f} "
                   f"[{r.ci_low:+9.4f}, {r.ci_high:+9.4f}] {r.better:>4}/{r.n:<4}")
     save(args.out, {"a": str(args.a), "b": str(args.b), "a_setting": args.a_setting,
+                    "a_bitrate": args.a_bitrate or args.bitrate,
                     "b_setting": args.b_setting or args.a_setting, "bitrate": args.bitrate,
                     "rows": results})
 
