@@ -117,7 +117,27 @@ def test_pipeline_file_equals_buffer(codec: Codec, tmp_path: Path) -> None:
         y = f.read(f.frames)
     assert y.shape == x.shape
     np.testing.assert_allclose(y, whole, atol=1e-6, rtol=0)
-    assert not list(tmp_path.glob(".*partial*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.wav"]
+
+
+def test_pipeline_file_is_written_as_the_verbs_write(codec: Codec, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Pipeline.process_file used to keep a 16-bit input's format and hard-clip the overs
+    without a word; it now has the flowdec verbs' writer (flowdec.files.process_file)."""
+    from flowdec.peak_limit import CEILING_DB
+
+    src = tmp_path / "in.wav"
+    with AudioFile(str(src), "w", samplerate=44100, num_channels=1, bit_depth=16) as f:
+        f.write(_clip(44100, 0.5, 1) * 2.5)
+    chain = Pipeline([pedalboard.Gain(gain_db=6.0)])
+    with caplog.at_level("WARNING", logger="flowdec"):
+        chain.process_file(src, tmp_path / "out.flac")
+    assert "peak limiter" in caplog.text
+    with AudioFile(str(tmp_path / "out.flac")) as f:
+        assert np.abs(f.read(f.frames)).max() <= 10 ** (CEILING_DB / 20) + 1e-6
+    chain.process_file(src, tmp_path / "out.wav")
+    with AudioFile(str(tmp_path / "out.wav")) as f:
+        assert f.file_dtype == "float32" and np.abs(f.read(f.frames)).max() > 1.0
 
 
 def test_effect_follows_the_postfilter_rule(codec: Codec, monkeypatch: pytest.MonkeyPatch

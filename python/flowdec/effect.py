@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -200,34 +199,12 @@ class Pipeline:
 
     def process_file(self, in_path: str | os.PathLike[str], out_path: str | os.PathLike[str],
                      chunk_seconds: float = 10.0, buffer_size: int = 8192) -> None:
-        """Stream a file through the chain with bounded memory (``pedalboard.io.AudioFile``);
-        writes to a temporary name beside ``out_path`` and renames it when complete."""
-        from pedalboard.io import AudioFile
+        """Stream a file through the chain with bounded memory, written as the ``flowdec``
+        verbs write (:func:`flowdec.files.process_file`: the format follows the extension,
+        ``.wav`` 32-bit float, overs of integer formats held by the peak limiter with a
+        warning; a temporary name renamed when complete; never over ``in_path``)."""
+        from .files import process_file
 
         bs = check_int(buffer_size, "buffer_size", 1, MAX_BLOCK_LIMIT)
-        out = Path(out_path)
-        tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
-        with AudioFile(str(in_path)) as f:
-            sr = check_rate(f.samplerate)
-            ch, total = int(f.num_channels), int(f.frames)
-            step = max(1, int(chunk_seconds * sr))
-
-            def chunks() -> Iterator[np.ndarray]:
-                while f.tell() < total:
-                    yield np.asarray(f.read(min(step, total - f.tell())), np.float32)
-
-            try:
-                extra: dict[str, Any] = {}
-                if f.file_dtype == "float32" and out.suffix.lower() in (".wav", ".aif", ".aiff"):
-                    extra["bit_depth"] = 32  # keep float files float (no clipping at 0 dBFS)
-                with AudioFile(str(tmp), "w", samplerate=sr, num_channels=ch, **extra) as w:
-                    written = 0
-                    for y in self._stream(chunks(), sr, bs, ch):
-                        y = y[:, : total - written]
-                        if y.shape[1]:
-                            w.write(y)
-                            written += y.shape[1]
-                os.replace(tmp, out)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+        process_file(in_path, out_path, lambda chunks, sr, ch: self._stream(chunks, sr, bs, ch),
+                     chunk_seconds, progress=False)
