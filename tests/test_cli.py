@@ -324,7 +324,7 @@ def test_postfilter_default_follows_the_model_card(model_dir: Path, tmp_path: Pa
     assert c.has_postfilter and not c.postfilter_recommended
     assert Codec(model_dir, threads=1).use_postfilter(None) == bool(
         json.loads((model_dir / "model_card.json").read_text())["postfilter"]
-        .get("recommended", True))
+        .get("recommended", False))
     x = make_audio(48000, 1, 0.5)
     plain = c.roundtrip(x, 48000, bitrate=6.0, postfilter=False)
     np.testing.assert_array_equal(c.roundtrip(x, 48000, bitrate=6.0), plain)

@@ -150,8 +150,9 @@ class PostfilterCard:
     lookahead_frames: int
     raw: dict[str, Any]
     # Whether decoding uses the postfilter by default: the card's evaluation found it
-    # improves on the plain codec (absent: yes). See flowdec.train.export.add_evaluation.
-    recommended: bool = True
+    # improves on the plain codec (flowdec.train.export.add_evaluation); absent: no, an
+    # unevaluated postfilter runs only when asked for.
+    recommended: bool = False
     # The level the network was trained at: inputs are presented at this peak level by a
     # peak follower with one frame of look-ahead (flowdec.level.PeakNormalizer); None
     # (absent): as they come.
@@ -222,7 +223,7 @@ def load_cards(folder: Path) -> tuple[CodecCard, PostfilterCard | None]:
                 sigma_y_global=float(p["sigma_y_global"]),
                 frames_multiple=int(p["frames_multiple"]),
                 lookahead_frames=int(p["lookahead_frames"]), raw=p,
-                recommended=bool(p.get("recommended", True)),
+                recommended=bool(p.get("recommended", False)),
                 input_level=_input_level(p.get("input_level")),
                 envelope=_envelope(p.get("envelope")),
             )

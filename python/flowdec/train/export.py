@@ -457,6 +457,7 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         },
         "metrics": metrics or {},
+        "recommended": False,  # until an evaluation says otherwise (export evaluation)
     }
     return update_card(out, "postfilter", section)
 
