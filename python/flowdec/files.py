@@ -3,17 +3,15 @@
 
 Every function here reads and writes in chunks of ``chunk_seconds`` (10 s by default; the
 postfilter works in windows of at most :data:`POSTFILTER_CHANNEL_SECONDS`), so memory is
-bounded whatever the file length: a 1-hour stereo file needs what a 10-s one does (measured
-with the test model, peak RSS including the ~200 MB loaded model: ~300 MB for the codec
-path, 4 and 8 minutes alike; ~450 MB with the postfilter, 1 and 4 minutes alike). The path
-is always the same:
+bounded whatever the file length: a 1-hour stereo file needs what a 10-s one does
+(``benchmarks/bench_memory.py``). The path is always the same:
 
     file ─ pedalboard.io.AudioFile ─ StreamResampler (→ 48 kHz) ─ EncoderStage ─ codes
     codes ─ DecoderStage ─ PostfilterStage ─ StreamResampler (→ original rate) ─ file
 
 and the chunked result equals :meth:`flowdec.Codec.roundtrip` on the whole clip: exactly on
 the codec path (``postfilter=False``) and within the postfilter stage's seam tolerance with
-the postfilter (same ``seed``; see ``tests/test_files.py`` for the measured numbers).
+the postfilter (same ``seed``; ``tests/test_files.py`` holds the tolerance).
 
 Inputs are anything pedalboard.io reads (wav, flac, ogg, mp3, aiff), at any rate from 8 kHz
 to 768 kHz, any channel count; outputs keep the input's rate, channels and length. Outputs
@@ -102,14 +100,10 @@ PROGRESS_MIN_SECONDS = 5.0
 """Audio shorter than this gets no progress bar."""
 CHANNEL_SECONDS = 20.0
 """The encoder and decoder work on chunks of at most this many channel-seconds (10 s of
-stereo): more channels get shorter chunks, so memory does not grow with the channel count
-(measured with the shipped model, 1 s of 255 channels: ~520 MB peak RSS to decode, was
-1.75 GB with 10-s chunks; ~650 MB with the postfilter)."""
+stereo): more channels get shorter chunks, so memory does not grow with the channel count."""
 POSTFILTER_CHANNEL_SECONDS = 5.0
 """The postfilter runs on windows of at most this many channel-seconds (2.5 s for stereo):
-its ONNX activations set the peak memory, not the file length (measured with the test
-model: a stereo round trip peaks at ~450 MB RSS with 2.5-s windows, of which ~200 MB is the
-loaded model; ~850 MB with 10-s windows)."""
+its ONNX activations, not the file length, set the peak memory."""
 DISK_FULL_BYTES = 1 << 20
 """A write that fails with less free space than this (1 MiB) is reported as a full disk."""
 CLIP_LEVEL = 0.999

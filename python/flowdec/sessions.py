@@ -41,9 +41,8 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    # Idle intra-op threads sleep instead of spinning. Spinning threads compete with every
-    # other thread for the cores; measured on 2 cores (benchmarks/bench_stream.py, 160 ms
-    # chunks, NFE 6): worker RTF 0.60 → 0.38, caller's process() p99 0.4–4 ms → 0.1–0.17 ms.
+    # Idle intra-op threads sleep instead of spinning: spinning threads compete with every
+    # other thread for the cores, the audio callback's included (benchmarks/bench_stream.py).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=providers_for(device))
 
