@@ -65,10 +65,8 @@ OUT_RING_SECONDS = 8.0
 
 LIVE_THREADS = 1
 """Inference threads unless ``--threads`` is given. The engine's worker is one thread; a
-second compute thread takes the core the audio callback needs. Measured on an idle 2-core
-machine (``benchmarks/bench_stream.py``, 48 kHz, 160 ms chunks, 1024-sample blocks): with 1
-thread the worker RTF is 0.12 (codec path) / 0.37 (NFE 6) and the caller's ``process`` p99
-0.15 / 0.12 ms; with 2 threads 0.14 / 0.36 and 3.4 / 0.15 ms."""
+second compute thread would take the core the audio callback needs and make its ``process``
+calls late without making the worker faster (``benchmarks/bench_stream.py``)."""
 
 SOUNDDEVICE_HINT = "pip install sounddevice (or: pip install 'flowdec[live]')"
 PORTAUDIO_HINT = "apt-get install libportaudio2 (Debian/Ubuntu; brew install portaudio on macOS)"
@@ -190,6 +188,19 @@ class _RingSink:
         return out
 
 
+class PaceClock:
+    """The clock that paces a file input: real time (seconds). A session given another
+    clock runs its files at that clock's pace; tests pass one that advances only once the
+    engine has caught up, so the file path's output does not depend on the machine's speed."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float, stop: threading.Event) -> None:
+        """Let ``seconds`` pass, or less if ``stop`` is set."""
+        stop.wait(seconds)
+
+
 # -- status and report -----------------------------------------------------------------------
 @dataclass
 class LiveStatus:
@@ -267,6 +278,7 @@ class LiveSession:
         block: host samples per callback (also the engine's ``max_block``).
         duration: stop after this many seconds of audio (None: at the input file's end + the
             latency, or Ctrl-C).
+        clock: paces a file input (None: real time, :class:`PaceClock`).
 
     Example:
         >>> from flowdec.codec import Codec, example_clip
@@ -284,7 +296,7 @@ class LiveSession:
                  postfilter: bool | None = None, seed: int | None = None,
                  chunk_ms: float | None = None, sample_rate: int | None = None,
                  channels: int | None = None, block: int = DEFAULT_BLOCK,
-                 duration: float | None = None) -> None:
+                 duration: float | None = None, clock: PaceClock | None = None) -> None:
         from .audio import check_rate
         from .stream import DEFAULT_CHUNK_MS
 
@@ -300,6 +312,7 @@ class LiveSession:
         self.postfilter, self.nfe, self.seed = codec.postfilter_settings(postfilter, nfe, seed)
         self.chunk_ms = DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms
         self.block, self.duration = block, duration
+        self.clock = clock if clock is not None else PaceClock()
         self.sd: Any = None
         self.in_info: dict[str, Any] | None = None
         self.out_info: dict[str, Any] | None = None
@@ -537,15 +550,15 @@ class LiveSession:
 
     def _pace(self, stream: Stream, source: _FileSource, sink: _RingSink,
               stop: threading.Event) -> None:
-        """File in, file out: call the engine like an audio callback, at real-time pace."""
-        sr, block = self.sample_rate, self.block
-        t0 = time.monotonic()
+        """File in, file out: call the engine like an audio callback, at the clock's pace."""
+        sr, block, clock = self.sample_rate, self.block, self.clock
+        t0 = clock.now()
         while not stop.is_set() and not source.done:
             sink.process(stream, source.take(block))
             self.frames += block
-            wait = t0 + self.frames / sr - time.monotonic()
+            wait = t0 + self.frames / sr - clock.now()
             if wait > 0:
-                stop.wait(wait)
+                clock.wait(wait, stop)
 
 
 def _prepare(path: Path, allowed: tuple[str, ...]) -> Path:
