@@ -76,16 +76,13 @@ from .stages import PostfilterStage
 CHUNK_QUANTUM = 3840
 """Chunks are multiples of this many samples at 48 kHz (80 ms)."""
 DEFAULT_CHUNK_MS = 160.0
-"""Default chunk (7680 samples at 48 kHz): the latency/cost trade-off, by measurement.
+"""Default chunk (7680 samples at 48 kHz): the latency/cost trade-off.
 
-Every chunk pays a fixed cost (the encoder recomputes its 0.3 s receptive field; the decoder
-did too before the streaming decoder, which carries its context as state), so smaller chunks
-cost more per second of audio. Measured, before the streaming decoder, on an idle 2-core machine
-(stereo, 1 inference thread, the earlier 161 k-parameter postfilter; benchmarks/README.md):
-RTF codec path / NFE 6 = 0.29 / 0.89 at 40 ms chunks, 0.30 / 0.92 at 80 ms, 0.17 / 0.62 at
-160 ms. 160 ms is the smallest chunk that keeps NFE 6 real time with headroom there; each
-80 ms less saves 80 ms of latency. Quality does not depend on the chunk: the codec path is
-the same at any chunk, the postfilter's closeness to offline output is set by ``context``.
+Every chunk pays a fixed cost (the encoder recomputes its 0.3 s receptive field), so smaller
+chunks cost more per second of audio; 160 ms is the smallest that keeps NFE 6 real time with
+headroom on 2 cores (``benchmarks/bench_chunks.py``, numbers in benchmarks/README.md). Quality
+does not depend on the chunk: the codec path is the same at any chunk, the postfilter's
+closeness to offline output is set by ``context``.
 """
 DEFAULT_CONTEXT = 4
 """Default postfilter window context in STFT frames (hop 384) on each side of a chunk."""
