@@ -10,7 +10,8 @@
 # weights in float16 (what weights/ keeps), its logs and its config.
 #
 # Settings (environment): TRAIN_SECONDS (default 420), BATCH (64), DEVICE (cuda; cpu for a
-# dry run here), GPU_DIR (.gpu), PROBE_STEPS (200).
+# dry run here), GPU_DIR (.gpu), PROBE_STEPS (200), STEPS (the second run's steps, with no time
+# limit; default: as many as fit, by flowdec.train.pace).
 set -euo pipefail
 
 TRAIN_SECONDS=${TRAIN_SECONDS:-420}
@@ -41,25 +42,21 @@ train() {  # extra arguments → one training process; its output is appended to
 FIRST=$(python3 -c "import torch; print(torch.load('weights/postfilter.pt', weights_only=False)['step'])")
 train --steps "$PROBE_STEPS" --total-steps $((FIRST + 100000)) --validate-every 100000000
 PROBE_S=$((SECONDS - START))
-LEFT_S=$((TRAIN_SECONDS - 2 * PROBE_S))  # the second start-up, validations and saving
-# training pace from the probe's log (steps and wall seconds every 25 steps), start-up excluded
-RATE=$(python3 -c "
-import csv, os, sys
-rows = list(csv.DictReader(open(sys.argv[1]))) if os.path.exists(sys.argv[1]) else []
-dt = float(rows[-1]['wall_s']) - float(rows[0]['wall_s']) if len(rows) > 1 else 0.0
-rate = (int(rows[-1]['step']) - int(rows[0]['step'])) / dt if dt > 0 else None
-print(f'{rate or $PROBE_STEPS / max($PROBE_S, 1):.3f}')  # fewer than two log rows: wall clock
-" "$RUN/train.csv")
-STEPS=$(python3 -c "print(int($RATE * $LEFT_S))")
-[ "$STEPS" -gt 0 ] || { echo "error: no time left after the probe (${PROBE_S} s)" >&2; exit 3; }
+# the second run's steps, from the probe's pace (its log: steps and wall seconds every 25
+# steps, start-up excluded) and the time left; exits 3 when none is left
+PLAN=$(python3 -m flowdec.train.pace --train-seconds "$TRAIN_SECONDS" --probe-seconds \
+  "$PROBE_S" --probe-steps "$PROBE_STEPS" --log "$RUN/train.csv" ${STEPS:+--steps "$STEPS"}) \
+  || exit 3
+read -r STEPS LEFT_S RATE MAX_MIN <<< "$PLAN"
+LIMIT=()
+[ "$MAX_MIN" = - ] || LIMIT=(--max-minutes "$MAX_MIN")
 echo "probe: $PROBE_STEPS steps in ${PROBE_S} s with start-up, $RATE steps/s; $STEPS more" \
      "steps in ${LEFT_S} s" | tee -a "$OUT/train.log"
 
 # 2. the rest, resumed from the probe's checkpoint, the schedule ending at the last step
 TOTAL=$((FIRST + PROBE_STEPS + STEPS))
 train --steps "$STEPS" --total-steps "$TOTAL" --validate-every $(((STEPS + 3) / 4)) \
-  --max-minutes "$(python3 -c "print(max(($LEFT_S + 30) / 60, 0.5))")" \
-  --save-weights "$OUT/postfilter.pt"
+  "${LIMIT[@]}" --save-weights "$OUT/postfilter.pt"
 for f in checkpoint.pt train.csv valid.csv config.json; do  # train.csv: a row every 25 steps
   if [ -f "$RUN/$f" ]; then cp "$RUN/$f" "$OUT/"; fi
 done

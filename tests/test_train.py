@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -158,7 +159,8 @@ def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> Non
 def test_gpu_training_script_runs_here_on_a_shard(codec_run: Path, tmp_path: Path) -> None:
     """scripts/gpu_train_postfilter.sh, what a lent GPU machine runs, with DEVICE=cpu on a
     shard of the synthetic cache: it warm-starts from the committed weights, probes its pace,
-    trains on and leaves weights and logs in $OUT."""
+    trains on and leaves weights and logs in $OUT. The second run's steps are given (STEPS),
+    so nothing depends on this machine's pace; the pace arithmetic is tested below."""
     from flowdec.train.data import AudioCache
     from flowdec.train.shard import write_shard
 
@@ -169,19 +171,51 @@ def test_gpu_training_script_runs_here_on_a_shard(codec_run: Path, tmp_path: Pat
     out = tmp_path / "out"
     out.mkdir()
     env = dict(os.environ, OMP_NUM_THREADS="1", DEVICE="cpu", TRAIN_SECONDS="24",
-               PROBE_STEPS="2", BATCH="2", GPU_DIR=str(gpu), OUT=str(out))
+               PROBE_STEPS="2", STEPS="3", BATCH="2", GPU_DIR=str(gpu), OUT=str(out))
     res = subprocess.run(["bash", "scripts/gpu_train_postfilter.sh"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     start = torch.load(root / "weights" / "postfilter.pt", weights_only=False)["step"]
     saved = torch.load(out / "postfilter.pt", weights_only=False)
-    assert saved["step"] > start + 2
+    assert saved["step"] == start + 2 + 3
     assert saved["config"]["net"] == torch.load(root / "weights" / "postfilter.pt",
                                                 weights_only=False)["config"]["net"]
-    assert "probe: 2 steps" in (out / "train.log").read_text()
+    assert re.search(r"probe: 2 steps in \d+ s with start-up, [\d.]+ steps/s; 3 more steps",
+                     (out / "train.log").read_text())
     with open(out / "valid.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and all(np.isfinite(float(v)) for v in rows[-1].values())
+
+
+def test_pace_plans_the_rest_of_the_budget(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The training script's probe arithmetic, with made-up times: the pace from the probe's
+    log (start-up excluded), else from its wall time; the time left is the budget less twice
+    the probe; no step left is an error (exit status 3); given steps have no time limit."""
+    from flowdec.train.pace import NoTimeLeft, main, plan
+
+    rows = [{"step": 125, "wall_s": 10.0}, {"step": 150, "wall_s": 12.5},
+            {"step": 200, "wall_s": 17.5}]
+    p = plan(420, 60, 100, rows)
+    assert (p.rate, p.left_s, p.steps) == (10.0, 300.0, 3000)
+    assert p.max_minutes == pytest.approx(5.5)
+    p = plan(420, 60, 100, rows[:1])  # fewer than two rows: the probe's wall time
+    assert (p.rate, p.steps) == (100 / 60, 500)
+    assert plan(420, 0, 100, []).rate == 100.0  # no division by a zero-second probe
+    with pytest.raises(NoTimeLeft, match="no time left after the probe"):
+        plan(24, 13, 2, [])
+    p = plan(24, 13, 2, [], steps=3)
+    assert (p.steps, p.max_minutes) == (3, None)
+
+    log = tmp_path / "train.csv"
+    log.write_text("step,wall_s,lr,kind\n25,2.0,0.001,train\n50,4.5,0.001,train\n")
+    args = ["--probe-steps", "50", "--log", str(log), "--train-seconds", "100"]
+    assert main([*args, "--probe-seconds", "10"]) == 0
+    assert capsys.readouterr().out.split() == ["800", "80", "10.000", "1.833"]
+    assert main([*args, "--probe-seconds", "50"]) == 3
+    assert "no time left" in capsys.readouterr().err
+    assert main([*args, "--probe-seconds", "50", "--steps", "3"]) == 0
+    assert capsys.readouterr().out.split() == ["3", "0", "10.000", "-"]
 
 
 def test_prefetch_keeps_the_order_and_hands_on_errors() -> None:
