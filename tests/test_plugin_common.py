@@ -33,7 +33,7 @@ def backend_cmd(sock: Path, engine: str = "delay:0", idle_exit: float = 0.0,
     return cmd
 
 
-def wait_socket(path: Path, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+def wait_socket(path: Path, timeout: float = 120.0, proc: subprocess.Popen[bytes] | None = None
                 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -94,10 +94,10 @@ class PyClient:
         self.buf = np.zeros((channels, chunk), np.float32)
 
     def roundtrip(self, index: int, block: np.ndarray, epoch: int = 1) -> np.ndarray | None:
-        """Send one chunk and wait for its output (None on timeout)."""
+        """Send one chunk and wait for its output (None after a minute: a hang guard)."""
         assert self.ch.push_input(index, epoch, np.ascontiguousarray(block, np.float32))
         os.eventfd_write(self.in_fd, 1)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             got = self.ch.pop_output(self.buf)
             if got is not None and got[0] == index:
