@@ -6,8 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from flowdec.codec import Codec
+
+# Property tests have no time budget: a slow or loaded machine must not fail them (a test
+# that needs a bound sets a generous deadline itself).
+settings.register_profile("flowdec", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("flowdec")
 
 
 @pytest.fixture(scope="session")

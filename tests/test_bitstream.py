@@ -742,7 +742,8 @@ def test_fuzz_mutated_files_never_give_garbage(case: tuple[bytes, Codes]) -> Non
 
 
 @settings(
-    max_examples=40, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=2000,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(mutated())
 def test_fuzz_files_on_disk(tmp_path: Path, case: tuple[bytes, Codes]) -> None:
