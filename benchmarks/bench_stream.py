@@ -4,7 +4,13 @@ For each host block size and chunk size, a :class:`flowdec.Stream` (worker threa
 by a simulated real-time clock (``process`` is called when the block's audio would have
 arrived) for ``--seconds`` of audio. Prints a table and writes JSON (bench_out/stream.json).
 
+``--live``: instead, ``flowdec live``'s file path (a :class:`flowdec.live.LiveSession` from a
+generated file to a file at real-time pace, default settings) at 48 kHz mono and 44.1 kHz
+stereo: whether the engine keeps real time on this machine (under-runs, dropped chunks),
+which the tests do not assert (bench_out/stream_live.json).
+
     python benchmarks/bench_stream.py --seconds 60 --model /work/testmodel
+    python benchmarks/bench_stream.py --live --seconds 10 --no-postfilter
 """
 
 from __future__ import annotations
@@ -56,6 +62,39 @@ def run(codec: Codec, block: int, chunk_ms: float, seconds: float, sr: int, post
     }
 
 
+def run_live(codec: Codec, sr: int, channels: int, seconds: float, postfilter: bool,
+             nfe: int) -> dict[str, float | int | str]:
+    import tempfile
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from flowdec.live import LiveSession
+
+    rng = np.random.default_rng(0)
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 330 * t) * np.sin(2 * np.pi * 2 * t)
+    x = (x + 0.05 * rng.standard_normal((channels, t.size))).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "in.wav"
+        sf.write(src, x.T, sr, subtype="FLOAT")
+        session = LiveSession(codec, input_file=src, output_file=Path(d) / "out.wav",
+                              postfilter=postfilter, nfe=nfe if postfilter else None)
+        t0 = time.perf_counter()
+        r = session.run()
+        wall = time.perf_counter() - t0
+    st = r.status
+    return {
+        "input": f"file {sr} Hz {channels} ch", "postfilter": f"nfe{nfe}" if postfilter else "off",
+        "latency_ms": round(1000 * r.latency_samples / sr, 1),
+        "worker_rtf": round(r.rtf_overall, 3),
+        "wall_per_audio_s": round(wall / (st.seconds or 1.0), 3),
+        "underrun_blocks": st.underrun_blocks,
+        "underrun_ms": round(1000 * st.underrun_seconds, 1),
+        "dropped_chunks": st.dropped_chunks, "xruns": st.xruns,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -68,10 +107,25 @@ def main() -> None:
     ap.add_argument("--no-postfilter", action="store_true")
     ap.add_argument("--threads", type=int, default=1,
                     help="onnxruntime threads (default 1, as flowdec live uses)")
-    ap.add_argument("--out", default="bench_out/stream.json")
+    ap.add_argument("--live", action="store_true",
+                    help="flowdec live's file path at 48 kHz mono and 44.1 kHz stereo instead")
+    ap.add_argument("--out", default=None,
+                    help="JSON (default bench_out/stream.json, with --live stream_live.json)")
     a = ap.parse_args()
     codec = Codec(a.model, threads=a.threads)
     rows = []
+    if a.live:
+        head: tuple[str, ...] = ("input", "postfilter", "latency_ms", "worker_rtf",
+                                 "wall_per_audio_s", "underrun_blocks", "underrun_ms",
+                                 "dropped_chunks", "xruns")
+        print(" | ".join(head))
+        for sr, channels in ((48000, 1), (44100, 2)):
+            r = run_live(codec, sr, channels, a.seconds, not a.no_postfilter, a.nfe)
+            rows.append(r)
+            print(" | ".join(str(r[k]) for k in head), flush=True)
+        save(a.out or "bench_out/stream_live.json",
+             {"seconds": a.seconds, "model": str(codec.folder), "rows": rows})
+        return
     head = ("block", "chunk_ms", "postfilter", "latency_ms", "worker_rtf", "process_us_mean",
             "process_us_p99", "process_us_max", "underrun_samples", "dropped_chunks",
             "final_level")
@@ -82,7 +136,8 @@ def main() -> None:
                     a.context)
             rows.append(r)
             print(" | ".join(str(r[k]) for k in head), flush=True)
-    save(a.out, {"seconds": a.seconds, "model": str(codec.folder), "rows": rows})
+    save(a.out or "bench_out/stream.json",
+         {"seconds": a.seconds, "model": str(codec.folder), "rows": rows})
 
 
 if __name__ == "__main__":
