@@ -38,7 +38,9 @@ def run_threads(fns: list) -> list:  # type: ignore[type-arg]
 
 
 def test_participants_calls_run_as_one_batch_with_the_same_results(codec: Codec) -> None:
-    batcher = Batcher(max_wait_s=2.0)
+    # a participant waits until every participant calls, or max_wait_s: long here, so that a
+    # thread the scheduler holds up (a loaded machine) is still waited for
+    batcher = Batcher(max_wait_s=120.0)
     enc = batcher.wrap(codec.encoder.session)
     pf = batcher.wrap(codec.postfilter_net.session)
     rng = np.random.default_rng(0)

@@ -198,7 +198,7 @@ def test_ctrl_c_stops_cleanly(tmp_path: Path, model_dir: Path) -> None:
 def test_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
     r = subprocess.run(_cmd(model_dir, "--input-file", str(tmp_path / "missing.wav"),
                             "--output-file", str(tmp_path / "o.wav")),
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "no such file" in r.stderr
     try:
         import sounddevice  # noqa: F401
@@ -206,7 +206,7 @@ def test_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
         return
     r = subprocess.run(_cmd(model_dir, "--input", "no-such-device-xyz",
                             "--output-file", str(tmp_path / "o.wav")),
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "no input device 'no-such-device-xyz'" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1
 
@@ -241,13 +241,13 @@ def pulse() -> Iterator[dict[str, str]]:
         pytest.skip(f"no sounddevice/PortAudio: {e}")
     env = dict(os.environ, PULSE_RUNTIME_PATH=tempfile.mkdtemp(prefix="fdpulse"))
     r = subprocess.run(["bash", str(PULSE_SCRIPT), "start"], env=env, capture_output=True,
-                       text=True, timeout=30)
+                       text=True, timeout=120)
     if r.returncode:
         pytest.skip(f"pulseaudio did not start: {r.stderr.strip()}")
     try:
         yield env
     finally:
-        subprocess.run(["bash", str(PULSE_SCRIPT), "stop"], env=env, timeout=30)
+        subprocess.run(["bash", str(PULSE_SCRIPT), "stop"], env=env, timeout=120)
         shutil.rmtree(env["PULSE_RUNTIME_PATH"], ignore_errors=True)
 
 
@@ -310,9 +310,9 @@ def _pulse_session(model_dir: Path, pulse: dict[str, str], clip: Path, dst: Path
             break
     assert t_audio is not None, "no status line"
     play = subprocess.run(["paplay", "--device=flowdec_in", str(clip)], env=pulse,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=300)
     assert play.returncode == 0, play.stderr
-    out, err = p.communicate(timeout=60)
+    out, err = p.communicate(timeout=300)
     assert p.returncode == 0, err
     return t_audio, out
 

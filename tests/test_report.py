@@ -124,13 +124,14 @@ def test_report_renders_in_chromium(report: Path) -> None:
     base = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             "--enable-logging=stderr", "--v=0"]
     r = subprocess.run(base + [f"--screenshot={shot}", "--window-size=1200,2000",
-                               report.as_uri()], capture_output=True, text=True, timeout=60)
+                               report.as_uri()], capture_output=True, text=True,
+                       timeout=300)
     assert shot.is_file() and shot.stat().st_size > 10_000, r.stderr[-2000:]
     console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln or "Failed to load" in ln
                or "ERR_FILE_NOT_FOUND" in ln]
     assert console == [], console
     dom = subprocess.run(base + ["--dump-dom", report.as_uri()], capture_output=True,
-                         text=True, timeout=60).stdout
+                         text=True, timeout=300).stdout
     assert len(re.findall(r"<audio ", dom)) == 2 * len(SYSTEMS)
     assert len(re.findall(r"<img ", dom)) == 2 * len(SYSTEMS) + 3
     artifacts = Path(__file__).resolve().parent.parent / "bench_out"
