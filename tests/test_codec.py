@@ -35,20 +35,21 @@ def test_decode_refuses_what_is_not_a_bitstream(codec: Codec, bad: object) -> No
 
 @pytest.mark.parametrize(
     ("change", "match"),
-    [
-        (lambda c: c.astype(np.int64) - 5, "code -5"),
-        (lambda c: c.astype(np.int64) * 0 + 1024, "code 1024"),
-        (lambda c: c.astype(np.float64) + 0.5, "integer"),
-        (lambda c: c.astype(bool), "integer"),
-        (lambda c: c[0], "shape"),  # 2-D
-        (lambda c: np.concatenate([c, c]), "shape"),  # a channel too many
-        (lambda c: c[:, :3], "shape"),  # fewer codebooks than the header says
+    [  # (codes, codebook size) -> bad codes; {size}: the codebook size in the message
+        (lambda c, n: c.astype(np.int64) - int(c.min()) - 5, "code -5"),
+        (lambda c, n: c.astype(np.int64) * 0 + n, "code {size}"),
+        (lambda c, n: c.astype(np.float64) + 0.5, "integer"),
+        (lambda c, n: c.astype(bool), "integer"),
+        (lambda c, n: c[0], "shape"),  # 2-D
+        (lambda c, n: np.concatenate([c, c]), "shape"),  # a channel too many
+        (lambda c, n: c[:, :3], "shape"),  # fewer codebooks than the header says
     ],
 )
 def test_decode_refuses_bad_codes(codec: Codec, stream: Bitstream, change: object,
                                   match: str) -> None:
-    bad = dataclasses.replace(stream, codes=change(stream.codes))  # type: ignore[operator]
-    with pytest.raises(BitstreamError, match=f"^stream.codes: .*{match}"):
+    size = 2**stream.header.bits_per_code
+    bad = dataclasses.replace(stream, codes=change(stream.codes, size))  # type: ignore[operator]
+    with pytest.raises(BitstreamError, match=f"^stream.codes: .*{match.format(size=size)}"):
         codec.decode(bad, postfilter=False)
 
 
