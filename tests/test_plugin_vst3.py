@@ -469,8 +469,10 @@ def test_force_realtime_never_waits(env: Path, monkeypatch: pytest.MonkeyPatch) 
         t.join()
         assert not waited, "real-time mode waited for the stopped backend"
         assert got
-        after = meter(p, "underruns", lambda v: v - before >= xs.shape[1] // 1920 - 10)
-        assert after - before >= xs.shape[1] // 1920 - 10  # the chunks sent while stopped
+        # most of the render's 100 chunks were sent while the backend was stopped (those
+        # played first may have been answered before the stop)
+        half = xs.shape[1] // 1920 // 2
+        assert meter(p, "underruns", lambda v: v - before >= half) - before >= half
     finally:
         os.kill(proc.pid, sig.SIGCONT)
         stop(proc)
