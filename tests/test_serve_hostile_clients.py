@@ -235,11 +235,12 @@ def test_file_doorbells_refused_and_forgotten(
 
 def test_hang_up_after_hello_leaks_nothing(backend: tuple[Path, subprocess.Popen[bytes]]) -> None:
     path, proc = backend
-    hang_up_after_hello(path, 1)
+    hang_up_after_hello(path, 1)  # what the backend opens once, for its first client
     wait_for(lambda: held(proc.pid)[1] == 0)
-    before = held(proc.pid)
+    before = held(proc.pid)  # may still count that client's descriptors (a slow backend)
     hang_up_after_hello(path, 100)
-    assert wait_for(lambda: held(proc.pid) == before), (held(proc.pid), before)
+    assert wait_for(lambda: held(proc.pid)[0] <= before[0] and held(proc.pid)[1] == 0), \
+        (held(proc.pid), before)
 
 
 def test_silent_connections_do_not_block_handshakes(
