@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+from .common import load_codec, nfe_seed_options, postfilter_option, progress_arg, say
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .cli import nfe_seed_options, postfilter_option
-
     p = subparsers.add_parser("demo", help="round-trip the bundled example clip",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,9 +31,8 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from .cli import load_codec, progress_arg, say
-    from .codec import example_clip
-    from .files import decode_file, encode_file, stream_info
+    from ..codec import example_clip
+    from ..files import decode_file, encode_file, stream_info
 
     codec = load_codec(args)
     say(args, f"example clip: {example_clip().name} (CC0, see flowdec/data/LICENSE-example.md)")

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .common import load_codec
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from .evaluation.metrics import ALL_METRICS
+    from ..evaluation.metrics import ALL_METRICS
 
     p = subparsers.add_parser(
         "eval", help="score the codec against references and Opus; write tables and a report",
@@ -52,15 +54,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import load_codec
-    from .evaluation.runner import EvalConfig, run_eval
+    from ..evaluation.runner import EvalConfig, run_eval
 
     cfg = EvalConfig(bitrates=tuple(args.bitrates), nfes=tuple(args.nfe),
                      baselines=tuple(args.baselines), ablations=args.ablations,
                      seed=args.seed, metrics=tuple(args.metrics), opus_mode=args.opus_mode,
                      max_seconds=args.max_seconds, level_bands=tuple(args.level_bands),
                      domain=args.domain)
-    from .evaluation.opus import OpusNotFound
+    from ..evaluation.opus import OpusNotFound
 
     codec = load_codec(args)
     quiet = bool(getattr(args, "quiet", False))
@@ -72,13 +73,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"flowdec: error: {e}", file=sys.stderr)
         return 1
     if not args.no_report:
-        from .evaluation.report import write_report
+        from ..evaluation.report import write_report
 
         index = write_report(args.out)
         print(f"report: {index}")
     if not quiet:
-        from .evaluation.report import SETTINGS_NOTE
-        from .evaluation.runner import markdown_table
+        from ..evaluation.report import SETTINGS_NOTE
+        from ..evaluation.runner import markdown_table
 
         print(markdown_table(summary, "all"), end="")
         print(SETTINGS_NOTE)
