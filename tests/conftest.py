@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,23 @@ def model_dir() -> Path:
 def codec(model_dir: Path) -> Codec:
     """A loaded :class:`flowdec.codec.Codec` (2 threads), shared by the whole session."""
     return Codec(model_dir, threads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model folder with random weights: the shipped model's graphs (encoder, decoder,
+    streaming decoder, postfilter), bitrates, latency and card schema at about 1 MB, built
+    once per session by ``python -m flowdec.train.export random`` (needs torch, which the
+    test extra installs). For tests that need a model, not the shipped model's quality."""
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    r = subprocess.run([sys.executable, "-m", "flowdec.train.export", "random", "--out",
+                        str(out)], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_codec(tiny_model_dir: Path) -> Codec:
+    """The tiny model loaded (2 threads), shared by the whole session."""
+    return Codec(tiny_model_dir, threads=2)

@@ -96,8 +96,7 @@ def test_onnx_matches_torch_on_real_audio(codec_run: Path, exported: Path) -> No
     from pedalboard.io import AudioFile
 
     from flowdec.audio import resample
-    from flowdec.train.codec_model import ExportDecoder, ExportEncoder
-    from flowdec.train.export import load_codec
+    from flowdec.train.codec_model import ExportDecoder, ExportEncoder, load_codec
 
     with AudioFile(str(example_clip())) as f:
         audio = f.read(f.frames)
@@ -142,7 +141,7 @@ def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> N
 def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> None:
     """A float16 weights file stands in for the run folder (what a GPU machine gets): the
     model holds the run's EMA weights rounded to float16, in float32 parameters."""
-    from flowdec.train.export import load_codec
+    from flowdec.train.codec_model import load_codec
 
     weights = tmp_path / "codec.pt"
     run_module("flowdec.train.export", "weights", "--run", str(codec_run), "--out", str(weights))
@@ -448,7 +447,8 @@ def test_release_refuses_files_of_the_model_it_replaces(codec_run: Path, tmp_pat
     release(codec_run, folder)
     first = json.loads((folder / "model_card.json").read_text())
     assert first["flowdec_version"] == "9.0.0" and first["previous_models"] == []
-    assert set(first["files"]) == {"encoder.onnx", "decoder.onnx", "decoder_stream.onnx"}
+    assert set(first["files"]) == {"encoder.onnx", "decoder.onnx", "decoder_stream.onnx",
+                                   "encoder_stream.onnx"}
     old_model = tmp_path / "old"
     shutil.copytree(folder, old_model)
     clip = tmp_path / "x.wav"
@@ -483,3 +483,43 @@ def test_release_refuses_files_of_the_model_it_replaces(codec_run: Path, tmp_pat
     assert "--model" in lines[0] and not (tmp_path / "y.wav").exists()
     subprocess.run([*cli, "decode", str(fdc), str(tmp_path / "y.wav"), "--model",
                     str(old_model)], check=True, capture_output=True, timeout=300)
+
+
+def _schema(value: object) -> object:
+    """A card's shape: its keys, nested (lists by their first item), not its values."""
+    if isinstance(value, dict):
+        return {k: _schema(v) for k, v in value.items()}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [_schema(value[0])]
+    return type(value).__name__ if value is not None else None
+
+
+def test_tiny_model_has_the_shipped_models_graphs_and_card(tiny_model_dir: Path,
+                                                           model_dir: Path) -> None:
+    """The fixture's random model (``export random``): the shipped model's files, graph inputs
+    and outputs, card keys and codec settings; it loads and round-trips with the postfilter."""
+    import flowdec
+
+    tiny = json.loads((tiny_model_dir / "model_card.json").read_text())
+    shipped = json.loads((model_dir / "model_card.json").read_text())
+    assert set(tiny["files"]) == set(shipped["files"])
+    for name in tiny["files"]:
+        a = ort.InferenceSession(str(tiny_model_dir / name))
+        b = ort.InferenceSession(str(model_dir / name))
+        for got, want in ((a.get_inputs(), b.get_inputs()), (a.get_outputs(), b.get_outputs())):
+            assert [(i.name, i.type, len(i.shape)) for i in got] == \
+                [(i.name, i.type, len(i.shape)) for i in want], name
+    for section in ("codec", "postfilter"):
+        keys = set(shipped[section]) - {"recommendation"}  # set by an evaluation
+        assert set(tiny[section]) == keys, section
+    assert set(tiny) == set(shipped) - {"evaluation"}
+    same = ("sample_rate", "hop", "window", "codebooks", "bitrates_kbps", "lookahead_frames")
+    assert {k: tiny["codec"][k] for k in same} == {k: shipped["codec"][k] for k in same}
+    assert _schema(tiny["codec"]["config"]) == _schema(shipped["codec"]["config"])
+    assert tiny["codec"]["parameters"]["decoder"] < shipped["codec"]["parameters"]["decoder"] / 50
+    codec = flowdec.Codec(model=tiny_model_dir, threads=1)
+    x = np.random.default_rng(1).standard_normal((2, 30000)).astype(np.float32) * 0.1
+    for postfilter in (False, True):
+        y = codec.roundtrip(x, 44100, bitrate=3.0, postfilter=postfilter,
+                            nfe=2 if postfilter else None)
+        assert y.shape == x.shape and np.isfinite(y).all() and np.abs(y).max() > 0

@@ -13,12 +13,15 @@ encoder's window and is overlap-added, so output hop k also uses segment k+1.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CodecConfig
+from .config import CodecConfig, CodecRun
 
 
 def hann_periodic(n: int) -> torch.Tensor:
@@ -373,3 +376,28 @@ class StreamDecoder(nn.Module):
         second = torch.cat([synthesis_state[:, None, :], seg[:, :-1, hop:]], 1)
         audio = (second + seg[:, :, :hop]).reshape(seg.shape[0], -1)
         return audio, trunk_state, seg[:, -1, hop:]
+
+
+def load_codec(
+    run_dir: str | os.PathLike[str], ema: bool = True, float16: bool = False
+) -> tuple[Codec, CodecRun, dict[str, Any]]:
+    """The codec of a run folder (its checkpoint's EMA or raw weights) or of a weights file
+    (``--save-weights``: EMA weights in float16, loaded into a float32 model).
+
+    ``float16``: round every weight to float16, as the exported ONNX files store them, so the
+    model computes exactly what the exported one does."""
+    path = Path(run_dir)
+    weights_file = path.is_file()
+    state = torch.load(path if weights_file else path / "checkpoint.pt", map_location="cpu",
+                       weights_only=False)
+    cfg = CodecRun.from_dict(state["config"])
+    model = Codec(cfg.model)
+    model.load_state_dict(state["state"] if weights_file else state["ema" if ema else "model"])
+    if float16:
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
+    model.eval()
+    info = {"steps": int(state["step"]), "wall_s": float(state.get("wall_s", 0.0))}
+    return model, cfg, info

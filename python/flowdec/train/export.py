@@ -1,18 +1,23 @@
 """ONNX export of the codec (encoder: audio → codes; decoder: codes → audio) and model cards.
 
-    python -m flowdec.train.export codec --run runs/codec --out python/flowdec/models/flowdec-75
+    python -m flowdec.train.export release --run runs/codec --postfilter-run runs/postfilter \
+        --out python/flowdec/models/flowdec-75
+    python -m flowdec.train.export random --out tiny-model   # untrained, tiny, for tests
 
-The model folder holds ``encoder.onnx``, ``decoder.onnx`` (and later ``postfilter.onnx``) plus
-``model_card.json`` with one section per model. EMA weights are exported.
+The model folder holds ``encoder.onnx``, ``decoder.onnx``, ``decoder_stream.onnx`` and
+``postfilter.onnx`` plus ``model_card.json`` with one section per model. EMA weights are
+exported.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
 import platform
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -21,35 +26,11 @@ from typing import Any
 import torch
 
 from ..model_files import STREAM_DECODER, describe_files, files_id
-from .codec_model import Codec, ExportDecoder, ExportEncoder, StreamDecoder
-from .config import CodecRun
+from .codec_model import Codec, ExportDecoder, ExportEncoder, StreamDecoder, load_codec
+from .config import CodecConfig, CodecRun
+from .postfilter_model import ENVELOPE, INPUT_LEVEL, PEAK_TOP_DBFS, PostfilterConfig, PostfilterNet
 
 OPSET = 17
-
-
-def load_codec(
-    run_dir: str | os.PathLike[str], ema: bool = True, float16: bool = False
-) -> tuple[Codec, CodecRun, dict[str, Any]]:
-    """The codec of a run folder (its checkpoint's EMA or raw weights) or of a weights file
-    (``--save-weights``: EMA weights in float16, loaded into a float32 model).
-
-    ``float16``: round every weight to float16, as the exported ONNX files store them, so the
-    model computes exactly what the exported one does."""
-    path = Path(run_dir)
-    weights_file = path.is_file()
-    state = torch.load(path if weights_file else path / "checkpoint.pt", map_location="cpu",
-                       weights_only=False)
-    cfg = CodecRun.from_dict(state["config"])
-    model = Codec(cfg.model)
-    model.load_state_dict(state["state"] if weights_file else state["ema" if ema else "model"])
-    if float16:
-        with torch.no_grad():
-            for t in model.state_dict().values():
-                if t.is_floating_point():
-                    t.copy_(t.half().float())
-    model.eval()
-    info = {"steps": int(state["step"]), "wall_s": float(state.get("wall_s", 0.0))}
-    return model, cfg, info
 
 
 def store_float16(path: Path) -> None:
@@ -405,8 +386,6 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
                       metrics: dict[str, Any] | None = None) -> Path:
     """Export the postfilter's EMA weights to ``out_dir/postfilter.onnx`` + card section."""
     from .loop import load_allowing_new_layers
-    from .postfilter_model import PostfilterConfig, PostfilterNet
-    from .train_postfilter import ENVELOPE, INPUT_LEVEL, PEAK_TOP_DBFS
 
     state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
     conf = state["config"]
@@ -591,6 +570,54 @@ def check_release(folder: Path, codec_run: str | os.PathLike[str]) -> list[str]:
     return done
 
 
+def add_lineage(folder: Path, old: dict[str, Any] | None) -> Path:
+    """Write into ``folder``'s card the flowdec version that ships it and the models shipped
+    before it (``old``: the card it replaces), so a file from an older model is refused with
+    a line naming that model and its flowdec version."""
+    from .. import __version__
+
+    path = folder / "model_card.json"
+    card = json.loads(path.read_text())
+    previous = list(old.get("previous_models", [])) if old else []
+    if old is not None and old.get("model_id") != card["model_id"]:
+        previous.insert(0, {"model_id": old["model_id"],
+                            "flowdec_version": old.get("flowdec_version"),
+                            "exported": old.get("codec", {}).get("training", {})
+                            .get("exported")})
+    card["flowdec_version"] = __version__
+    card["previous_models"] = previous
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def random_model(out_dir: str | os.PathLike[str], codec: CodecConfig | None = None,
+                 postfilter: PostfilterConfig | None = None, seed: int = 0) -> Path:
+    """A model folder with untrained (random) weights: the same graphs and card as a
+    release, for tests that need a model but not a trained one. Defaults are tiny (16
+    channels, 2 blocks a side; a 8-channel, 1-block postfilter); the bitrates, frame rate,
+    look-ahead and STFT settings are the shipped model's. Runs no checks."""
+    torch.manual_seed(seed)
+    out = Path(out_dir)
+    runs = out.parent / f".{out.name}.runs"
+    (runs / "postfilter").mkdir(parents=True, exist_ok=True)
+    run = CodecRun(model=codec or CodecConfig(dim=16, enc_blocks=2, dec_blocks=2))
+    weights = runs / "codec.pt"
+    state = Codec(run.model).eval().state_dict()
+    torch.save({"state": state, "step": 0, "wall_s": 0.0, "config": run.to_dict()}, weights)
+    export_codec(weights, out, {"note": "random weights (flowdec.train.export.random_model)"})
+    pf = postfilter or PostfilterConfig(channels=8, blocks=1, lookahead_blocks=1)
+    net = PostfilterNet(pf).eval()
+    sigma = {"sigma_y": [0.2] * pf.n_freq, "sigma_y_global": 0.2, "beta": pf.beta,
+             "note": "constant, untrained"}
+    torch.save({"ema": net.state_dict(), "step": 0, "wall_s": 0.0,
+                "config": {"net": dataclasses.asdict(pf), "sigma": sigma,
+                           "train": {"min_peak_dbfs": -18.0}}},
+               runs / "postfilter" / "checkpoint.pt")
+    export_postfilter(runs / "postfilter", out)
+    shutil.rmtree(runs)
+    return add_lineage(out, None)
+
+
 def release(codec_run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
             postfilter_run: str | os.PathLike[str] | None = None,
             data_note: dict[str, Any] | None = None) -> Path:
@@ -599,8 +626,6 @@ def release(codec_run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     version that ships it and the models shipped before it (so a file from an older model
     is refused with a line naming it), the release checks; then the staging folder
     replaces ``out_dir``. Nothing in ``out_dir`` changes if a step fails."""
-    import shutil
-
     from .. import __version__
 
     out = Path(out_dir)
@@ -613,21 +638,13 @@ def release(codec_run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
         export_codec(codec_run, stage, data_note)
         if postfilter_run is not None:
             export_postfilter(postfilter_run, stage)
-        path = stage / "model_card.json"
-        card = json.loads(path.read_text())
-        previous = list(old.get("previous_models", [])) if old else []
-        if old is not None and old.get("model_id") != card["model_id"]:
-            if old.get("flowdec_version") == __version__:
-                raise SystemExit(
-                    f"flowdec {__version__} already shipped model {old['model_id']} in {out}: "
-                    "raise the version (pyproject.toml, flowdec/__init__.py) before a release")
-            previous.insert(0, {"model_id": old["model_id"],
-                                "flowdec_version": old.get("flowdec_version"),
-                                "exported": old.get("codec", {}).get("training", {})
-                                .get("exported")})
-        card["flowdec_version"] = __version__
-        card["previous_models"] = previous
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        card = json.loads((stage / "model_card.json").read_text())
+        if old is not None and old.get("model_id") != card["model_id"] and \
+                old.get("flowdec_version") == __version__:
+            raise SystemExit(
+                f"flowdec {__version__} already shipped model {old['model_id']} in {out}: "
+                "raise the version (pyproject.toml, flowdec/__init__.py) before a release")
+        add_lineage(stage, old)
         for line in check_release(stage, codec_run):
             print(f"  ok: {line}", flush=True)
         if out.exists():
@@ -647,13 +664,14 @@ def release(codec_run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("what", choices=["release", "codec", "postfilter", "weights", "evaluation",
-                                    "stream"],
+                                    "stream", "random"],
                    help="release: codec (--run) and postfilter (--postfilter-run) into the "
                         "model folder --out, with the card and the release checks; "
                         "weights: write the run's EMA weights (float16) to --out for git; "
                         "evaluation: put --summary (flowdec eval's summary.json) into the card; "
                         "stream: add the streaming decoder to the model folder --out, from "
-                        "the run it was exported from")
+                        "the run it was exported from; random: a tiny untrained model folder "
+                        "with the shipped model's graphs and card, for tests")
     p.add_argument("--summary", help="summary.json of a flowdec eval run (with 'evaluation')")
     p.add_argument("--command", default="", help="the eval command that made --summary")
     p.add_argument("--key", default="evaluation", help="card key for --summary (evaluation)")
@@ -674,6 +692,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "stream":
         print(f"added {STREAM_DECODER} to {add_stream(args.run, args.out)} in "
               f"{time.time() - t0:.1f} s")
+        return
+    if args.what == "random":
+        print(f"wrote {random_model(args.out)}")
         return
     if args.what == "release":
         card = release(args.run, args.out, args.postfilter_run, note)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .codec_model import load_codec
 from .data import SAMPLE_RATE, AudioCache, CropSampler
-from .export import load_codec
 from .sigma import codec_pairs
 
 CONTEXT_SECONDS = 0.25

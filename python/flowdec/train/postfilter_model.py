@@ -31,6 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+PEAK_TOP_DBFS = 0.0
+"""Loudest peak level of the training examples (each example: one level drawn uniformly
+from [``train_postfilter.PostfilterTrain.min_peak_dbfs``, this])."""
+INPUT_LEVEL = {"peak_dbfs": PEAK_TOP_DBFS, "release_db_per_s": 20.0, "floor_dbfs": -50.0}
+"""The card's ``input_level``: the runtime presents input at the top of the training range."""
+ENVELOPE = {"bands": 64, "max_gain_db": 24.0, "keep_below_hz": 1500.0}
+"""The card's ``envelope``: after the ODE solve each frame gets the codec output's energy in
+about 64 ERB-spaced bands, and the codec output's own bins below 1.5 kHz, where the network's
+output is further from the clean signal than the codec's (:mod:`flowdec.envelope`)."""
+
 
 @dataclass
 class PostfilterConfig:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .codec_model import load_codec
 from .data import AudioCache, CropSampler
-from .export import load_codec
 from .postfilter_model import PostfilterConfig, stft_features
 
 QUANTILE = 0.997

@@ -5,8 +5,8 @@ r"""Train the flow-matching postfilter against a frozen codec.
 
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
-random peak level in [``min_peak_dbfs``, :data:`PEAK_TOP_DBFS`] ([−18, 0] dBFS by default;
-``--min-peak-dbfs``). The runtime presents its input
+random peak level in [``min_peak_dbfs``, ``postfilter_model.PEAK_TOP_DBFS``] ([−18, 0] dBFS
+by default; ``--min-peak-dbfs``). The runtime presents its input
 at the top of that range with a peak follower that looks one frame ahead (the card's
 ``input_level``, :class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which
 would break chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
@@ -24,12 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .codec_model import load_codec
 from .data import AudioCache, CropSampler
-from .export import load_codec
 from .loop import Prefetch, Trainer, add_run_options, describe_hardware, finish, init_distributed
 from .losses import MelDistance
 from .pairs import PairSampler
-from .postfilter_model import PostfilterConfig, PostfilterNet, istft_features, stft_features
+from .postfilter_model import (
+    PEAK_TOP_DBFS,
+    PostfilterConfig,
+    PostfilterNet,
+    istft_features,
+    stft_features,
+)
 from .sigma import codec_pairs
 
 
@@ -49,16 +55,6 @@ class PostfilterTrain:
     seed: int = 0
     threads: int = 2
     min_peak_dbfs: float = -18.0  # examples' peak levels: uniform in [this, PEAK_TOP_DBFS]
-
-PEAK_TOP_DBFS = 0.0
-"""Loudest peak level of the training examples (each example: one level drawn uniformly
-from [``PostfilterTrain.min_peak_dbfs``, this])."""
-INPUT_LEVEL = {"peak_dbfs": PEAK_TOP_DBFS, "release_db_per_s": 20.0, "floor_dbfs": -50.0}
-"""The card's ``input_level``: the runtime presents input at the top of the training range."""
-ENVELOPE = {"bands": 64, "max_gain_db": 24.0, "keep_below_hz": 1500.0}
-"""The card's ``envelope``: after the ODE solve each frame gets the codec output's energy in
-about 64 ERB-spaced bands, and the codec output's own bins below 1.5 kHz, where the network's
-output is further from the clean signal than the codec's (:mod:`flowdec.envelope`)."""
 
 
 def sample_noise_like(y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:

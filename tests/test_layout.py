@@ -1,0 +1,180 @@
+"""The package's layout rules, read from its source with ``ast`` (nothing is imported):
+
+- no import cycle between flowdec's modules, counting imports inside functions too;
+- argparse only in the command lines (``flowdec.cli``, ``flowdec.__main__``, the training
+  scripts run as ``python -m flowdec.train.X`` and the options they share);
+- no library module imports the CLI, and none imports another module's private names.
+
+Known exceptions are listed below; those lists may only shrink: an entry that no longer
+breaks its rule fails the test, so whoever fixes a module removes it from the list.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "python" / "flowdec"
+ROOT = PACKAGE.parent
+
+# Library modules that still import the CLI or argparse (they build their own subcommand's
+# parser or load the codec through the CLI's helper). To be moved into flowdec.cli.
+KNOWN_CLI_USERS = {"flowdec.serve"}
+KNOWN_ARGPARSE_USERS = {"flowdec.serve"}
+# (module, imported private name) pairs still crossing a module boundary.
+KNOWN_PRIVATE_IMPORTS = {
+    ("flowdec.live", "flowdec.files._AudioIn"),
+    ("flowdec.live", "flowdec.files._AudioOut"),
+    ("flowdec.live", "flowdec.files._prepare_output"),
+}
+# The training scripts' shared command-line options (run options, DDP set-up).
+TRAINING_OPTIONS = {"flowdec.train.loop"}
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    imports: set[str] = field(default_factory=set)      # flowdec modules it imports
+    names: set[str] = field(default_factory=set)        # "module.name" it imports from them
+    argparse: bool = False
+    main_guard: bool = False
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _scan() -> dict[str, Module]:
+    paths = {_name(p): p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts}
+    compiled = {_name(p) for p in PACKAGE.rglob("*.pyi")}  # e.g. flowdec._core
+    mods: dict[str, Module] = {}
+    for name, path in paths.items():
+        m = Module(name, path)
+        tree = ast.parse(path.read_text(), str(path))
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    m.argparse |= alias.name == "argparse"
+                    if alias.name in paths:
+                        m.imports.add(alias.name)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package[:len(package) - (node.level - 1)]
+                    source = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    source = node.module or ""
+                m.argparse |= source == "argparse"
+                if source not in paths:
+                    continue
+                for alias in node.names:
+                    sub = f"{source}.{alias.name}"
+                    if sub in paths:             # `from . import module`
+                        m.imports.add(sub)
+                    elif sub not in compiled:    # a name defined in `source`
+                        m.imports.add(source)
+                        m.names.add(sub)
+            elif isinstance(node, ast.If) and ast.unparse(node.test) in (
+                    "__name__ == '__main__'", '__name__ == "__main__"'):
+                m.main_guard = True
+        m.imports.discard(name)
+        mods[name] = m
+    return mods
+
+
+MODULES = _scan()
+
+
+def _is_cli(name: str) -> bool:
+    return name in ("flowdec.cli", "flowdec.__main__") or name.startswith("flowdec.cli.")
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_scan_sees_the_package() -> None:
+    assert {"flowdec", "flowdec.codec", "flowdec.train.export"} <= set(MODULES)
+    assert "flowdec.train.codec_model" in MODULES["flowdec.train.export"].imports
+    assert MODULES["flowdec.train.export"].main_guard
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    graph = {name: m.imports for name, m in MODULES.items()}
+    cycles = _cycles(graph)
+    described = ["; ".join(f"{a} -> {sorted(graph[a] & set(c))}" for a in c) for c in cycles]
+    assert not cycles, "import cycles: " + " | ".join(described)
+
+
+def _argparse_allowed(m: Module) -> bool:
+    if _is_cli(m.name) or m.name in TRAINING_OPTIONS:
+        return True
+    return m.name.startswith("flowdec.train.") and m.main_guard  # python -m flowdec.train.X
+
+
+@pytest.mark.parametrize("rule", ["argparse", "cli", "private"])
+def test_layer_rules(rule: str) -> None:
+    if rule == "argparse":
+        breaking = {n for n, m in MODULES.items() if m.argparse and not _argparse_allowed(m)}
+        known: set[object] = set(KNOWN_ARGPARSE_USERS)
+    elif rule == "cli":
+        breaking = {n for n, m in MODULES.items()
+                    if not _is_cli(n) and any(_is_cli(i) for i in m.imports)}
+        known = set(KNOWN_CLI_USERS)
+    else:
+        breaking = set()
+        for n, m in MODULES.items():
+            for full in m.names:
+                source, name = full.rsplit(".", 1)
+                if name.startswith("_") and not name.startswith("__") and \
+                        not source.startswith(n + ".") and source != n:
+                    breaking.add((n, full))
+        known = set(KNOWN_PRIVATE_IMPORTS)
+    new = breaking - known
+    assert not new, f"{rule} rule broken by {sorted(map(str, new))}"
+    fixed = known - breaking
+    assert not fixed, f"{sorted(map(str, fixed))} now keep the {rule} rule: remove them from " \
+                      "the known exceptions in tests/test_layout.py"
