@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -113,8 +112,6 @@ def test_pesq_stoi_identity_is_best() -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not M.available("fad"), reason="fad: aisfx or torch not installed")
-@pytest.mark.skipif(not os.environ.get("FLOWDEC_SLOW_TESTS"),
-                    reason="loads torch + aisfx (10-20 s here): set FLOWDEC_SLOW_TESTS=1")
 def test_fad_zero_for_same_set_positive_otherwise() -> None:
     a = [_tone(1.0)]
     b = [x + 0.2 * np.random.default_rng(9).standard_normal(x.size) for x in a]

@@ -10,7 +10,7 @@ same way (its output level is matched per gain block) and meets the codec path's
 with the band envelope stage (``flowdec.envelope``) its mel distance is 0.339 / 0.315 / 0.305
 / 0.298 against the codec path's 0.342 / 0.316 / 0.305 / 0.297 (0.41–0.42 without it).
 Floors are the shipped weights' measured values plus a margin (regression guards). See the
-README's limits and the model card.
+measurements in docs/quality.md and the model card.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from flowdec.evaluation.metrics import mel_distance
 from flowdec.model_files import SHIPPED_MODEL, models_root
 
 SHIPPED = models_root() / SHIPPED_MODEL
-pytestmark = pytest.mark.skipif(not (SHIPPED / "model_card.json").is_file(),
-                                reason="the shipped model is not installed")
+pytestmark = [pytest.mark.quality,
+              pytest.mark.skipif(not (SHIPPED / "model_card.json").is_file(),
+                                 reason="the shipped model is not installed")]
 
 # mel distance (mean L1 of log10 mel magnitudes) of the codec path on the example clip:
 # measured for the shipped weights, plus margin
