@@ -155,7 +155,7 @@ def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> Non
         assert torch.equal(value, want), name
 
 
-def test_gpu_training_script_runs_here_on_a_shard(codec_run: Path, tmp_path: Path) -> None:
+def test_gpu_training_script_runs_on_a_cpu_shard(codec_run: Path, tmp_path: Path) -> None:
     """scripts/gpu_train_postfilter.sh, what a lent GPU machine runs, with DEVICE=cpu on a
     shard of the synthetic cache: it warm-starts from the committed weights, probes its pace,
     trains on and leaves weights and logs in $OUT. The second run's steps are given (STEPS),
