@@ -401,3 +401,83 @@ def load_codec(
     model.eval()
     info = {"steps": int(state["step"]), "wall_s": float(state.get("wall_s", 0.0))}
     return model, cfg, info
+
+
+class StreamEncoder(nn.Module):
+    """Streaming encoder for export: (audio [B, N·hop] = hops [first, first + N), first [B],
+    end [B], analysis state [B, hop] (the hop before ``first``), trunk state [B, blocks,
+    kernel − 1, C]) → (codes [B, n_q, N] of frames [first − delay, …), new states), delay =
+    the trunk's look-ahead. Initial states are zeros (the offline encoder's left padding).
+
+    Every matrix product has the frames as rows ([frames, in] × [in, out], the depthwise
+    convolution as a fixed sum of shifted products), so each frame's arithmetic is the same
+    whatever the number of frames in a call: the codes do not depend on how the audio is
+    split into calls, bit for bit. (A convolution over time, as in :class:`ExportEncoder`,
+    lets the runtime pick its summation blocking by the number of frames.)
+    """
+
+    def __init__(self, codec: Codec) -> None:
+        super().__init__()
+        self.codec = codec
+        enc = codec.encoder
+        self.hop, self.win = enc.analysis.hop, enc.analysis.win
+        self.n_freq = enc.analysis.n_freq
+        self.lookahead = [int(b.pad[1]) for b in enc.blocks]
+        self.history = int(enc.blocks[0].dw.kernel_size[0]) - 1
+
+    @property
+    def delay(self) -> int:
+        return sum(self.lookahead)
+
+    @staticmethod
+    def _linear(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+        """A 1×1 convolution on [B, N, C_in] rows."""
+        return F.linear(x, conv.weight.squeeze(-1), conv.bias)
+
+    def _analysis(self, audio: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Frames [first, first + N) of :class:`FrameAnalysis`, as rows [B, N, 2F]."""
+        ang = dft_angles(self.win, audio.device)
+        w = hann_periodic(self.win).to(audio.device)
+        basis = torch.cat([torch.cos(ang) * w, -torch.sin(ang) * w], 0)[:, None, :]
+        hops = torch.cat([state, audio], 1).reshape(audio.shape[0], -1, self.hop)
+        frames = torch.cat([hops[:, :-1], hops[:, 1:]], 2)  # [B, N, win]
+        spec = torch.matmul(frames, basis[:, 0, :].transpose(0, 1))  # [B, N, 2F]
+        re, im = spec[..., : self.n_freq], spec[..., self.n_freq :]
+        mag2 = re * re + im * im + 1e-12
+        gain = mag2 ** ((0.3 - 1.0) / 2)
+        return torch.cat([re * gain, im * gain], 2)
+
+    def forward(self, audio: torch.Tensor, first: torch.Tensor, end: torch.Tensor,
+                analysis_state: torch.Tensor, trunk_state: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc, vq = self.codec.encoder, self.codec.quantizer
+        h = self._linear(self._analysis(audio, analysis_state), enc.proj)  # [B, N, C]
+        n = h.shape[1]
+        idx = first[:, None] + torch.arange(n, device=h.device)[None, :]  # [B, N]
+        h = h * ((idx >= 0) & (idx < end[:, None])).to(h.dtype)[:, :, None]
+        hist = self.history
+        states = []
+        for i, (blk, r) in enumerate(zip(enc.blocks, self.lookahead, strict=True)):
+            cat = torch.cat([trunk_state[:, i], h], 1)  # frames [f − history, f + N)
+            states.append(cat[:, n:])
+            taps = blk.dw.weight[:, 0, :]  # [C, kernel]
+            d = cat[:, 0:n] * taps[:, 0]
+            for j in range(1, hist + 1):
+                d = d + cat[:, j : j + n] * taps[:, j]
+            d = d + blk.dw.bias
+            x = cat[:, hist - r : hist - r + n]
+            u = self._linear(F.gelu(self._linear(blk.norm.norm(d), blk.pw1)), blk.pw2)
+            h = x + blk.scale[0, :, 0] * u
+            idx = idx - r
+            h = h * ((idx >= 0) & (idx < end[:, None])).to(h.dtype)[:, :, None]
+        residual = enc.norm.norm(h)
+        codes = []
+        for i in range(vq.n_q):
+            e = F.normalize(self._linear(residual, vq.in_proj[i]), dim=2)  # [B, N, d]
+            cb = F.normalize(vq.codebooks[i], dim=1)  # [size, d]
+            c = torch.matmul(e, cb.transpose(0, 1)).argmax(-1)  # [B, N]
+            q = F.embedding(c, cb)
+            residual = residual - self._linear(e + (q - e), vq.out_proj[i])
+            codes.append(c)
+        return (torch.stack(codes, 1), audio[:, audio.shape[1] - self.hop :],
+                torch.stack(states, 1))

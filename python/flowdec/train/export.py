@@ -68,8 +68,10 @@ def _dft_tables(win: int) -> dict[str, Any]:
     ang = dft_angles(win)
     w = hann_periodic(win)
     cos, sin = torch.cos(ang), torch.sin(ang)
+    basis = torch.cat([cos * w, -sin * w], 0)
     return {"cos": cos.numpy(), "neg_sin": (-sin).numpy(),
-            "analysis": torch.cat([cos * w, -sin * w], 0)[:, None, :].numpy()}
+            "analysis": basis[:, None, :].numpy(),
+            "analysis_rows": basis.T.contiguous().numpy()}  # the streaming encoder's
 
 
 def _dft_table_nodes(kind: str, win: int, out: str) -> list[Any]:
@@ -114,8 +116,12 @@ def _dft_table_nodes(kind: str, win: int, out: str) -> list[Any]:
         w = op("Cast", [w], "hann", to=TensorProto.FLOAT)
         both = op("Concat", [op("Mul", [cos, w], "cos_w"), op("Mul", [neg_sin, w], "sin_w")],
                   "basis", axis=0)
-        nodes.append(helper.make_node("Unsqueeze", [both, const("axis1b", np.array([1], np.int64))],
-                                      [out]))
+        if kind == "analysis_rows":  # [win, 2F]: frames as rows (codec_model.StreamEncoder)
+            nodes.append(helper.make_node("Transpose", [both], [out], perm=[1, 0]))
+        else:
+            nodes.append(helper.make_node("Unsqueeze",
+                                          [both, const("axis1b", np.array([1], np.int64))],
+                                          [out]))
     return nodes
 
 
@@ -227,31 +233,61 @@ def export_plain(model: Codec, out: Path) -> None:
                  "audio": {0: "batch", 1: "samples"}}, model.cfg.win)
 
 
-def export_stream(model: Codec, out: Path) -> None:
-    """Write the streaming decoder of ``model`` into ``out`` (next to its decoder.onnx, whose
-    weights it reads)."""
+def export_stream(model: Codec, out: Path, only_missing: bool = False) -> list[Path]:
+    """Write the streaming decoder and the streaming encoder of ``model`` into ``out`` (next
+    to its decoder.onnx and encoder.onnx, whose weights they read); ``only_missing``: leave
+    those already there as they are. Returns the files written."""
+    from ..stream_encoder import STREAM_ENCODER
+    from .codec_model import StreamEncoder
+
+    written = []
     cfg = model.cfg
-    dec = StreamDecoder(model).eval()
-    b, n = 1, 4
-    codes = torch.randint(0, cfg.codebook_size, (b, cfg.n_codebooks, n))
-    first, end = torch.zeros(b, dtype=torch.long), torch.full((b,), 1000, dtype=torch.long)
-    state = (torch.zeros(b, len(dec.trunk.blocks), cfg.dim, dec.trunk.history),
-             torch.zeros(b, cfg.hop))
-    names = ["codes", "first", "end", "trunk_state", "synthesis_state"]
-    outs = ["audio", "trunk_state_out", "synthesis_state_out"]
-    dynamic = {name: {0: "batch"} for name in names + outs}
-    dynamic["codes"] = {0: "batch", 1: "codebooks", 2: "frames"}
-    dynamic["audio"] = {0: "batch", 1: "samples"}
-    path = out / STREAM_DECODER
+    if not (only_missing and (out / STREAM_DECODER).is_file()):
+        dec = StreamDecoder(model).eval()
+        b, n = 1, 4
+        codes = torch.randint(0, cfg.codebook_size, (b, cfg.n_codebooks, n))
+        first, end = torch.zeros(b, dtype=torch.long), torch.full((b,), 1000, dtype=torch.long)
+        state = (torch.zeros(b, len(dec.trunk.blocks), cfg.dim, dec.trunk.history),
+                 torch.zeros(b, cfg.hop))
+        names = ["codes", "first", "end", "trunk_state", "synthesis_state"]
+        outs = ["audio", "trunk_state_out", "synthesis_state_out"]
+        dynamic = {name: {0: "batch"} for name in names + outs}
+        dynamic["codes"] = {0: "batch", 1: "codebooks", 2: "frames"}
+        dynamic["audio"] = {0: "batch", 1: "samples"}
+        _export_stream_graph(dec, (codes, first, end, *state), names, outs, dynamic,
+                             out / STREAM_DECODER, out / "decoder.onnx", cfg.win)
+        written.append(out / STREAM_DECODER)
+    if not (only_missing and (out / STREAM_ENCODER).is_file()):
+        enc = StreamEncoder(model).eval()
+        b, n = 1, 4
+        audio = torch.randn(b, n * cfg.hop) * 0.1
+        first, end = torch.zeros(b, dtype=torch.long), torch.full((b,), 1000, dtype=torch.long)
+        state = (torch.zeros(b, cfg.hop), torch.zeros(b, len(enc.lookahead), enc.history, cfg.dim))
+        names = ["audio", "first", "end", "analysis_state", "trunk_state"]
+        outs = ["codes", "analysis_state_out", "trunk_state_out"]
+        dynamic = {name: {0: "batch"} for name in names + outs}
+        dynamic["audio"] = {0: "batch", 1: "samples"}
+        dynamic["codes"] = {0: "batch", 2: "frames"}
+        _export_stream_graph(enc, (audio, first, end, *state), names, outs, dynamic,
+                             out / STREAM_ENCODER, out / "encoder.onnx", cfg.win)
+        written.append(out / STREAM_ENCODER)
+    return written
+
+
+def _export_stream_graph(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
+                         names: list[str], outs: list[str], dynamic: dict[str, dict[int, str]],
+                         path: Path, plain: Path, win: int) -> None:
+    """Export a streaming graph to ``path``: DFT tables computed in the graph, weights in
+    float16 read from the plain model file ``plain`` (:func:`_link_weights`)."""
     tmp = path.with_suffix(".part.onnx")
-    with torch.no_grad():
-        _onnx_export(dec, (codes, first, end, *state), str(tmp), input_names=names,
-                          output_names=outs, dynamic_axes=dynamic, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=False)
     try:
-        compute_dft_tables_in_graph(tmp, cfg.win)
+        with torch.no_grad():
+            _onnx_export(module, example, str(tmp), input_names=names, output_names=outs,
+                         dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+                         do_constant_folding=False)
+        compute_dft_tables_in_graph(tmp, win)
         store_float16(tmp)
-        _link_weights(tmp, out / "decoder.onnx")
+        _link_weights(tmp, plain)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -293,9 +329,10 @@ def _link_weights(path: Path, plain: Path, min_bytes: int = 4096) -> None:
 
 
 def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> Path:
-    """Add the streaming decoder to an exported model folder, from the run (or weights file)
-    it was exported from; refuses a run whose weights are not that model's (the plain export
-    must reproduce the folder's model id)."""
+    """Add the streaming graphs it lacks (decoder, encoder) to an exported model folder, from
+    the run (or weights file) it was exported from, and name them in the card's ``files``;
+    refuses a run whose weights are not that model's (the plain export must reproduce the
+    folder's model id). The files already there, and so the model id, stay as they are."""
     import tempfile
 
     out = Path(out_dir)
@@ -312,7 +349,18 @@ def add_stream(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str])
         raise SystemExit(f"{run_dir} exports as model {got}, but {out} is model "
                          f"{card.get('model_id')}: give the run (or weights file) it was "
                          "exported from")
-    export_stream(model, out)
+    export_stream(model, out, only_missing=True)
+    path = out / "model_card.json"
+    card = json.loads(path.read_text())
+    files = describe_files(out)
+    changed = [n for n, want in card.get("files", {}).items() if files.get(n) != want]
+    if changed:
+        raise SystemExit(f"{out}: {', '.join(changed)} no longer match the card: restore the "
+                         "folder's files before adding to it")
+    card["files"] = files
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
     return out
 
 
@@ -509,8 +557,9 @@ def check_release(folder: Path, codec_run: str | os.PathLike[str]) -> list[str]:
 
     Files as the card names them (SHA-256); the runtime loads it; the ONNX encoder and decoder
     compute what the trained model (weights rounded to float16) computes on the example clip;
-    the streaming decoder decodes like the plain one; every bitrate round-trips to finite
-    audio of the input's shape; the postfilter (if any) enhances to finite audio.
+    the streaming decoder decodes like the plain one; the streaming encoder's codes are the
+    same for any split of the input and agree with encoder.onnx's; every bitrate round-trips
+    to finite audio of the input's shape; the postfilter (if any) enhances to finite audio.
     """
     import numpy as np
     from pedalboard.io import AudioFile
@@ -556,6 +605,7 @@ def check_release(folder: Path, codec_run: str | os.PathLike[str]) -> list[str]:
     if err > 1e-4:
         raise RuntimeError(f"{STREAM_DECODER} differs from decoder.onnx by {err:.2e}")
     done.append(f"streaming decoder = decoder ({err:.1e})")
+    done.append(_check_stream_encoder(codec, x, codes_o))
     for kbps in codec.bitrates:
         y = codec.roundtrip(audio, rate, bitrate=kbps, postfilter=False)
         if y.shape != audio.shape or not np.isfinite(y).all():
@@ -618,6 +668,43 @@ def random_model(out_dir: str | os.PathLike[str], codec: CodecConfig | None = No
     return add_lineage(out, None)
 
 
+def _check_stream_encoder(codec: Any, x: Any, codes_plain: Any) -> str:
+    """The streaming encoder (``flowdec.stream_encoder``) gives the codes of one call over
+    the whole clip ``x`` [1, T] for several splits, and agrees with ``encoder.onnx``'s codes
+    ``codes_plain`` on at least 98 % of them (near-ties may flip under another summation
+    order; not more)."""
+    import numpy as np
+
+    from ..stream_encoder import (
+        STREAM_ENCODER,
+        StreamingEncoderStage,
+        encode_offline,
+        load_stream_encoder,
+    )
+
+    net = load_stream_encoder(codec.folder, threads=2)
+    if net is None:
+        raise RuntimeError(f"{STREAM_ENCODER} is missing")
+    ref = encode_offline(net, codec.card, x)
+    rng = np.random.default_rng(0)
+    for chunk, sizes in ((1, [640]), (7, [1]), (3, list(rng.integers(1, 5000, 64)))):
+        stage = StreamingEncoderStage(net, codec.card, 1, chunk)
+        parts, i, j = [], 0, 0
+        while i < x.shape[1]:
+            n = int(sizes[j % len(sizes)])
+            parts.append(stage.push(x[:, i : i + n]))
+            i, j = i + n, j + 1
+        got = np.concatenate(parts + [stage.finish()], axis=2)
+        if got.shape != ref.shape or not (got == ref).all():
+            raise RuntimeError(f"{STREAM_ENCODER}: pushing {sizes[:3]}... samples at a time "
+                               "changes the codes")
+    k = codes_plain.shape[2] - codec.card.encoder_future_frames  # the end's padding differs
+    agree = float((ref[:, :, :k] == codes_plain[:, :, :k]).mean())
+    if agree < 0.98:
+        raise RuntimeError(f"{STREAM_ENCODER} agrees with encoder.onnx on {agree:.1%} of codes")
+    return f"streaming encoder: same codes for any split, {agree:.2%} of encoder.onnx's"
+
+
 def release(codec_run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
             postfilter_run: str | os.PathLike[str] | None = None,
             data_note: dict[str, Any] | None = None) -> Path:
@@ -669,7 +756,8 @@ def main(argv: list[str] | None = None) -> None:
                         "model folder --out, with the card and the release checks; "
                         "weights: write the run's EMA weights (float16) to --out for git; "
                         "evaluation: put --summary (flowdec eval's summary.json) into the card; "
-                        "stream: add the streaming decoder to the model folder --out, from "
+                        "stream: add the streaming graphs (decoder, encoder) it lacks to the "
+                        "model folder --out, from "
                         "the run it was exported from; random: a tiny untrained model folder "
                         "with the shipped model's graphs and card, for tests")
     p.add_argument("--summary", help="summary.json of a flowdec eval run (with 'evaluation')")
@@ -690,7 +778,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {args.out}")
         return
     if args.what == "stream":
-        print(f"added {STREAM_DECODER} to {add_stream(args.run, args.out)} in "
+        print(f"added the streaming graphs to {add_stream(args.run, args.out)} in "
               f"{time.time() - t0:.1f} s")
         return
     if args.what == "random":

@@ -1,0 +1,178 @@
+"""The streaming encoder: each hop of audio is analysed and encoded once, the encoder's
+context carried as network state (``encoder_stream.onnx``, written by
+:func:`flowdec.train.export.export_stream`).
+
+:class:`EncoderStage` re-runs ``encoder.onnx`` over 0.3 s of past context for every chunk,
+so a chunk of a few frames costs as much as one of many. :class:`StreamingEncoderStage`
+has the same interface and emits the same frames at the same moments in the same pieces,
+but feeds each hop to the network once.
+
+Exactness: the streaming graph computes every frame with the same arithmetic whatever the
+number of frames per call (``codec_model.StreamEncoder``), so its codes do not depend on
+how the audio is pushed, bit for bit, and equal the codes of one call over the whole signal
+(:func:`encode_offline`). They are not bit-identical to ``encoder.onnx``'s: the two graphs
+sum in different orders, and a frame whose best codeword wins by a float rounding can pick
+another one (then the later levels of that frame follow); ``benchmarks/bench_latency.py``
+``--codes`` counts them. The decoder is the same, so streams of either decode alike.
+
+    >>> from flowdec.stream_encoder import encoder_stage
+    >>> stage = encoder_stage(codec, channels=1, chunk_frames=6)
+    >>> codes = np.concatenate([stage.push(x[:, :1000]), stage.push(x[:, 1000:]),
+    ...                         stage.finish()], axis=2)
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .model_files import CodecCard
+from .sessions import make_session
+from .stages import UNKNOWN_END, EncoderStage
+
+if TYPE_CHECKING:
+    from .codec import Codec
+
+STREAM_ENCODER = "encoder_stream.onnx"
+"""The streaming encoder; it holds no weights of its own but points into ``encoder.onnx``."""
+
+
+class EncoderStreamNet:
+    """``encoder_stream.onnx``: audio [B, N·hop] (hops [first, first + N)) and the carried
+    state → codes [B, n_q, N] of frames [first − delay, …) and the new state. ``end`` is
+    the stream's frame count (a large number while unknown): frames from there on are the
+    offline encoder's zero padding."""
+
+    state_inputs = ("analysis_state", "trunk_state")
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None) -> None:
+        self.session = make_session(path, device, threads)
+        shapes = {i.name: i.shape for i in self.session.get_inputs()}
+        self.state_shapes = [tuple(int(d) for d in shapes[n][1:]) for n in self.state_inputs]
+        self.hop = self.state_shapes[0][0]
+
+    def initial_state(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, *s), np.float32) for s in self.state_shapes]
+
+    def __call__(self, x: np.ndarray, first: int, end: int, state: list[np.ndarray]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
+        b = x.shape[0]
+        feeds = {"audio": np.ascontiguousarray(x, np.float32),
+                 "first": np.full(b, first, np.int64), "end": np.full(b, end, np.int64)}
+        feeds.update(zip(self.state_inputs, state, strict=True))
+        out = self.session.run(None, feeds)
+        return np.asarray(out[0]), [np.asarray(s) for s in out[1:]]
+
+
+def load_stream_encoder(folder: Path, device: str = "cpu", threads: int | None = None
+                        ) -> EncoderStreamNet | None:
+    """The model folder's streaming encoder, or None for a folder without one."""
+    path = Path(folder) / STREAM_ENCODER
+    return EncoderStreamNet(path, device, threads) if path.is_file() else None
+
+
+class StreamingEncoderStage:
+    """:class:`~flowdec.stages.EncoderStage` with the streaming encoder: 48 kHz audio
+    [C, n] → codes [C, n_q, k] (int64), each hop encoded once.
+
+    ``push`` returns whole pieces of ``chunk`` frames once the audio they need (``future``
+    frames beyond) has arrived; ``finish()`` ends the stream with ceil(T / hop) + 1 frames
+    (so that the decoder's output covers every input sample), as ``EncoderStage`` does.
+    ``chunk``, ``next_frame`` and ``future`` mean what they mean there (the streaming
+    engine sets ``chunk`` before each push)."""
+
+    def __init__(self, net: EncoderStreamNet, card: CodecCard, channels: int,
+                 chunk_frames: int) -> None:
+        if net.hop != card.hop:
+            raise ValueError(f"the streaming encoder works in hops of {net.hop} samples, the "
+                             f"card says {card.hop}: the model folder is inconsistent")
+        self.net, self.card, self.channels = net, card, channels
+        self.hop = card.hop
+        self.future = card.encoder_future_frames
+        self.delay = self.future  # the network emits frame k once it has hop k + delay
+        self.chunk = max(1, chunk_frames)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.net.initial_state(self.channels)
+        self.pending = np.zeros((self.channels, 0), np.float32)  # samples not yet fed
+        self.fed = 0  # hops given to the network
+        self.codes = np.zeros((self.channels, self.card.codebooks, 0), np.int64)
+        self.codes_start = 0  # frame of codes[:, :, 0]
+        self.received = 0
+        self.next_frame = 0
+
+    total_frames = staticmethod(EncoderStage.total_frames)
+
+    def _feed(self, hops: int, end: int) -> None:
+        """Give the network the next ``hops`` hops of ``pending`` (zeros past its end)."""
+        n = hops * self.hop
+        x = self.pending[:, :n]
+        if x.shape[1] < n:
+            x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
+        self.pending = self.pending[:, n:]
+        codes, self.state = self.net(x, self.fed, end, self.state)
+        first = self.fed - self.delay
+        self.fed += hops
+        self.codes = np.concatenate([self.codes, codes[:, :, max(0, -first) :]], axis=2)
+
+    def _take(self, upto: int) -> np.ndarray:
+        out = self.codes[:, :, self.next_frame - self.codes_start : upto - self.codes_start]
+        self.codes = self.codes[:, :, upto - self.codes_start :]
+        self.codes_start = self.next_frame = upto
+        return out
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        audio = np.asarray(audio, np.float32)
+        self.pending = np.concatenate([self.pending, audio], axis=1)
+        self.received += audio.shape[1]
+        out = []
+        while (self.next_frame + self.chunk + self.future) * self.hop <= self.received:
+            if self.fed < self.next_frame + self.chunk + self.delay:
+                self._feed(self.received // self.hop - self.fed, UNKNOWN_END)
+            out.append(self._take(self.next_frame + self.chunk))
+        return _cat(out, self.channels, self.card.codebooks)
+
+    def finish(self) -> np.ndarray:
+        k = self.total_frames(self.received, self.hop)
+        self._feed(k + self.delay - self.fed, k)
+        out = []
+        while self.next_frame < k:
+            out.append(self._take(min(self.next_frame + self.chunk, k)))
+        return _cat(out, self.channels, self.card.codebooks)
+
+
+def _cat(parts: list[np.ndarray], channels: int, codebooks: int) -> np.ndarray:
+    if not parts:
+        return np.zeros((channels, codebooks, 0), np.int64)
+    return np.concatenate(parts, axis=2)
+
+
+_NETS: weakref.WeakKeyDictionary[Codec, EncoderStreamNet | None] = weakref.WeakKeyDictionary()
+
+
+def encoder_stage(codec: Codec, channels: int, chunk_frames: int
+                  ) -> StreamingEncoderStage | EncoderStage:
+    """Audio → codes in pieces for ``codec``: with its streaming encoder when the model
+    folder has one (each hop encoded once), else :class:`~flowdec.stages.EncoderStage`.
+    The network session is created once per codec and shared by its stages."""
+    if codec not in _NETS:
+        _NETS[codec] = load_stream_encoder(codec.folder, codec.device, codec.threads)
+    net = _NETS[codec]
+    if net is None:
+        return codec.encoder_stage(channels, chunk_frames)
+    return StreamingEncoderStage(net, codec.card, channels, chunk_frames)
+
+
+def encode_offline(net: EncoderStreamNet, card: CodecCard, audio: np.ndarray) -> np.ndarray:
+    """Codes of 48 kHz audio [C, T] from one call of the streaming encoder over the whole
+    signal (zero-padded to ceil(T / hop) + 1 frames, as the stages end a stream): the
+    reference every push pattern reproduces."""
+    hop, delay = card.hop, card.encoder_future_frames
+    k = EncoderStage.total_frames(audio.shape[1], hop)
+    x = np.pad(np.asarray(audio, np.float32), ((0, 0), (0, (k + delay) * hop - audio.shape[1])))
+    codes, _ = net(x, 0, k, net.initial_state(audio.shape[0]))
+    return codes[:, :, delay:]
