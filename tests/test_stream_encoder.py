@@ -71,9 +71,15 @@ def test_codes_do_not_depend_on_the_split(codec: Codec, net: EncoderStreamNet, c
                          EncoderStage.total_frames(x.shape[1], codec.card.hop))
     top = [10, 700, 5000, 96000][seed % 4]
     sizes = [int(n) for n in rng.integers(1, top + 1, 400)]
-    stage = StreamingEncoderStage(net, codec.card, x.shape[0], int(rng.integers(1, 20)))
-    got, _ = _push_all(stage, x, sizes)
+    chunk = None if seed % 4 == 3 else int(rng.integers(1, 20))  # None: all that is final
+    stage = StreamingEncoderStage(net, codec.card, x.shape[0], chunk)
+    got, counts = _push_all(stage, x, sizes)
     np.testing.assert_array_equal(got, ref)
+    if chunk is None:  # every push returns the frames whose audio (and look-ahead) arrived
+        pushed = np.minimum(np.cumsum(sizes)[: len(counts) - 1], x.shape[1])
+        final = pushed // codec.card.hop - stage.future
+        np.testing.assert_array_equal(np.cumsum(counts[:-1]), np.maximum(final, 0))
+    assert stage.latency == codec.card.encoder_future_frames * codec.card.hop
 
 
 @pytest.mark.parametrize("size", [1, 639, 640, 641, 1280])

@@ -79,13 +79,14 @@ class StreamingEncoderStage:
     [C, n] → codes [C, n_q, k] (int64), each hop encoded once.
 
     ``push`` returns whole pieces of ``chunk`` frames once the audio they need (``future``
-    frames beyond) has arrived; ``finish()`` ends the stream with ceil(T / hop) + 1 frames
-    (so that the decoder's output covers every input sample), as ``EncoderStage`` does.
-    ``chunk``, ``next_frame`` and ``future`` mean what they mean there (the streaming
-    engine sets ``chunk`` before each push)."""
+    frames beyond, :attr:`latency` samples) has arrived, or with ``chunk_frames=None`` every
+    frame that is final; ``finish()`` ends the stream with ceil(T / hop) + 1 frames (so that
+    the decoder's output covers every input sample), as ``EncoderStage`` does. ``chunk``,
+    ``next_frame`` and ``future`` mean what they mean there. The network runs once per push
+    that completes a piece, on every whole hop received so far."""
 
     def __init__(self, net: EncoderStreamNet, card: CodecCard, channels: int,
-                 chunk_frames: int) -> None:
+                 chunk_frames: int | None) -> None:
         if net.hop != card.hop:
             raise ValueError(f"the streaming encoder works in hops of {net.hop} samples, the "
                              f"card says {card.hop}: the model folder is inconsistent")
@@ -93,8 +94,13 @@ class StreamingEncoderStage:
         self.hop = card.hop
         self.future = card.encoder_future_frames
         self.delay = self.future  # the network emits frame k once it has hop k + delay
-        self.chunk = max(1, chunk_frames)
+        self.chunk = None if chunk_frames is None else max(1, chunk_frames)
         self.reset()
+
+    @property
+    def latency(self) -> int:
+        """Samples past a frame's end that must have arrived before its code is returned."""
+        return self.future * self.hop
 
     def reset(self) -> None:
         self.state = self.net.initial_state(self.channels)
@@ -129,11 +135,13 @@ class StreamingEncoderStage:
         audio = np.asarray(audio, np.float32)
         self.pending = np.concatenate([self.pending, audio], axis=1)
         self.received += audio.shape[1]
+        final = self.received // self.hop - self.future  # frames whose audio has all arrived
         out = []
-        while (self.next_frame + self.chunk + self.future) * self.hop <= self.received:
-            if self.fed < self.next_frame + self.chunk + self.delay:
+        while final > self.next_frame and (self.chunk is None
+                                           or final >= self.next_frame + self.chunk):
+            if self.fed < final + self.delay:
                 self._feed(self.received // self.hop - self.fed, UNKNOWN_END)
-            out.append(self._take(self.next_frame + self.chunk))
+            out.append(self._take(final if self.chunk is None else self.next_frame + self.chunk))
         return _cat(out, self.channels, self.card.codebooks)
 
     def finish(self) -> np.ndarray:
@@ -141,7 +149,8 @@ class StreamingEncoderStage:
         self._feed(k + self.delay - self.fed, k)
         out = []
         while self.next_frame < k:
-            out.append(self._take(min(self.next_frame + self.chunk, k)))
+            step = k if self.chunk is None else self.next_frame + self.chunk
+            out.append(self._take(min(step, k)))
         return _cat(out, self.channels, self.card.codebooks)
 
 
@@ -154,7 +163,7 @@ def _cat(parts: list[np.ndarray], channels: int, codebooks: int) -> np.ndarray:
 _NETS: weakref.WeakKeyDictionary[Codec, EncoderStreamNet | None] = weakref.WeakKeyDictionary()
 
 
-def encoder_stage(codec: Codec, channels: int, chunk_frames: int
+def encoder_stage(codec: Codec, channels: int, chunk_frames: int | None
                   ) -> StreamingEncoderStage | EncoderStage:
     """Audio → codes in pieces for ``codec``: with its streaming encoder when the model
     folder has one (each hop encoded once), else :class:`~flowdec.stages.EncoderStage`.
