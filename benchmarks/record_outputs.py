@@ -160,7 +160,7 @@ def main() -> int:
         got = CASES[name](codec)
         path = a.folder / f"{name}.npz"
         if a.action == "record":
-            np.savez(path, **got)
+            np.savez(path, **got)  # type: ignore[arg-type]
             print(f"{name}: recorded {len(got)} arrays")
             continue
         ref = dict(np.load(path))

@@ -124,7 +124,7 @@ def test_stage_is_identity_at_zero_gain_and_exact_for_any_push_pattern() -> None
     gains = rng.uniform(-9, 9, size=(2, 4, 24))
     one = BandGainStage(2, CODEC_HOP, 75, 24)
     one.add_gains(gains)
-    whole = np.concatenate([one.push(y), one.finish(n)], axis=1)
+    whole = np.concatenate([one.push(y), one.finish()], axis=1)
     assert whole.shape == y.shape and np.all(np.isfinite(whole))
     # gains arrive block by block, audio in random pieces, sometimes before its gains
     s = BandGainStage(2, CODEC_HOP, 75, 24)
@@ -135,16 +135,16 @@ def test_stage_is_identity_at_zero_gain_and_exact_for_any_push_pattern() -> None
             added += 1
         parts.append(s.push(y[:, sl]))
     s.add_gains(gains[:, added:])
-    parts.append(s.finish(n))
+    parts.append(s.finish())
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
     flat = BandGainStage(2, CODEC_HOP, 75, 24)
     flat.add_gains(np.zeros((2, 4, 24)))
-    out = np.concatenate([flat.push(y), flat.finish(n)], axis=1)
+    out = np.concatenate([flat.push(y), flat.finish()], axis=1)
     np.testing.assert_allclose(out, y, atol=1e-6)
     late = BandGainStage(2, CODEC_HOP, 75, 24)
     assert late.push(y).shape[1] == 0  # held until its gains come
     with pytest.raises(ValueError, match="before finish"):
-        late.finish(n)
+        late.finish()
 
 
 def test_meter_and_stage_restore_a_coloured_signal() -> None:
@@ -166,7 +166,7 @@ def test_meter_and_stage_restore_a_coloured_signal() -> None:
     g = m.finish(frames)
     s = BandGainStage(2, CODEC_HOP, 75, 24)
     s.add_gains(g)
-    z = np.concatenate([s.push(y), s.finish(y.shape[1])], axis=1)
+    z = np.concatenate([s.push(y), s.finish()], axis=1)
     length = y.shape[1]
     ex = reference_band_energy(x, 48000, 24, length)
     before = 10 * np.log10(reference_band_energy(y, 48000, 24, length) / ex)
@@ -179,7 +179,7 @@ def test_meter_and_stage_restore_a_coloured_signal() -> None:
     g2[:, 2] += 6
     s2 = BandGainStage(2, CODEC_HOP, 75, 24)
     s2.add_gains(g2)
-    z2 = np.concatenate([s2.push(y), s2.finish(y.shape[1])], axis=1)
+    z2 = np.concatenate([s2.push(y), s2.finish()], axis=1)
     np.testing.assert_array_equal(z2[:, : 2 * 48000], z[:, : 2 * 48000])
     assert not np.array_equal(z2[:, 2 * 48000 + 2000 :], z[:, 2 * 48000 + 2000 :])
 

@@ -157,10 +157,10 @@ def test_no_evaluations_skip_the_envelope(pf: Postfilter, decoded: np.ndarray) -
     does no envelope matching (the machine is overloaded) and returns y."""
     out = {}
     for envelope in (True, False):
-        stage = pf.stage(1, nfe=6, seed=0, envelope=envelope)
-        assert isinstance(stage.solve, PostfilterSolve)
-        stage.solve.nfe = 0
-        out[envelope] = np.concatenate([stage.push(decoded[None]), stage.finish()], axis=1)
+        chain = pf.chain(1, nfe=6, seed=0, envelope=envelope)
+        assert chain.post is not None and isinstance(chain.post.solve, PostfilterSolve)
+        chain.post.solve.nfe = 0
+        out[envelope] = np.concatenate([chain.push(decoded[None]), chain.finish()], axis=1)
     assert np.array_equal(out[True], out[False])
     n = min(out[True].shape[1], decoded.size)
     assert n > decoded.size - 1000

@@ -139,12 +139,6 @@ def _until(done: Callable[[], bool], what: str) -> None:
         time.sleep(0.001)
 
 
-def _caught_up(s: Stream) -> bool:
-    """The worker has taken all the input and run every chunk it made ready."""
-    with s._lock:
-        return s._in_write - s._in_read < s.piece and not s.chain.ready()
-
-
 def _blocks(s: Stream, seconds: float, block: int = 512) -> Iterator[np.ndarray]:
     x = _clip(s.sample_rate, 0.5)
     for done in range(0, int(seconds * s.sample_rate), block):
@@ -165,7 +159,7 @@ def _push_while_held(s: Stream, gate: threading.Event, seconds: float) -> None:
     gate.set()
     assert not t.is_alive(), "process() waited for the model"
     t.join()
-    _until(lambda: _caught_up(s), "the worker to catch up")
+    _until(s.caught_up, "the worker to catch up")
 
 
 def _lockstep(s: Stream, seconds: float) -> None:
@@ -173,7 +167,7 @@ def _lockstep(s: Stream, seconds: float) -> None:
     for blk in _blocks(s, seconds):
         out = s.process(blk)
         assert out.shape == blk.shape and np.isfinite(out).all()
-        _until(lambda: _caught_up(s), "the worker to catch up")
+        _until(s.caught_up, "the worker to catch up")
 
 
 class _HeldNet:
@@ -207,11 +201,11 @@ def test_overload_degrades_counts_and_recovers(codec: Codec,
         level = st.level
         _lockstep(s, seconds=(RECOVER_AFTER * level + 2) * s.chunk / 48000)
         assert s.stats.recoveries >= level and s.stats.level == 0
-        assert s._thread is not None and s._thread.is_alive()
+        assert s.running
     finally:
         net.gate.set()
         s.close()
-    assert s._thread is None
+    assert not s.running
     # with the worker joined every chunk it started is counted: the degraded ones ran fewer
     # network evaluations than NFE 6
     assert net.calls < 6 * s.stats.chunks
@@ -253,7 +247,7 @@ def test_codec_path_overload_drops_late_chunks_and_catches_up(
         drops, gaps = s.stats.dropped_chunks, s.stats.underrun_samples
         _lockstep(s, seconds=1.0)  # the load goes: no more drops, no more gaps
         assert (s.stats.dropped_chunks, s.stats.underrun_samples) == (drops, gaps)
-        assert s._thread is not None and s._thread.is_alive()
+        assert s.running
     finally:
         gate.set()
         s.close()
@@ -273,7 +267,7 @@ def test_worker_matches_sync_when_fast_enough(codec: Codec) -> None:
     outs = []
     for i in range(0, full.shape[1], 512):
         outs.append(b.process(full[:, i : i + 512]))
-        _until(lambda: _caught_up(b), "the worker to catch up")  # time to spare
+        _until(b.caught_up, "the worker to catch up")  # time to spare
     b.close()
     yb = np.concatenate(outs, axis=1)[:, lat : lat + x.shape[1]]
     assert b.stats.underrun_samples == 0
@@ -291,10 +285,10 @@ def test_burst_of_input_is_late_but_not_dropped(codec: Codec) -> None:
     lat = s.latency_samples
     burst = lat + 3 * block  # two chunks and their lookahead; the caller 3 blocks past due
     outs = []
-    with s._lock:  # the worker cannot start until the whole burst is in
+    with s.held():  # the worker cannot start until the whole burst is in
         for i in range(0, burst, block):
             outs.append(s.process(x[:, i : i + block]))
-    _until(lambda: _caught_up(s), "the worker to catch up")
+    _until(s.caught_up, "the worker to catch up")
     s.close()
     assert s.stats.chunks >= 2
     assert s.stats.dropped_chunks == 0
@@ -347,7 +341,7 @@ def test_contract_errors(codec: Codec) -> None:
 
 def test_process_converts_blocks_like_the_effect(codec: Codec) -> None:
     """int16 blocks are scaled by 2^-15 as FlowDecEffect scales its input (they were copied
-    unscaled: a -6 dBFS sine came out at +35 dBFS); complex, object and NaN blocks and a
+    unscaled: a -6 dBFS sine came out at +35 dBFS); complex, object and text blocks and a
     wrong ``out`` are refused."""
     x = _clip(48000, 0.4)
     pcm = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
@@ -364,8 +358,7 @@ def test_process_converts_blocks_like_the_effect(codec: Codec) -> None:
     s = Stream(codec, postfilter=False, worker=False)
     s.prepare(48000, 64, 2)
     ok = np.zeros((2, 8), np.float32)
-    bad = [ok.astype(np.complex64), ok.astype(object), np.full((2, 8), np.nan, np.float32),
-           np.array([["a"] * 8] * 2), None]
+    bad = [ok.astype(np.complex64), ok.astype(object), np.array([["a"] * 8] * 2), None]
     for block in bad:
         with pytest.raises(ValueError, match="^block"):
             s.process(block)  # type: ignore[arg-type]
@@ -373,6 +366,25 @@ def test_process_converts_blocks_like_the_effect(codec: Codec) -> None:
         with pytest.raises(ValueError, match="^out"):
             s.process(ok, out=out)  # type: ignore[arg-type]
     assert s.process(ok).shape == (2, 8)
+
+
+def test_non_finite_input_becomes_counted_silence(codec: Codec) -> None:
+    """NaN and infinite samples (a glitching host) do not raise in the audio callback: they
+    are processed as zeros, bit for bit, and counted in the stats."""
+    x = _clip(48000, 0.5)
+    glitched = x.copy()
+    glitched[0, 1000:1010] = np.nan
+    glitched[0, 5000] = np.inf
+    glitched[0, 9000] = -np.inf
+    zeroed = np.where(np.isfinite(glitched), glitched, 0).astype(np.float32)
+    outs, stats = [], []
+    for block in (glitched, zeroed):
+        s = Stream(codec, postfilter=False, worker=False)
+        s.prepare(48000, 512, 1)
+        outs.append(_run(s, block, 512))
+        stats.append(s.stats.nonfinite_samples)
+    assert np.isfinite(outs[0]).all() and np.array_equal(outs[0], outs[1])
+    assert stats == [12, 0]
 
 
 @contextmanager
@@ -423,8 +435,10 @@ def test_streaming_decoder_stage_equals_recomputing_stage(codec: Codec) -> None:
 
     assert codec.decoder_stream is not None
     rng = np.random.default_rng(5)
-    for n_q, chunk, pushes in ((8, 1, [1] * 40), (4, 3, [2, 7, 1, 5, 30]), (10, 750, [120]),
-                               (6, 2, [3, 3, 3, 50, 1])):
+    cases: tuple[tuple[int, int | None, list[int]], ...] = (
+        (8, 1, [1] * 40), (4, 3, [2, 7, 1, 5, 30]), (10, 750, [120]), (6, 2, [3, 3, 3, 50, 1]),
+        (8, None, [4, 1, 9, 30, 2]))  # None: one run per push, as the streaming engine runs
+    for n_q, chunk, pushes in cases:
         codes = rng.integers(0, 2**codec.card.bits_per_code, (2, n_q, sum(pushes)))
         a = codec.decoder_stage(2, n_q, chunk)
         b = DecoderStage(codec.decoder, codec.card, 2, n_q, chunk)

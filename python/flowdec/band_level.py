@@ -1,23 +1,18 @@
 """Band levels: per gain block and ERB band, the encoder measures, the decoder restores.
 
 The broadband level gains (:mod:`flowdec.level`) give each block the input's loudness, but
-the codec's spectral balance is off by several dB per band on much material (the
-short-trained decoder is up to 10 dB too loud below 200 Hz and too quiet at 1–4 kHz on some
-music). So files also carry, per gain block (1 s), channel and ERB-spaced band, a coarse
-gain that brings the plain decoder output's level in that band to the input's, in
-:data:`BAND_STEP_DB` steps stored in 4 bits (−24 … +21 dB). ``python
-benchmarks/bench_band_levels.py`` measures what it buys.
+the codec's spectral balance is off by several dB per band on much material. So files also
+carry, per gain block (1 s), channel and ERB-spaced band, a coarse gain that brings the
+plain decoder output's level in that band to the input's, in :data:`BAND_STEP_DB` steps
+stored in 4 bits (−24 … +21 dB). ``python benchmarks/bench_band_levels.py`` measures what
+it buys (benchmarks/README.md).
 
 The encoder measures a band's level change as the mean of two estimates in dB: the ratio of
-the block's summed band energies (input over output; dominated by the loudest frames) and
-the mean of the per-frame ratios (every frame counts the same). The first alone boosts
-bands the codec left nearly empty in quiet frames by up to 21 dB, amplifying artefacts
-(music lost ViSQOL with it); the second alone loses on speech. Of six rules tried on the
-card's 12 clips and the 24 tuning clips (ViSQOL at 6 kbit/s, band gains alone), their mean
-was the best on average and the only one above the plain codec in every domain of both
-sets; through the whole encoder, where the level gains then restore each block's loudness,
-speech on the card's clips ends slightly below the plain codec (README, Limits). The decoder
-only applies gains, so the rule is the encoder's to change.
+the block's summed band energies (dominated by the loudest frames) and the mean of the
+per-frame ratios (every frame counts the same). The first alone boosts bands the codec left
+nearly empty in quiet frames, amplifying artefacts; the second alone loses on speech (the
+comparison of rules is in benchmarks/README.md). The decoder only applies gains, so the
+rule is the encoder's to change.
 
 Both sides use the same short-time Fourier transform (Hann window of :data:`N_FFT` samples,
 hop :data:`HOP`, the postfilter's features). Frame ``n`` covers samples
@@ -44,7 +39,7 @@ Example:
     ((1, 1, 24), [6.0])
     >>> s = BandGainStage(channels=1, hop=640, frames_per_gain=75, bands=24)
     >>> s.add_gains(g)
-    >>> z = np.concatenate([s.push(y), s.finish(48000)], axis=1)
+    >>> z = np.concatenate([s.push(y), s.finish()], axis=1)
     >>> bool(np.allclose(z, x, atol=1e-5))
     True
 """
@@ -244,14 +239,22 @@ class BandGainStage:
     :meth:`add_gains`, in order; audio pushed before its gains is held, not refused).
     """
 
+    latency = _PAST * HOP
+    """Samples after a sample's hop that the frames covering it reach."""
+
     def __init__(self, channels: int, hop: int, frames_per_gain: int, bands: int) -> None:
         if frames_per_gain < 1:
             raise ValueError(f"frames_per_gain: must be >= 1, got {frames_per_gain}")
         self.layout = BandLayout(bands)
         self.channels = channels
         self.block_samples = frames_per_gain * hop
-        self.frames = _Frames(channels)
         self.synthesis = _window() / 1.5  # Σ Hann² over hops of N/4 = 1.5
+        self.reset()
+
+    def reset(self) -> None:
+        channels = self.channels
+        self.frames = _Frames(channels)
+        self.pushed = 0  # samples pushed
         self.gains_db = np.zeros((channels, 0, self.layout.bands), np.float64)
         self.first_block = 0  # global block index of gains_db[:, 0]
         self.pending = np.zeros((channels, N_FFT // 2 + 1, 0), np.complex128)
@@ -269,14 +272,16 @@ class BandGainStage:
     def push(self, y: npt.ArrayLike) -> Audio:
         """More plain decoder output; returns the corrected samples now final."""
         self.pending = np.concatenate([self.pending, self.frames.push(y)], axis=2)
+        self.pushed += np.shape(y)[1]
         self._run()
         # samples before the first frame not yet synthesised are final
         return self._emit((self.pending_first - _PAST) * HOP)
 
-    def finish(self, length: int) -> Audio:
-        """The rest of a signal of ``length`` samples (the gains of all its blocks must have
-        been added). An empty signal (``length`` 0, e.g. a file cut inside its first packet)
-        has no blocks and needs none."""
+    def finish(self) -> Audio:
+        """The rest of the signal pushed (the gains of all its blocks must have been added).
+        An empty signal (e.g. a file cut inside its first packet) has no blocks and needs
+        none."""
+        length = self.pushed
         if length <= self.emitted:
             return np.zeros((self.channels, 0), np.float32)
         self.pending = np.concatenate([self.pending, self.frames.pad_to(length)], axis=2)

@@ -11,23 +11,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from . import features
 from .audio import CODEC_RATE, as_audio, check_int, check_rate, fit_length, resample
-from .band_level import BAND_STEP_DB, BAND_STEP_RANGE, BandGainStage, BandLevelMeter
-from .batching import Batcher, BatchingSession
+from .band_level import BAND_STEP_DB, BAND_STEP_RANGE
 from .bitstream import (
     FILE_FRAMES_PER_GAIN,
-    FILE_FRAMES_PER_PACKET,
     GAIN_LIMIT_DB,
     GAIN_STEP_DB,
     BitstreamError,
@@ -38,33 +35,13 @@ from .bitstream import (
     read_fdc_gains,
     write_fdc,
 )
-from .level import LevelMeter, OutputLevel
-from .model_files import (
-    STREAM_DECODER,
-    ModelError,
-    PostfilterCard,
-    foreign_model_message,
-    load_cards,
-    resolve,
-)
-from .postfilter import DEFAULT_NFE, DEFAULT_SEED, PostfilterSolve, make_stage, stft_config
-from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
-from .stages import (
-    DecoderStage,
-    EncoderStage,
-    PostfilterStage,
-    StreamingDecoderStage,
-)
+from .model import MAX_GAIN_BLOCK_SECONDS, MAX_PACKET_SECONDS, Model
+
+__all__ = ["MAX_GAIN_BLOCK_SECONDS", "MAX_PACKET_SECONDS", "Bitstream", "Codec", "CodeChunk",
+           "example_clip"]
 
 DEFAULT_CHUNK_SECONDS = 10.0
 """Offline processing unit: memory is bounded by this, whatever the file length."""
-MAX_PACKET_SECONDS = 60.0
-"""Longest packet a stream may declare (flowdec writes 8-s packets to files, 0.2-s ones
-live): a packet is read whole, so this bounds the memory one takes (255 channels of 60 s at
-7.5 kbit/s: 14 MB of codes)."""
-MAX_GAIN_BLOCK_SECONDS = 1.0
-"""Longest level-gain block a stream may declare (flowdec writes 1-s blocks to files, 40-ms
-ones live): the decoder holds a block's audio until its level is known."""
 
 
 CodeChunk = tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]
@@ -119,8 +96,10 @@ def _as_float(value: object) -> float:
         return math.nan
 
 
-class Codec:
-    """A loaded model: ONNX sessions created once and reused.
+class Codec(Model):
+    """The clip API on a loaded :class:`~flowdec.model.Model` (its sessions, cards, stages
+    and chains): :meth:`encode` and :meth:`decode` whole clips, :meth:`encode_chunks` and
+    :meth:`decode_chunks` for long signals in bounded memory.
 
     Args:
         model: a model folder, a shipped model name, or None for the shipped default.
@@ -128,113 +107,10 @@ class Codec:
         threads: onnxruntime intra-op threads (default: up to 4, the machine's cores).
     """
 
-    def __init__(self, model: str | os.PathLike[str] | None = None, device: str = "cpu",
-                 threads: int | None = None) -> None:
-        self.folder = resolve(model)
-        self.card, self.post_card = load_cards(self.folder)
-        self.device = device
-        self.threads = threads
-        self.encoder = EncoderNet(self.folder / "encoder.onnx", device, threads)
-        self.decoder = DecoderNet(self.folder / "decoder.onnx", device, threads)
-        self.decoder_stream = (
-            DecoderStreamNet(self.folder / STREAM_DECODER, device, threads)
-            if (self.folder / STREAM_DECODER).is_file() else None
-        )
-        self.postfilter_net = (
-            PostfilterNet(self.folder / "postfilter.onnx", device, threads)
-            if self.post_card is not None else None
-        )
-        if threads:
-            features.set_num_threads(threads)
-
     @classmethod
     def load(cls, model: str | os.PathLike[str] | None = None, device: str = "cpu",
              threads: int | None = None) -> Codec:
         return cls(model, device, threads)
-
-    def share_batches(self, batcher: Batcher) -> None:
-        """Route every network call through ``batcher``: concurrent calls from its participant
-        threads with matching shapes run as one batch (see :mod:`flowdec.batching`)."""
-        for net in (self.encoder, self.decoder, self.decoder_stream, self.postfilter_net):
-            if net is not None and not isinstance(net.session, BatchingSession):
-                net.session = batcher.wrap(net.session)
-
-    # -- facts -----------------------------------------------------------------------------
-    @property
-    def model_id(self) -> str:
-        return self.card.model_id
-
-    @property
-    def bitrates(self) -> list[float]:
-        """Available bitrates in kbit/s per channel, ascending."""
-        return sorted(self.card.bitrates_kbps.values())
-
-    @property
-    def has_postfilter(self) -> bool:
-        return self.postfilter_net is not None
-
-    @property
-    def postfilter_recommended(self) -> bool:
-        """Whether decoding uses the postfilter by default: the model has one and its card's
-        evaluation found it better than the plain codec (``recommended`` in the card)."""
-        return self.post_card is not None and self.post_card.recommended
-
-    def use_postfilter(self, postfilter: bool | None, nfe: int | None = None,
-                       seed: int | None = None) -> bool:
-        """Whether the postfilter runs: the one rule of every entry point (:meth:`decode`,
-        the file verbs, :class:`flowdec.Stream`, ``flowdec live``, ``FlowDecEffect``).
-
-        True/False decide. None (the default) runs it when a postfilter setting (``nfe`` or
-        ``seed``, i.e. ``--nfe``/``--seed``) is given, since asking for one asks for the
-        postfilter; else as the model card recommends (:attr:`postfilter_recommended`).
-
-        Example:
-            >>> codec.use_postfilter(None), codec.use_postfilter(None, nfe=4)  # doctest: +SKIP
-            (False, True)
-        """
-        if postfilter is not None:
-            return bool(postfilter)
-        return nfe is not None or seed is not None or self.postfilter_recommended
-
-    def postfilter_settings(self, postfilter: bool | None, nfe: int | None = None,
-                            seed: int | None = None) -> tuple[bool, int, int]:
-        """``(runs, nfe, seed)``: :meth:`use_postfilter`, and the settings with
-        :data:`~flowdec.postfilter.DEFAULT_NFE` and :data:`~flowdec.postfilter.DEFAULT_SEED`
-        for those not given."""
-        return (self.use_postfilter(postfilter, nfe, seed),
-                DEFAULT_NFE if nfe is None else nfe, DEFAULT_SEED if seed is None else seed)
-
-    # -- stages ----------------------------------------------------------------------------
-    def encoder_stage(self, channels: int, chunk_frames: int) -> EncoderStage:
-        return EncoderStage(self.encoder, self.card, channels, chunk_frames)
-
-    def decoder_stage(self, channels: int, n_codebooks: int, chunk_frames: int
-                      ) -> DecoderStage | StreamingDecoderStage:
-        """Codes → audio in pieces: with the model's streaming decoder when it has one (each
-        frame decoded once, its context carried as state), else by re-running the decoder
-        over each chunk's context."""
-        if self.decoder_stream is not None:
-            return StreamingDecoderStage(self.decoder_stream, self.card, channels, n_codebooks,
-                                         chunk_frames)
-        return DecoderStage(self.decoder, self.card, channels, n_codebooks, chunk_frames)
-
-    def stft_config(self) -> features.STFTConfig:
-        return stft_config(self._post())
-
-    def _post(self) -> PostfilterCard:
-        if self.post_card is None:
-            raise ValueError(f"model {self.folder} has no postfilter; use postfilter=False")
-        return self.post_card
-
-    def postfilter_stage(self, channels: int, chunk_frames: int, nfe: int, seed: int,
-                         solver_name: str = "midpoint", context: int = 16,
-                         sigma: str = "band", envelope: bool = True) -> PostfilterStage:
-        """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of hop 384; see
-        :class:`flowdec.postfilter.PostfilterSolve`)."""
-        net = self.postfilter_net
-        assert net is not None
-        solve = PostfilterSolve(net, self._post(), self.device, nfe, seed, solver_name, sigma)
-        return make_stage(solve, self._post(), channels, chunk_frames, context, envelope)
 
     # -- whole clips -----------------------------------------------------------------------
     def encode(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
@@ -273,131 +149,30 @@ class Codec:
         the plain decoder runs alongside the encoder to measure them; with level bands, the
         band gains are measured on the plain decoder output and the level gains on that
         output after the band gains (as the decoder will apply them)."""
-        cf = self._chunk_frames(chunk_seconds)
-        enc = self.encoder_stage(channels, cf)
+        chain = self.encode_chain(channels, n_codebooks, self._chunk_frames(chunk_seconds),
+                                  frames_per_gain, level_bands)
         if not frames_per_gain:
             for x in audio48:
-                codes = enc.push(x)[:, :n_codebooks]
+                codes = chain.push(x).codes
                 if codes.shape[2]:
                     yield codes, None, None
-            yield enc.finish()[:, :n_codebooks], None, None
+            yield chain.finish().codes, None, None
             return
-        hop = self.card.hop
-        dec = self.decoder_stage(channels, n_codebooks, cf)
-        meter = LevelMeter(channels, hop, frames_per_gain)
-        band_meter = band_stage = None
-        if level_bands:
-            band_meter = BandLevelMeter(channels, hop, frames_per_gain, level_bands)
-            band_stage = BandGainStage(channels, hop, frames_per_gain, level_bands)
-        bands_held = np.zeros((channels, 0, level_bands), np.float32)  # band gains measured
-        held = np.zeros((channels, n_codebooks, 0), np.int64)  # codes awaiting their gains
-
-        def decoded(y: np.ndarray) -> np.ndarray:
-            """The plain decoder output as the decoder will see it (band gains applied)."""
-            nonlocal bands_held
-            if band_meter is None or band_stage is None:
-                return y
-            band_meter.add_output(y)
-            g = band_meter.gains()
-            band_stage.add_gains(g)
-            bands_held = np.concatenate([bands_held, g], axis=1)
-            return band_stage.push(y)
-
-        def chunk(codes: np.ndarray, gains: np.ndarray) -> CodeChunk:
-            nonlocal bands_held
-            n = gains.shape[1]
-            bands = bands_held[:, :n] if level_bands else None
-            bands_held = bands_held[:, n:]
-            return codes, gains, bands
-
-        for x in audio48:
-            meter.add_input(x)
-            if band_meter is not None:
-                band_meter.add_input(x)
-            codes = enc.push(x)[:, :n_codebooks]
-            meter.add_output(decoded(dec.push(codes)))
-            held = np.concatenate([held, codes], axis=2)
-            gains = meter.gains()
-            if gains.shape[1]:
-                k = gains.shape[1] * frames_per_gain
-                yield chunk(held[:, :, :k], gains)
-                held = held[:, :, k:]
-        codes = enc.finish()[:, :n_codebooks]
-        frames = enc.next_frame
-        meter.add_output(decoded(dec.push(codes)))
-        meter.add_output(decoded(dec.finish()))
-        if band_meter is not None and band_stage is not None:
-            g = band_meter.finish(frames)
-            band_stage.add_gains(g)
-            bands_held = np.concatenate([bands_held, g], axis=1)
-            meter.add_output(band_stage.finish(frames * hop))
-        yield chunk(np.concatenate([held, codes], axis=2), meter.finish(frames))
-
-    def header(self, channels: int, original_rate: int, original_length: int, n_codebooks: int,
-               total_frames: int = 0, frames_per_packet: int = FILE_FRAMES_PER_PACKET,
-               frames_per_gain: int = FILE_FRAMES_PER_GAIN, level_bands: int = 0
-               ) -> StreamHeader:
-        c = self.card
-        return StreamHeader(
-            model_id=c.model_id, sample_rate=c.sample_rate, channels=channels,
-            original_rate=original_rate, original_length=original_length,
-            frame_rate_num=c.sample_rate, frame_rate_den=c.hop, n_codebooks=n_codebooks,
-            bits_per_code=c.bits_per_code, frames_per_packet=frames_per_packet,
-            total_frames=total_frames, frames_per_gain=frames_per_gain, level_bands=level_bands,
-        )
-
-    def check_stream(self, header: StreamHeader, name: str = "the stream") -> None:
-        """Refuse a stream encoded by another model (:class:`ModelError`, one line that
-        names the model it needs and how to load it), or whose header does not fit this
-        model's card or flowdec's limits (:class:`~flowdec.bitstream.BitstreamError`: the
-        file is damaged or was not written by flowdec): codec rate, frame rate and bits per
-        code as the card says, at most the card's codebooks, an original rate flowdec
-        encodes (8 to 768 kHz), packets of at most :data:`MAX_PACKET_SECONDS` and gain
-        blocks of at most :data:`MAX_GAIN_BLOCK_SECONDS`.
-
-        Example:
-            >>> codec = Codec.load()
-            >>> h = codec.header(channels=1, original_rate=10**8, original_length=1,
-            ...                  n_codebooks=8)
-            >>> codec.check_stream(h, "x.fdc")
-            Traceback (most recent call last):
-            flowdec.bitstream.BitstreamError: x.fdc: header is corrupt (original rate ...
-        """
-        if header.model_id != self.model_id:
-            raise ModelError(f"{name}: {foreign_model_message(header.model_id, self.card)}")
-        c, h = self.card, header
-        frame_rate = Fraction(c.sample_rate, c.hop)
-        max_packet = int(MAX_PACKET_SECONDS * frame_rate)
-        max_block = int(MAX_GAIN_BLOCK_SECONDS * frame_rate)
-        problem = None
-        if h.sample_rate != c.sample_rate:
-            problem = f"codec rate {h.sample_rate} Hz, the model's is {c.sample_rate} Hz"
-        elif h.frame_rate != frame_rate:
-            problem = (f"{float(h.frame_rate):g} frames/s, the model's is "
-                       f"{float(frame_rate):g}")
-        elif h.bits_per_code != c.bits_per_code:
-            problem = f"{h.bits_per_code} bits per code, the model's is {c.bits_per_code}"
-        elif h.n_codebooks > c.codebooks:
-            problem = f"{h.n_codebooks} codebooks, the model has {c.codebooks}"
-        elif h.frames_per_packet > max_packet:
-            problem = (f"packets of {h.frames_per_packet} frames, more than "
-                       f"{MAX_PACKET_SECONDS:g} s ({max_packet})")
-        elif h.frames_per_gain > max_block:
-            problem = (f"gain blocks of {h.frames_per_gain} frames, more than "
-                       f"{MAX_GAIN_BLOCK_SECONDS:g} s ({max_block})")
-        else:
-            try:
-                check_rate(h.original_rate)
-            except ValueError as e:
-                problem = f"original rate {h.original_rate} Hz: " + str(e).split(": ", 1)[-1]
-        if problem is not None:
-            raise BitstreamError(f"{name}: header is corrupt ({problem}); the file is damaged "
-                                 "or was not written by flowdec: re-encode it")
-
-    @property
-    def codebook_size(self) -> int:
-        """Entries per codebook: every code is below this."""
-        return int(self.card.raw.get("codebook_size", 1 << self.card.bits_per_code))
+        # codes wait for their gains: each chunk is whole gain blocks
+        held = np.zeros((channels, n_codebooks, 0), np.int64)
+        bands_held = np.zeros((channels, 0, level_bands), np.float32)
+        end: list[np.ndarray | None] = [None]
+        for piece in itertools.chain(audio48, end):
+            e = chain.push(piece) if piece is not None else chain.finish()
+            held = np.concatenate([held, e.codes], axis=2)
+            if e.bands is not None:
+                bands_held = np.concatenate([bands_held, e.bands], axis=1)
+            assert e.gains is not None
+            n = e.gains.shape[1]
+            if n or piece is None:
+                k = held.shape[2] if piece is None else n * frames_per_gain
+                yield held[:, :, :k], e.gains, bands_held[:, :n] if level_bands else None
+                held, bands_held = held[:, :, k:], bands_held[:, n:]
 
     def _check_codes(self, codes: np.ndarray) -> None:
         if codes.size:
@@ -462,7 +237,7 @@ class Codec:
         ``postfilter``: True/False, or None: on when ``nfe`` or ``seed`` is given, else as
         the model recommends (:meth:`use_postfilter`). ``nfe`` None: 6, ``seed`` None: 0.
         ``sigma`` and ``envelope``: postfilter options
-        (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.make_stage`;
+        (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.postfilter_stage`;
         the defaults are the model's method).
 
         Raises ``TypeError`` when ``stream`` is not a :class:`Bitstream` and ``ValueError``
@@ -499,42 +274,19 @@ class Codec:
         loudness (:class:`flowdec.level.OutputLevel`). ``nfe``, ``seed``, ``postfilter``: as
         for :meth:`decode`."""
         chunk = self._chunk_frames(chunk_seconds)
-        dec = self.decoder_stage(h.channels, h.n_codebooks, chunk)
-        post = None
         on, nfe, seed = self.postfilter_settings(postfilter, nfe, seed)
-        if on:
-            pf_frames = int(chunk_seconds * CODEC_RATE / self._post().hop)
-            post = self.postfilter_stage(h.channels, pf_frames, nfe, seed, solver_name,
-                                         sigma=sigma, envelope=envelope)
-        level = (OutputLevel(h.channels, self.card.hop, h.frames_per_gain)
-                 if h.frames_per_gain else None)
-        bands = (BandGainStage(h.channels, self.card.hop, h.frames_per_gain, h.level_bands)
-                 if h.level_bands else None)
-        empty = np.zeros((h.channels, 0), np.float32)
-
-        def out(y: np.ndarray, z: np.ndarray) -> np.ndarray:
-            return level.push(y, z) if level is not None else z
-
+        chain = self.decode_chain(
+            h.channels, h.n_codebooks, chunk, h.frames_per_gain, h.level_bands, postfilter=on,
+            nfe=nfe, seed=seed, solver_name=solver_name, sigma=sigma, envelope=envelope,
+            post_chunk_frames=(int(chunk_seconds * CODEC_RATE / self.postfilter_card().hop)
+                               if on else None))
         for codes, gains, band_gains in code_chunks:
             self._check_codes(codes)
-            if level is not None and gains is not None:
-                level.add_gains(gains)
-            if bands is not None and band_gains is not None:
-                bands.add_gains(band_gains)
+            chain.add_gains(gains, band_gains)
             # at most a chunk at a time, however long the packet: memory stays bounded
             for a in range(0, codes.shape[2], chunk):
-                y = dec.push(codes[:, :, a : a + chunk].astype(np.int64))
-                if bands is not None:
-                    y = bands.push(y)
-                yield out(y, post.push(y) if post is not None else y)
-        y = dec.finish()
-        if bands is not None:
-            y = np.concatenate([bands.push(y), bands.finish(dec.received * self.card.hop)], axis=1)
-        yield out(y, post.push(y) if post is not None else y)
-        if post is not None:
-            yield out(empty, post.finish())
-        if level is not None:
-            yield level.finish(dec.received)
+                yield chain.push(codes[:, :, a : a + chunk].astype(np.int64))
+        yield chain.finish()
 
     def roundtrip(self, audio: npt.ArrayLike, sample_rate: float, bitrate: float = 6.0,
                   nfe: int | None = None, seed: int | None = None,

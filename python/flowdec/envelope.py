@@ -1,22 +1,18 @@
 """Spectral envelope of the postfilter's output, kept to the codec output's band by band.
 
-The postfilter network we can train (0.2 M parameters, CPU-trained) gets the band levels of
-its output wrong. On the 12 held-out clips at 6 kbit/s its top octave (12–24 kHz) comes out
-4 dB below the codec output it starts from and the bands below 6 kHz about 3 dB above,
-while the codec output's balance is the closer one to the clean signal's (``python
-benchmarks/bench_envelope.py CLIP_DIR``; the ODE solution has converged, NFE 20 gives the
-same). ViSQOL, FAD and log-spectral distances all suffer from it (the card's evaluation,
-setting ``flowdec-nfe6-noenv``).
+The small postfilter network gets the band levels of its output wrong (its top octave too
+quiet, the bands below 6 kHz too loud), while the codec output's balance is the closer one
+to the clean signal's (``python benchmarks/bench_envelope.py CLIP_DIR``; the numbers are in
+benchmarks/README.md).
 
 So after the ODE solve, :func:`match_envelope` gives each STFT frame, in each of about
 ``bands`` ERB-spaced bands, the energy y has in that frame and band (the gain clamped to
 ± ``max_gain_db``), and keeps y's own bins below ``keep_below_hz``, where the network's
-output is further from the clean signal than y is (compressed-feature error 0.26 vs 0.18
-below 1.5 kHz in the same benchmark). What the postfilter contributes is the fine structure
-inside each band and frame (harmonics, noise texture, phase); the envelope is y's.
-The postfilter stage matches twice: on the solver's frames, then on the STFT of the signal
-they synthesise (the solver's frames are not one signal's STFT, so overlap-add alone loses
-about 1 dB of the matched energy; after the second pass the bands are within ~0.1 dB).
+output is further from the clean signal than y is. What the postfilter contributes is the
+fine structure inside each band and frame (harmonics, noise texture, phase); the envelope
+is y's. The postfilter stage matches twice: on the solver's frames, then on the STFT of the
+signal they synthesise (the solver's frames are not one signal's STFT, so overlap-add alone
+loses part of the matched energy).
 Everything is per frame: the stage adds no look-ahead and does not depend on how the audio
 is chunked, and ``match_envelope(Y, Y)`` is ``Y`` exactly; the stage skips it when the
 solve hands y's own frames back (the stream's bypass, NFE 0).

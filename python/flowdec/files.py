@@ -804,17 +804,17 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
     with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
         used_seed = DEFAULT_SEED if seed is None else int(seed)
         window = _chunk_seconds(chunk_seconds, src.channels, True)
-        stage = postfilter.stage(src.channels, nfe, used_seed, solver,
+        chain = postfilter.chain(src.channels, nfe, used_seed, solver,
                                  chunk_frames=int(window * CODEC_RATE / postfilter.card.hop))
         rs = StreamResampler(src.rate, CODEC_RATE, src.channels)
         bar = _Progress(progress, src.seconds, f"enhance {src.path.name}")
 
         def audio48() -> Iterator[np.ndarray]:
             for x in src.chunks():
-                yield stage.push(rs.push(x))
+                yield chain.push(rs.push(x))
             if not rs.identity:
-                yield stage.push(rs.push(np.zeros((src.channels, 0), np.float32), last=True))
-            yield stage.finish()
+                yield chain.push(rs.push(np.zeros((src.channels, 0), np.float32), last=True))
+            yield chain.finish()
 
         try:
             with _AudioOut(out, src.rate, src.channels) as w:

@@ -38,10 +38,15 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
 
 from .bitstream import quantize_gains
+
+if TYPE_CHECKING:
+    from .stages import Stage
 
 FLOOR = 1e-10
 """Energy floor per sample (−100 dBFS) added to both sides of the ratio."""
@@ -230,7 +235,7 @@ class PeakNormalizer:
     smaller of the two gains), so an onset is already attenuated when it starts and nothing
     is pushed far above the training range. Gains ramp within a frame as in
     :class:`GainStage`. :meth:`push` therefore returns a frame's samples once the next frame
-    is complete (it holds back up to :data:`HOLD_FRAMES` frames; :meth:`flush` ends the
+    is complete (it holds back up to :data:`HOLD_FRAMES` frames; :meth:`finish` ends the
     stream), and :meth:`restore` applies the inverse gains to the postfilter output. The
     result does not depend on how the audio is split into pushes.
 
@@ -239,7 +244,7 @@ class PeakNormalizer:
         >>> n = PeakNormalizer(1, hop=640, peak_dbfs=0.0, release_db_per_s=20.0,
         ...                    floor_dbfs=-50.0, frame_rate=75.0)
         >>> quiet = 0.01 * np.sin(np.arange(6400) / 5.0)[None].astype(np.float32)
-        >>> y = np.concatenate([n.push(quiet), n.flush()], axis=1)
+        >>> y = np.concatenate([n.push(quiet), n.finish()], axis=1)
         >>> y.shape, round(float(np.abs(y).max()), 2)   # 0 dBFS peaks, all samples back
         ((1, 6400), 1.0)
         >>> bool(np.allclose(n.restore(y), quiet, atol=1e-6))
@@ -254,6 +259,14 @@ class PeakNormalizer:
         self.channels, self.hop = channels, hop
         self.peak_dbfs, self.floor = peak_dbfs, 10.0 ** (floor_dbfs / 20)
         self.release = 10.0 ** (-release_db_per_s / 20 / frame_rate)  # per frame
+        self.reset()
+
+    @property
+    def latency(self) -> int:
+        return self.HOLD_FRAMES * self.hop
+
+    def reset(self) -> None:
+        channels, hop = self.channels, self.hop
         self.env = np.full(channels, self.floor)  # envelope of the last complete frame
         self.held = np.zeros((channels, 0), np.float32)  # samples not yet returned
         self.held_start = 0  # sample index of held[:, 0]
@@ -301,7 +314,7 @@ class PeakNormalizer:
         self._decide(max(0, self.complete - 1))
         return self._release(self.gained * self.hop)
 
-    def flush(self) -> Audio:
+    def finish(self) -> Audio:
         """The end of the stream: the held samples (a partial last frame counts as a frame)."""
         end = self.held_start + self.held.shape[1]
         if end > self.complete * self.hop:
@@ -319,30 +332,50 @@ class PeakNormalizer:
 
 class OutputLevel:
     """The decoder's last stage, on both paths: each gain block of the output gets the
-    input's loudness.
+    input's loudness, around the stage before it (``inner``: the postfilter, or None).
 
-    The transmitted gain says how much louder the input was than the plain decoder output y;
-    the postfilter changes the level again, so the block's final gain is the transmitted gain
-    plus the measured ratio of y to the stage's output z (0 dB on the plain codec path,
-    where z = y). Both signals are pushed in order from sample 0; a block's samples are
-    returned once it is complete in both (at :meth:`finish` for the last one).
+    The transmitted gain says how much louder the input was than the plain decoder output y
+    (what :meth:`push` takes); the inner stage changes the level again, so the block's final
+    gain is the transmitted gain plus the measured ratio of y to the inner stage's output z
+    (0 dB on the plain codec path, where z = y). A block's samples are returned once it is
+    complete in both (at :meth:`finish` for the last one, whose stream is as long as the y
+    pushed, whole codec frames).
 
     Example:
         >>> import numpy as np
         >>> tone = np.sin(2 * np.pi * 1000 * np.arange(3840) / 48000)[None].astype(np.float32)
-        >>> o = OutputLevel(channels=1, hop=640, frames_per_gain=3)
+        >>> class Quieter:  # a postfilter that loses 6 dB
+        ...     latency = 0
+        ...     def push(self, y): return 0.5 * y
+        ...     def finish(self): return np.zeros((1, 0), np.float32)
+        ...     def reset(self): pass
+        >>> o = OutputLevel(channels=1, hop=640, frames_per_gain=3, inner=Quieter())
         >>> o.add_gains(np.array([[6.0, 6.0]]))     # the input was 6 dB louder than y
-        >>> z = o.push(0.5 * tone, 0.25 * tone)     # a postfilter that lost another 6 dB
+        >>> z = o.push(0.5 * tone)
         >>> round(float(np.abs(z).max()), 3)
         0.998
     """
 
-    def __init__(self, channels: int, hop: int, frames_per_gain: int) -> None:
+    def __init__(self, channels: int, hop: int, frames_per_gain: int,
+                 inner: Stage | None = None) -> None:
         self.channels, self.hop, self.g = channels, hop, frames_per_gain
+        self.inner = inner
+        self.reset()
+
+    @property
+    def latency(self) -> int:
+        """The inner stage's (a block's own samples wait for the block to complete)."""
+        return self.inner.latency if self.inner is not None else 0
+
+    def reset(self) -> None:
+        channels, hop, frames_per_gain = self.channels, self.hop, self.g
         self.meter = LevelMeter(channels, hop, frames_per_gain, quantize=False)
         self.stage = GainStage(channels, hop, frames_per_gain)
         self.transmitted = np.zeros((channels, 0), np.float32)  # gains not yet used
         self.held = np.zeros((channels, 0), np.float32)  # output not yet returned
+        self.pushed = 0  # samples of y pushed
+        if self.inner is not None:
+            self.inner.reset()
 
     def add_gains(self, gains_db: npt.ArrayLike) -> None:
         g = np.asarray(gains_db, np.float32).reshape(self.channels, -1)
@@ -359,15 +392,21 @@ class OutputLevel:
         out, self.held = self.held[:, :k], self.held[:, k:]
         return self.stage.push(out)
 
-    def push(self, y: npt.ArrayLike, z: npt.ArrayLike) -> Audio:
-        """``y``: more plain decoder output; ``z``: more output of the stage before this one
-        (the postfilter, or ``y`` itself)."""
+    def _add(self, z: npt.ArrayLike) -> Audio:
         z = np.asarray(z, np.float32)
-        self.meter.add_input(y)
         self.meter.add_output(z)
         self.held = np.concatenate([self.held, z], axis=1)
         return self._use(self.meter.gains())
 
-    def finish(self, total_frames: int) -> Audio:
-        """The rest, for a stream of ``total_frames`` codec frames."""
-        return self._use(self.meter.finish(total_frames))
+    def push(self, y: npt.ArrayLike) -> Audio:
+        """More plain decoder output (band gains applied); the output now final."""
+        y = np.asarray(y, np.float32)
+        self.meter.add_input(y)
+        self.pushed += y.shape[1]
+        return self._add(self.inner.push(y) if self.inner is not None else y)
+
+    def finish(self) -> Audio:
+        """The rest: the inner stage's, then the last blocks'."""
+        out = self._add(self.inner.finish()) if self.inner is not None else None
+        last = self._use(self.meter.finish(-(-self.pushed // self.hop)))
+        return last if out is None else np.concatenate([out, last], axis=1)

@@ -64,6 +64,15 @@ class PeakLimiter:
         self.lookahead = max(1, int(round(lookahead_s * sample_rate)))
         self.hold = int(round(hold_s * sample_rate))
         self.channels = channels
+        self.reset()
+
+    @property
+    def latency(self) -> int:
+        """The look-ahead, in samples at the limiter's rate."""
+        return self.lookahead
+
+    def reset(self) -> None:
+        channels = self.channels
         self.pending = np.zeros((channels, 0), np.float32)  # pushed, not yet returned
         # gains r of samples [returned − lookahead − hold, pushed); 1 before the start
         self.r = np.ones(self.lookahead + self.hold)

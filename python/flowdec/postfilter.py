@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from . import features, solver
 from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
+from .chain import DecodeChain
 from .model_files import ModelError, PostfilterCard, load_cards, resolve
 from .sessions import PostfilterNet
 from .stages import PostfilterStage
@@ -95,11 +96,21 @@ class PostfilterSolve:
                                for i in range(0, X.shape[0], group)])
 
 
-def make_stage(solve: PostfilterSolve, card: PostfilterCard, channels: int, chunk_frames: int,
-               context: int = 16, envelope: bool = True) -> PostfilterStage:
-    """A postfilter stage (``chunk_frames`` and ``context`` in STFT frames of ``card.hop``)
-    around ``solve``; ``envelope``: keep the codec output's band envelope when the card asks
-    for it (:mod:`flowdec.envelope`)."""
+DEFAULT_CONTEXT = 16
+"""Window context of the file and clip paths, STFT frames on each side of a chunk."""
+
+
+def postfilter_stage(net: PostfilterNet, card: PostfilterCard, device: str, channels: int,
+                     chunk_frames: int, nfe: int, seed: int, solver_name: str = "midpoint",
+                     sigma: str = "band", context: int = DEFAULT_CONTEXT,
+                     envelope: bool = True) -> PostfilterStage:
+    """The postfilter stage, built here for every path (clips, files, streams, ``enhance``).
+
+    ``chunk_frames`` and ``context`` are STFT frames of ``card.hop``; ``nfe``, ``seed``,
+    ``solver_name``, ``sigma``, ``device``: the solve (:class:`PostfilterSolve`, the stage's
+    ``solve`` attribute); ``envelope``: keep the codec output's band envelope when the card
+    asks for it (:mod:`flowdec.envelope`)."""
+    solve = PostfilterSolve(net, card, device, nfe, seed, solver_name, sigma)
     cfg = stft_config(card)
     return PostfilterStage(lambda x: features.analysis(x, cfg),
                            lambda X, n: features.synthesis(X, n, cfg), solve, card, channels,
@@ -133,12 +144,14 @@ class Postfilter:
              threads: int | None = None) -> Postfilter:
         return cls(model, device, threads)
 
-    def stage(self, channels: int, nfe: int, seed: int, solver: str = "midpoint",
+    def chain(self, channels: int, nfe: int, seed: int, solver: str = "midpoint",
               sigma: str = "band", envelope: bool = True,
-              chunk_frames: int = CHUNK_FRAMES) -> PostfilterStage:
-        """A stage that enhances 48 kHz audio pushed in pieces (``push`` then ``finish``)."""
-        solve = PostfilterSolve(self.net, self.card, self.device, nfe, seed, solver, sigma)
-        return make_stage(solve, self.card, channels, chunk_frames, envelope=envelope)
+              chunk_frames: int = CHUNK_FRAMES) -> DecodeChain:
+        """The decode chain with only the postfilter: enhances 48 kHz audio pushed in pieces
+        (``push`` then ``finish``)."""
+        return DecodeChain(channels, post=postfilter_stage(
+            self.net, self.card, self.device, channels, chunk_frames, nfe, seed, solver, sigma,
+            envelope=envelope))
 
     def enhance(self, y: npt.ArrayLike, nfe: int = DEFAULT_NFE, solver: str = "midpoint",
                 seed: int | None = None, sample_rate: float = CODEC_RATE, sigma: str = "band",
@@ -154,7 +167,7 @@ class Postfilter:
         if seed is None:
             seed = DEFAULT_SEED
         x = resample(a, sr, CODEC_RATE)
-        stage = self.stage(a.shape[0], nfe, seed, solver, sigma, envelope)
-        out = fit_length(np.concatenate([stage.push(x), stage.finish()], axis=1), x.shape[1])
+        chain = self.chain(a.shape[0], nfe, seed, solver, sigma, envelope)
+        out = fit_length(np.concatenate([chain.push(x), chain.finish()], axis=1), x.shape[1])
         out = fit_length(resample(out, CODEC_RATE, sr), a.shape[1])
         return out[0] if np.ndim(y) == 1 else out

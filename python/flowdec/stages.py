@@ -1,11 +1,11 @@
-"""Incremental processing stages with exact, bounded context: encoder, decoder, postfilter.
+"""The one processing contract (:class:`Stage`) and the model's stages: encoder, decoder,
+postfilter.
 
 Every path — a short clip in one go, a long file in chunks with bounded memory, a live stream
-— pushes audio or codes through these three stages; only the chunk size differs. Each stage
-consumes any amount of input and returns what is now final; ``finish`` flushes the end.
-Sample ``i`` of a stage's output always corresponds to sample ``i`` of its input (the
-stages add no delay of their own; what they need is *availability*: a stage can emit output
-only once the future context it needs has arrived).
+— pushes audio or codes through these stages (assembled by :mod:`flowdec.chain`); only the
+chunk size differs. Sample ``i`` of a stage's output always corresponds to sample ``i`` of
+its input (the stages add no delay of their own; what they need is *availability*: a stage
+can emit output only once the future context it needs has arrived, its :attr:`Stage.latency`).
 
 Context rules (frames of hop 640 for the codec, hop 384 for the postfilter):
 
@@ -20,6 +20,10 @@ Context rules (frames of hop 640 for the codec, hop 384 for the postfilter):
   cross-fades chunk seams; its result depends weakly on the window (each of the NFE network
   evaluations widens the dependence), so chunked output matches one-shot output within a
   small tolerance, not exactly. The prior noise is keyed by the global frame index.
+
+``chunk_frames`` of the encoder and decoder stages is the most frames one network run
+covers; ``None`` runs once per push over everything the push made final (the streaming
+engine pushes exactly one chunk's input at a time, so each stage runs once per chunk).
 """
 
 from __future__ import annotations
@@ -36,6 +40,32 @@ from .level import PeakNormalizer
 from .model_files import CodecCard, PostfilterCard
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
+
+
+class Stage(Protocol):
+    """The contract of every stage: encoder, decoder, postfilter, band and output level,
+    peak limiter, and the chains built of them (:mod:`flowdec.chain`).
+
+    Unit: samples (at 48 kHz, the codec rate; the peak limiter runs at its file's rate). A
+    code frame stands for ``hop`` samples. ``push(block)`` takes any amount of input
+    (``[channels, samples]`` audio, or ``[channels, codebooks, frames]`` codes) and returns
+    the output that is now final, from where the last call stopped; ``finish()`` ends the
+    stream — its length is what was pushed, so it takes no argument — and returns the rest;
+    ``reset()`` starts a new stream. Side information a stage needs (level gains) is added
+    before the audio it covers (``add_gains``).
+    """
+
+    @property
+    def latency(self) -> int:
+        """Look-ahead in samples: input past an output sample that must have arrived before
+        the stage returns it (beyond the wait for the stage's own chunk or block)."""
+        ...
+
+    def push(self, block: np.ndarray) -> np.ndarray: ...
+
+    def finish(self) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
 
 
 class StreamNet(Protocol):
@@ -61,13 +91,18 @@ class EncoderStage:
     decoder's output covers every input sample.
     """
 
-    def __init__(self, encode: ArrayFn, card: CodecCard, channels: int, chunk_frames: int) -> None:
+    def __init__(self, encode: ArrayFn, card: CodecCard, channels: int,
+                 chunk_frames: int | None) -> None:
         self.encode, self.card, self.channels = encode, card, channels
         self.hop = card.hop
         self.past = card.encoder_past_frames + 1
         self.future = card.encoder_future_frames
-        self.chunk = max(1, chunk_frames)
+        self.chunk = None if chunk_frames is None else max(1, chunk_frames)
         self.reset()
+
+    @property
+    def latency(self) -> int:
+        return self.future * self.hop
 
     def reset(self) -> None:
         self.buf = np.zeros((self.channels, 0), np.float32)
@@ -93,9 +128,14 @@ class EncoderStage:
         self.buf = np.concatenate([self.buf, np.asarray(audio, np.float32)], axis=1)
         self.received += audio.shape[1]
         out = []
-        while (self.next_frame + self.chunk + self.future) * self.hop <= self.received:
-            a = self.next_frame
-            out.append(self._run(a, a + self.chunk, a + self.chunk + self.future))
+        if self.chunk is None:
+            b = self.received // self.hop - self.future
+            if b > self.next_frame:
+                out.append(self._run(self.next_frame, b, b + self.future))
+        else:
+            while (self.next_frame + self.chunk + self.future) * self.hop <= self.received:
+                a = self.next_frame
+                out.append(self._run(a, a + self.chunk, a + self.chunk + self.future))
         return _cat(out, (self.channels, self.card.codebooks), np.int64)
 
     def finish(self) -> np.ndarray:
@@ -105,7 +145,7 @@ class EncoderStage:
         out = []
         while self.next_frame < k:
             a = self.next_frame
-            b = min(a + self.chunk, k)
+            b = k if self.chunk is None else min(a + self.chunk, k)
             out.append(self._run(a, b, min(b + self.future, k)))
         return _cat(out, (self.channels, self.card.codebooks), np.int64)
 
@@ -114,14 +154,18 @@ class DecoderStage:
     """Codes [C, n, k] → 48 kHz audio [C, k·hop], exact for any push pattern."""
 
     def __init__(self, decode: ArrayFn, card: CodecCard, channels: int, n_codebooks: int,
-                 chunk_frames: int) -> None:
+                 chunk_frames: int | None) -> None:
         self.decode, self.card = decode, card
         self.channels, self.n = channels, n_codebooks
         self.hop = card.hop
         self.past = card.decoder_past_frames
         self.future = card.decoder_future_frames + 1  # output hop k also uses segment k+1
-        self.chunk = max(1, chunk_frames)
+        self.chunk = None if chunk_frames is None else max(1, chunk_frames)
         self.reset()
+
+    @property
+    def latency(self) -> int:
+        return self.future * self.hop
 
     def reset(self) -> None:
         self.codes = np.zeros((self.channels, self.n, 0), np.int64)
@@ -142,9 +186,14 @@ class DecoderStage:
         self.codes = np.concatenate([self.codes, np.asarray(codes, np.int64)], axis=2)
         self.received += codes.shape[2]
         out = []
-        while self.next_hop + self.chunk + self.future <= self.received:
-            a = self.next_hop
-            out.append(self._run(a, a + self.chunk, a + self.chunk + self.future))
+        if self.chunk is None:
+            b = self.received - self.future
+            if b > self.next_hop:
+                out.append(self._run(self.next_hop, b, b + self.future))
+        else:
+            while self.next_hop + self.chunk + self.future <= self.received:
+                a = self.next_hop
+                out.append(self._run(a, a + self.chunk, a + self.chunk + self.future))
         return _cat(out, (self.channels,), np.float32)
 
     def finish(self) -> np.ndarray:
@@ -152,7 +201,7 @@ class DecoderStage:
         out = []
         while self.next_hop < k:
             a = self.next_hop
-            b = min(a + self.chunk, k)
+            b = k if self.chunk is None else min(a + self.chunk, k)
             out.append(self._run(a, b, min(b + self.future, k)))
         return _cat(out, (self.channels,), np.float32)
 
@@ -167,14 +216,18 @@ class StreamingDecoderStage:
     rounding), emitted at the same moments in the same pieces."""
 
     def __init__(self, net: StreamNet, card: CodecCard, channels: int, n_codebooks: int,
-                 chunk_frames: int) -> None:
+                 chunk_frames: int | None) -> None:
         self.net, self.card = net, card
         self.channels, self.n = channels, n_codebooks
         self.hop = card.hop
         self.future = card.decoder_future_frames + 1  # output hop k also uses segment k+1
         self.delay = self.future  # the network emits hop k once it has code frame k + delay
-        self.chunk = max(1, chunk_frames)
+        self.chunk = None if chunk_frames is None else max(1, chunk_frames)
         self.reset()
+
+    @property
+    def latency(self) -> int:
+        return self.future * self.hop
 
     def reset(self) -> None:
         self.state = self.net.initial_state(self.channels)
@@ -184,8 +237,7 @@ class StreamingDecoderStage:
         self.received = 0
         self.next_hop = 0
 
-    def _feed(self, codes: np.ndarray, end: int) -> None:
-        step = max(self.chunk, 1)
+    def _feed(self, codes: np.ndarray, end: int, step: int) -> None:
         for a in range(0, codes.shape[2], step):
             n = min(step, codes.shape[2] - a)
             audio, self.state = self.net(codes[:, :, a : a + n], self.fed, end, self.state)
@@ -202,24 +254,38 @@ class StreamingDecoderStage:
         return out
 
     def push(self, codes: np.ndarray) -> np.ndarray:
-        self._feed(np.asarray(codes, np.int64), UNKNOWN_END)
+        final = self.received + codes.shape[2] - self.future  # hops this push makes final
+        step = max(1, final - self.next_hop) if self.chunk is None else self.chunk
+        self._feed(np.asarray(codes, np.int64), UNKNOWN_END, step)
         self.received += codes.shape[2]
         out = []
-        while self.next_hop + self.chunk + self.future <= self.received:
-            out.append(self._take(self.next_hop + self.chunk))
+        if self.chunk is None:
+            if final > self.next_hop:
+                out.append(self._take(final))
+        else:
+            while self.next_hop + self.chunk + self.future <= self.received:
+                out.append(self._take(self.next_hop + self.chunk))
         return _cat(out, (self.channels,), np.float32)
 
     def finish(self) -> np.ndarray:
         k = self.received
-        self._feed(np.zeros((self.channels, self.n, self.delay), np.int64), k)
+        self._feed(np.zeros((self.channels, self.n, self.delay), np.int64), k,
+                   self.delay if self.chunk is None else self.chunk)
         out = []
         while self.next_hop < k:
-            out.append(self._take(min(self.next_hop + self.chunk, k)))
+            out.append(self._take(k if self.chunk is None else min(self.next_hop + self.chunk, k)))
         return _cat(out, (self.channels,), np.float32)
 
 
-SolveFn = Callable[[np.ndarray, int], np.ndarray]
-"""solve(Y [C, 2, F, N], frame_offset) → X̂ [C, 2, F, N] (the postfilter's ODE solve)."""
+class SolveFn(Protocol):
+    """solve(Y [C, 2, F, N], frame_offset) → X̂ [C, 2, F, N] (the postfilter's ODE solve,
+    :class:`flowdec.postfilter.PostfilterSolve`): ``nfe`` evaluations (0: Y itself), the
+    noise keyed by global frame ``frame_offset + frame_origin``."""
+
+    nfe: int
+    frame_origin: int
+
+    def __call__(self, Y: np.ndarray, frame_offset: int) -> np.ndarray: ...
 
 
 class PostfilterStage:
@@ -263,6 +329,10 @@ class PostfilterStage:
         self.received = 0
         self.next_frame = 0  # output emitted up to sample h·next_frame
         self.tail: np.ndarray | None = None
+
+    @property
+    def latency(self) -> int:
+        return self.future_frames * self.h
 
     @property
     def future_frames(self) -> int:
@@ -341,7 +411,7 @@ class PostfilterStage:
 
     def finish(self) -> np.ndarray:
         if self.level is not None:  # the samples the normaliser still holds
-            self.buf = np.concatenate([self.buf, self.level.flush()], axis=1)
+            self.buf = np.concatenate([self.buf, self.level.finish()], axis=1)
             self.received = self.buf_start + self.buf.shape[1]
         total = self.received // self.h + 1  # frames of the one-shot analysis
         end_frame = math.ceil(self.received / self.h)

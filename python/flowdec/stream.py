@@ -1,8 +1,9 @@
 """Block-buffering streaming engine: the one processing contract on live audio.
 
 :class:`Stream` implements ``prepare(sample_rate, max_block, channels)``,
-``process(block) -> block``, ``reset()`` and ``latency_samples`` around the three
-incremental stages of :mod:`flowdec.stages` (encoder → decoder → postfilter).
+``process(block) -> block``, ``reset()`` and ``latency_samples`` around the model's encode
+and decode chains (:mod:`flowdec.chain`: encoder → plain decoder → [postfilter] → output
+level); it only schedules them (rings, resampling, the worker, degradation, statistics).
 
 How it works:
 
@@ -13,13 +14,14 @@ How it works:
 - The model works on chunks of ``chunk`` samples at 48 kHz (a multiple of 3840 =
   lcm(codec hop 640, 2 × STFT hop 384)). Chunk ``k`` produces output samples
   ``[k·chunk, (k+1)·chunk)`` once input up to ``(k+1)·chunk + lookahead`` has arrived;
-  ``lookahead`` is the sum of the stages' future context (encoder, decoder, postfilter
-  window + cross-fade), rounded to codec frames. Each stage runs exactly once per chunk.
+  ``lookahead`` is the chains' latency (their stages' look-ahead: encoder, decoder,
+  postfilter window + cross-fade), rounded to codec frames. Each stage runs exactly once per
+  chunk.
 - The output is preloaded with ``latency_samples`` of silence and every output sample is
   written at ``its index + latency_samples``: a late worker leaves gaps (zeros, counted as
   under-runs) but never shifts timing. ``latency = availability delay (one chunk + lookahead
-  + resamplers) + one chunk + one host block`` (processing margin), in host samples; it is
-  the same with and without the worker thread.
+  + resamplers, :func:`availability`) + one chunk + one host block`` (processing margin), in
+  host samples; it is the same with and without the worker thread.
 - ``worker=True``: ``process`` only copies into an input ring and out of an output ring and
   wakes the worker thread; the worker pulls whole chunks. When it falls behind it degrades one
   step per late chunk — fewer postfilter steps (NFE 6 → 4 → 2), then the plain decoder output
@@ -50,11 +52,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,9 +73,6 @@ from .bitstream import (
     encode_packet,
 )
 from .codec import Codec
-from .level import LevelMeter, OutputLevel
-from .postfilter import PostfilterSolve, make_stage
-from .stages import PostfilterStage
 
 CHUNK_QUANTUM = 3840
 """Chunks are multiples of this many samples at 48 kHz (80 ms)."""
@@ -109,6 +110,7 @@ class StreamStats:
     degradations: int = 0  # steps taken towards cheaper processing
     recoveries: int = 0  # steps back
     overflow_samples: int = 0  # input samples lost because the worker stalled (input ring full)
+    nonfinite_samples: int = 0  # NaN or infinite input samples, replaced with silence
     errors: int = 0  # exceptions in the worker (the chunk is dropped, the stream goes on)
     last_error: str = ""
     level: int = 0  # 0 = full quality; see Stream.levels
@@ -124,113 +126,13 @@ class StreamStats:
         return self.work_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
-class _Chain:
-    """The three stages at 48 kHz, one run each per chunk; chunk k (counted from ``origin``)
-    covers output samples [origin + k·chunk, origin + (k+1)·chunk)."""
-
-    def __init__(self, codec: Codec, channels: int, n_q: int, chunk: int, nfe: int, seed: int,
-                 postfilter: bool, context: int) -> None:
-        self.codec, self.channels, self.n_q, self.chunk = codec, channels, n_q, chunk
-        self.hop = codec.card.hop
-        self.enc = codec.encoder_stage(channels, 1)
-        self.dec = codec.decoder_stage(channels, n_q, 1)
-        self.post: PostfilterStage | None = None
-        self.solve: PostfilterSolve | None = None
-        self.origin = 0
-        if postfilter:
-            p = codec._post()
-            net = codec.postfilter_net
-            assert net is not None
-            self.solve = PostfilterSolve(net, p, codec.device, nfe, seed)
-            self.post = make_stage(self.solve, p, channels, chunk // p.hop, context)
-            if self.post.chunk * p.hop != chunk:
-                raise ValueError("chunk must be a multiple of 2 postfilter hops")
-        y_need = self.post.future_frames * self.post.h if self.post is not None else 0
-        self.dec_frames_extra = -(-y_need // self.hop)  # decoder hops beyond the chunk end
-        self.lookahead = (self.dec_frames_extra + self.dec.future + self.enc.future) * self.hop
-        self.reset(0)
-
-    @property
-    def nfe(self) -> int:
-        """Postfilter evaluations for the next chunk (0: the plain decoder output, the
-        postfilter's seams still cross-faded)."""
-        return self.solve.nfe if self.solve is not None else 0
-
-    @nfe.setter
-    def nfe(self, nfe: int) -> None:
-        if self.solve is not None:
-            self.solve.nfe = nfe
-
-    def reset(self, origin: int) -> None:
-        self.origin = origin
-        if self.solve is not None and self.post is not None:
-            self.solve.frame_origin = origin // self.post.h  # noise keyed by global frame
-        self.enc.reset()
-        self.dec.reset()
-        self.meter = LevelMeter(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
-        self.level = OutputLevel(self.channels, self.hop, LIVE_FRAMES_PER_GAIN)
-        if self.post is not None:
-            self.post.reset()
-        self.k = 0  # next chunk (relative to origin)
-        self.pending = np.zeros((self.channels, 0), np.float32)  # input not yet in the encoder
-        self.pending_start = origin  # global 48 kHz index of pending[:, 0]
-
-    def need(self, k: int) -> int:
-        """Global 48 kHz input count needed to run chunk k."""
-        return self.origin + (k + 1) * self.chunk + self.lookahead
-
-    def add_input(self, x: np.ndarray) -> None:
-        self.pending = np.concatenate([self.pending, x], axis=1) if self.pending.size else x
-
-    @property
-    def received(self) -> int:
-        return self.pending_start + self.pending.shape[1]
-
-    def ready(self) -> bool:
-        return self.received >= self.need(self.k)
-
-    def skip_to(self, origin: int) -> None:
-        """Restart the stages at global 48 kHz sample ``origin`` (after dropped chunks)."""
-        keep = self.pending[:, max(0, origin - self.pending_start):]
-        self.reset(origin)
-        self.pending = keep.copy()
-
-    def run(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Run chunk k; returns (audio [C, chunk], codes [C, n_q, frames] emitted, level
-        gains [C, blocks] of the gain blocks completed)."""
-        k = self.k
-        hop = self.hop
-        y_end = (k + 1) * self.chunk // hop + self.dec_frames_extra  # decoder hops needed
-        code_end = y_end + self.dec.future
-        in_end = (code_end + self.enc.future) * hop
-        take = self.origin + in_end - self.pending_start
-        x, self.pending = self.pending[:, :take], self.pending[:, take:]
-        self.pending_start += take
-        self.meter.add_input(x)
-        self.enc.chunk = code_end - self.enc.next_frame
-        codes = self.enc.push(x)[:, : self.n_q]
-        self.dec.chunk = y_end - self.dec.next_hop
-        y = self.dec.push(codes)
-        self.meter.add_output(y)
-        gains = self.meter.gains()  # y runs ahead of the output: the chunk's blocks are in
-        self.level.add_gains(gains)
-        # the chunk is whole gain blocks (chunks are multiples of 6 frames), so the output
-        # level stage returns all of it
-        out = self.level.push(y, self.post.push(y) if self.post is not None else y)
-        self.k = k + 1
-        if out.shape[1] != self.chunk:
-            raise RuntimeError(f"chain produced {out.shape[1]} samples, expected {self.chunk}")
-        return out, codes, gains
-
-
 class _Resampler:
     """soxr stream fed in fixed pieces (identity at equal rates)."""
 
-    def __init__(self, from_rate: int, to_rate: int, channels: int, piece: int) -> None:
-        self.identity = from_rate == to_rate
-        self.channels, self.piece = channels, piece
+    def __init__(self, from_rate: int, to_rate: int, channels: int) -> None:
+        self.channels = channels
         self.rs = None
-        if not self.identity:
+        if from_rate != to_rate:
             import soxr
 
             self.rs = soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32",
@@ -243,15 +145,44 @@ class _Resampler:
         return np.ascontiguousarray(np.asarray(out, np.float32).T.reshape(self.channels, -1))
 
 
-def _counts(from_rate: int, to_rate: int, piece: int, pieces: int) -> list[int]:
-    """Cumulative output counts of a fresh soxr stream fed ``pieces`` pieces of zeros."""
-    r = _Resampler(from_rate, to_rate, 1, piece)
+@functools.lru_cache(maxsize=64)
+def resampler_release(from_rate: int, to_rate: int, piece: int, pieces: int
+                      ) -> tuple[int, ...]:
+    """Output samples a fresh resampler (:class:`_Resampler`, soxr HQ) has released after
+    each of ``pieces`` input pieces of ``piece`` samples, cumulative.
+
+    soxr compensates its filter delay (output sample i corresponds to input time
+    i / to_rate) but releases output in internal blocks, not sample by sample, so when a
+    resampled sample becomes available is a property of soxr measured here once per rate
+    pair and piece size (``tests/test_stream.py`` checks it with an impulse)."""
+    r = _Resampler(from_rate, to_rate, 1)
     z = np.zeros((1, piece), np.float32)
     total, out = 0, []
     for _ in range(pieces):
         total += r.push(z).shape[1]
         out.append(total)
-    return out
+    return tuple(out)
+
+
+def availability(host_rate: int, chunk: int, lookahead: int, piece: int) -> int:
+    """Worst-case host samples between an input sample's arrival and its output being ready,
+    for synchronous processing: chunks of ``chunk`` samples at 48 kHz that run once the
+    input reaches ``lookahead`` samples past their end (the chains' look-ahead), the host
+    audio resampled to 48 kHz in pieces of ``piece`` samples and back a chunk at a time."""
+    c, la, sr = chunk, lookahead, host_rate
+    if sr == CODEC_RATE:
+        return c + la - 1
+    p = piece
+    seconds = 4.0 + 2 * (c + la) / CODEC_RATE
+    n_pieces = int(seconds * sr / p) + 1
+    ins = resampler_release(sr, CODEC_RATE, p, n_pieces)
+    units = [max(0, (a - la) // c) for a in ins]
+    outs = resampler_release(CODEC_RATE, sr, c, units[-1] + 1)
+    worst = 0
+    for j, u in enumerate(units):
+        have = outs[u - 1] if u > 0 else 0
+        worst = max(worst, (j + 2) * p - 1 - have)  # call ending just before piece j+1
+    return worst
 
 
 def _worker_main(ref: weakref.ReferenceType[Stream], wake: threading.Event) -> None:
@@ -335,11 +266,10 @@ class Stream:
         self._shutdown()
         self._prepared = False
         self.sample_rate, self.max_block, self.channels = sr, max_block, channels
-        self.chain = _Chain(self.codec, channels, self.n_q, self.chunk, self.nfe, self.seed,
-                            self.postfilter, self.context)
+        self._build_chains()
         self.piece = 1 if sr == CODEC_RATE else RESAMPLE_PIECE
         self.chunk_host = -(-self.chunk * sr // CODEC_RATE)
-        self.availability = self._availability()
+        self.availability = availability(sr, self.chunk, self.lookahead, self.piece)
         self.latency = self.availability + self.chunk_host + self.max_block
         self.header = self.codec.header(channels, sr, 0, self.n_q,
                                         frames_per_packet=LIVE_FRAMES_PER_PACKET,
@@ -357,23 +287,72 @@ class Stream:
         self._prepared = True
         self.reset()
 
-    def _availability(self) -> int:
-        """Worst-case host samples between an input sample's arrival and its output being
-        ready (synchronous processing, fixed resampler pieces), by simulating the counts."""
-        c, la, sr = self.chunk, self.chain.lookahead, self.sample_rate
-        if sr == CODEC_RATE:
-            return c + la - 1
-        p = self.piece
-        seconds = 4.0 + 2 * (c + la) / CODEC_RATE
-        n_pieces = int(seconds * sr / p) + 1
-        ins = _counts(sr, CODEC_RATE, p, n_pieces)
-        units = [max(0, (a - la) // c) for a in ins]
-        outs = _counts(CODEC_RATE, sr, c, units[-1] + 1)
-        worst = 0
-        for j, u in enumerate(units):
-            have = outs[u - 1] if u > 0 else 0
-            worst = max(worst, (j + 2) * p - 1 - have)  # call ending just before piece j+1
-        return worst
+    def _build_chains(self) -> None:
+        """The model's encode and decode chains at 48 kHz, each stage run once per chunk:
+        encoder → plain decoder (level gains measured on it) → [postfilter] → output level."""
+        c, hop = self.codec, self.codec.card.hop
+        self.encode = c.encode_chain(self.channels, self.n_q, None, LIVE_FRAMES_PER_GAIN)
+        self.decode = c.decode_chain(
+            self.channels, self.n_q, None, LIVE_FRAMES_PER_GAIN, decoder=False,
+            postfilter=self.postfilter, nfe=self.nfe, seed=self.seed, context=self.context,
+            post_chunk_frames=(self.chunk // c.postfilter_card().hop if self.postfilter
+                               else None))
+        post = self.decode.post
+        if post is not None and post.chunk * post.h != self.chunk:
+            raise ValueError("chunk must be a multiple of 2 postfilter hops")
+        # input needed past a chunk's end: the chains' look-ahead in whole codec frames
+        self.lookahead = sum(-(-chain.latency // hop) * hop
+                             for chain in (self.encode, self.decode))
+
+    # -- scheduling: chunk k (counted from origin) is output [origin + k·chunk, ... + chunk)
+    def _restart(self, origin: int, pending: np.ndarray) -> None:
+        """Start the chains afresh at global 48 kHz sample ``origin`` (0, or after a dropped
+        chunk) with ``pending``, the input from there on not yet used."""
+        self._origin = origin
+        post = self.decode.post
+        if post is not None:
+            post.solve.frame_origin = origin // post.h  # noise keyed by global frame
+        self.encode.reset()
+        self.decode.reset()
+        self._k = 0  # next chunk (relative to origin)
+        self._pending = pending  # 48 kHz input not yet in the encoder
+        self._pending_start = origin  # global 48 kHz index of _pending[:, 0]
+
+    def _need(self, k: int) -> int:
+        """Global 48 kHz input count needed to run chunk k."""
+        return self._origin + (k + 1) * self.chunk + self.lookahead
+
+    def _ready(self) -> bool:
+        return bool(self._pending_start + self._pending.shape[1] >= self._need(self._k))
+
+    @property
+    def _nfe(self) -> int:
+        post = self.decode.post
+        return post.solve.nfe if post is not None else 0
+
+    @_nfe.setter
+    def _nfe(self, nfe: int) -> None:
+        """Postfilter evaluations for the next chunk (0: the plain decoder output, the
+        postfilter's seams still cross-faded)."""
+        if self.decode.post is not None:
+            self.decode.post.solve.nfe = nfe
+
+    def _run_chunk(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run chunk k; returns (audio [C, chunk], codes [C, n_q, frames] emitted, level
+        gains [C, blocks] of the gain blocks completed)."""
+        take = self._need(self._k) - self._pending_start
+        x, self._pending = self._pending[:, :take], self._pending[:, take:]
+        self._pending_start += take
+        e = self.encode.push(x)
+        assert e.gains is not None and e.decoded is not None
+        # the plain decoder output runs ahead of the chunk: its gain blocks are in, and the
+        # chunk is whole gain blocks, so the output level returns all of it
+        self.decode.add_gains(e.gains)
+        out = self.decode.push(e.decoded)
+        self._k += 1
+        if out.shape[1] != self.chunk:
+            raise RuntimeError(f"chain produced {out.shape[1]} samples, expected {self.chunk}")
+        return out, e.codes, e.gains
 
     @property
     def latency_samples(self) -> int:
@@ -386,10 +365,10 @@ class Stream:
         self._check_prepared()
         self._shutdown()
         with self._lock:
-            self.chain.reset(0)
-            self.chain.nfe = self.levels[0]
-            self._rs_in = _Resampler(self.sample_rate, CODEC_RATE, self.channels, self.piece)
-            self._rs_out = _Resampler(CODEC_RATE, self.sample_rate, self.channels, self.chunk)
+            self._restart(0, np.zeros((self.channels, 0), np.float32))
+            self._nfe = self.levels[0]
+            self._rs_in = _Resampler(self.sample_rate, CODEC_RATE, self.channels)
+            self._rs_out = _Resampler(CODEC_RATE, self.sample_rate, self.channels)
             self._in.fill(0)
             self._out.fill(0)
             self._in_write = 0  # host samples written by process
@@ -415,13 +394,20 @@ class Stream:
 
         The block is converted as :class:`flowdec.FlowDecEffect` converts its input
         (:func:`flowdec.audio.as_audio`): integer PCM is scaled to [-1, 1); complex, object
-        and non-numeric arrays and NaN or infinite samples raise ``ValueError``."""
+        and non-numeric arrays raise ``ValueError``. NaN or infinite samples (a glitching
+        host or plugin before this one) become silence, counted in
+        ``stats.nonfinite_samples``: an audio callback must not die of them."""
         self._check_prepared()
         shape = np.shape(block)
         if len(shape) != 2 or shape[0] != self.channels or not 1 <= shape[1] <= self.max_block:
             raise ValueError(f"block: expected [{self.channels}, 1..{self.max_block}], "
                              f"got {shape}")
-        block = as_audio(block, "block")
+        a = np.asarray(block)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = ~np.isfinite(a)
+            self.stats.nonfinite_samples += int(bad.sum())
+            a = np.where(bad, np.float32(0), a)
+        block = as_audio(a, "block")
         n = block.shape[1]
         if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32
                                 or out.shape != (self.channels, n)):
@@ -461,6 +447,28 @@ class Stream:
     def close(self) -> None:
         """Stop the worker thread (also done by ``prepare``/``reset`` and at exit)."""
         self._shutdown()
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive (``worker=True``, prepared, not closed)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def caught_up(self) -> bool:
+        """Whether all input so far is processed: the worker has taken every whole resampler
+        piece of it and run every chunk it made ready (always true with ``worker=False``)."""
+        self._check_prepared()
+        with self._lock:
+            return self._in_write - self._in_read < self.piece and not self._ready()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the worker (``worker=True``): inside this block no chunk runs, while
+        ``process`` still copies audio in and out. For hosts that must pause processing, and
+        for tests that build up a backlog."""
+        if not self.worker:
+            raise RuntimeError("held(): a stream with worker=False processes inside process()")
+        with self._lock:
+            yield
 
     def __del__(self) -> None:
         self._stop = True
@@ -507,30 +515,32 @@ class Stream:
         p = self.piece
         if p == 1 or x.shape[1] == 0:
             if x.shape[1]:
-                self.chain.add_input(self._rs_in.push(x))
+                self._add_input(self._rs_in.push(x))
             return
         parts = [self._rs_in.push(x[:, i : i + p]) for i in range(0, x.shape[1], p)]
-        self.chain.add_input(np.concatenate(parts, axis=1))
+        self._add_input(np.concatenate(parts, axis=1))
+
+    def _add_input(self, x: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, x], axis=1) if self._pending.size else x
 
     def _deadline_passed(self, k: int) -> bool:
         """True when the caller has already read past the end of chunk k's output."""
-        end48 = self.chain.origin + (k + 1) * self.chain.chunk
+        end48 = self._origin + (k + 1) * self.chunk
         return self._out_read >= end48 * self.sample_rate // CODEC_RATE + self.latency
 
     def _service(self) -> None:
         with self._lock:
             self._pull_input()
-            ch = self.chain
-            while ch.ready():
+            while self._ready():
                 live = self.worker and self.degrade
-                if live and self._deadline_passed(ch.k):
+                if live and self._deadline_passed(self._k):
                     self._drop()
                     continue
-                ch.nfe = self.levels[self._level]
-                self.stats.nfe = ch.nfe
+                self._nfe = self.levels[self._level]
+                self.stats.nfe = self._nfe
                 t0 = time.perf_counter()
                 try:
-                    y, codes, gains = ch.run()
+                    y, codes, gains = self._run_chunk()
                 except Exception as e:  # never crash the audio path: drop and go on
                     self.stats.errors += 1
                     self.stats.last_error = f"{type(e).__name__}: {e}"
@@ -544,16 +554,16 @@ class Stream:
                 st = self.stats
                 st.chunks += 1
                 st.work_seconds += dt
-                st.audio_seconds += ch.chunk / CODEC_RATE
-                st.rtf_last = dt * CODEC_RATE / ch.chunk
+                st.audio_seconds += self.chunk / CODEC_RATE
+                st.rtf_last = dt * CODEC_RATE / self.chunk
                 st.rtf_history = (st.rtf_history + [st.rtf_last])[-64:]
                 if live:
                     self._pull_input()
-                    self._adapt(ch.ready(), self._slack(ch.k))
+                    self._adapt(self._ready(), self._slack(self._k))
 
     def _slack(self, k: int) -> int:
         """Host samples left before the caller reaches the start of chunk k's output."""
-        start48 = self.chain.origin + k * self.chain.chunk
+        start48 = self._origin + k * self.chunk
         return start48 * self.sample_rate // CODEC_RATE + self.latency - self._out_read
 
     def _adapt(self, ready: bool, slack: int) -> None:
@@ -576,10 +586,14 @@ class Stream:
 
     def _drop(self) -> None:
         """Replace chunk k with silence and restart the stages after it."""
-        ch = self.chain
         self.stats.dropped_chunks += 1
-        self._emit(np.zeros((self.channels, ch.chunk), np.float32))
-        ch.skip_to(ch.origin + (ch.k + 1) * ch.chunk)
+        self._emit(np.zeros((self.channels, self.chunk), np.float32))
+        origin = self._origin + (self._k + 1) * self.chunk
+        keep = self._pending[:, max(0, origin - self._pending_start):]
+        if self._pending_start > origin:  # the encoder took input past the restart: zeros
+            keep = np.concatenate([np.zeros((self.channels, self._pending_start - origin),
+                                            np.float32), keep], axis=1)
+        self._restart(origin, keep.copy())
         # codes whose gains were still being measured are dropped with the audio
         self._packet_codes = self._packet_codes[:, :, : self._packet_gains.shape[1]
                                                 * LIVE_FRAMES_PER_GAIN]
