@@ -131,3 +131,87 @@ def test_decode_keeps_the_shape_of_a_1d_input(codec: Codec, stream: Bitstream,
     assert codec.roundtrip(x[0], 48000, postfilter=False).shape == (4800,)
     stream.save(tmp_path / "x.fdc")
     assert codec.decode(Bitstream.load(tmp_path / "x.fdc"), postfilter=False).shape == (1, 24000)
+
+
+# -- the one stage contract and the chains -------------------------------------------------------
+def _audio_stage(name: str) -> object:
+    """A fresh audio → audio stage for a 1-channel stream of 3 s (its gains added)."""
+    from flowdec.band_level import BandGainStage
+    from flowdec.level import OutputLevel, PeakNormalizer
+    from flowdec.peak_limit import PeakLimiter
+
+    rng = np.random.default_rng(3)
+    if name == "bands":
+        b = BandGainStage(1, 640, 75, 24)
+        b.add_gains(rng.uniform(-6, 6, (1, 3, 24)))
+        return b
+    if name == "level":
+        o = OutputLevel(1, 640, 3)
+        o.add_gains(rng.uniform(-6, 6, (1, 75)))
+        return o
+    if name == "limiter":
+        return PeakLimiter(1, 48000)
+    return PeakNormalizer(1, 384, 0.0, 20.0, -50.0, 125.0)
+
+
+def test_every_stage_follows_the_stage_contract(codec: Codec) -> None:
+    """Each stage is a :class:`~flowdec.stages.Stage`; the audio stages return exactly the
+    samples pushed (``finish`` needs no length) and the same bits for any push pattern; a
+    reset stage starts over. The encoder and decoder stages and the chains, too."""
+    from flowdec.stages import Stage
+
+    rng = np.random.default_rng(0)
+    x = (0.5 * rng.standard_normal((1, 3 * 48000 - 123))).astype(np.float32)
+    x[0, 40000:40100] *= 6  # an over for the limiter
+    for name in ("bands", "level", "limiter", "normalizer"):
+        stage = _audio_stage(name)
+        assert isinstance(stage, Stage), name
+        assert stage.latency >= 0
+        whole = np.concatenate([stage.push(x), stage.finish()], axis=1)
+        assert whole.shape == x.shape, name
+        stage = _audio_stage(name)
+        assert isinstance(stage, Stage)
+        cuts = np.sort(rng.integers(0, x.shape[1], 12))
+        parts = [stage.push(p) for p in np.split(x, cuts, axis=1)] + [stage.finish()]
+        np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole, err_msg=name)
+
+    enc = codec.encoder_stage(1, 7)
+    dec = codec.decoder_stage(1, 8, 5)
+    for stage in (enc, dec, codec.decode_chain(1, 8, 5, 3)):
+        assert isinstance(stage, Stage) and stage.latency > 0
+    codes = np.concatenate([enc.push(x), enc.finish()], axis=2)
+    assert codes.shape[2] == -(-x.shape[1] // 640) + 1
+    enc.reset()
+    np.testing.assert_array_equal(np.concatenate([enc.push(x), enc.finish()], axis=2), codes)
+    y = np.concatenate([dec.push(codes[:, :8]), dec.finish()], axis=1)
+    assert y.shape[1] == codes.shape[2] * 640
+    if codec.has_postfilter:
+        post = codec.postfilter_stage(1, 40, nfe=2, seed=0)
+        assert isinstance(post, Stage) and post.latency > 0
+        z = np.concatenate([post.push(y), post.finish()], axis=1)
+        assert z.shape == y.shape and np.isfinite(z).all()
+        post.reset()
+        np.testing.assert_array_equal(np.concatenate([post.push(y), post.finish()], axis=1), z)
+
+
+def test_chains_give_the_clip_api_output(codec: Codec) -> None:
+    """The model's encode chain and decode chain, pushed by hand in odd pieces, give
+    ``Codec.encode`` / ``Codec.decode``'s codes and audio at 48 kHz: there is one chain."""
+    from flowdec.codec import Model
+
+    assert isinstance(codec, Model)
+    rng = np.random.default_rng(1)
+    x = (0.2 * rng.standard_normal((2, 48000 + 77))).astype(np.float32)
+    s = codec.encode(x, 48000, 6.0, frames_per_gain=75, level_bands=24)
+    enc = codec.encode_chain(2, s.header.n_codebooks, 750, 75, 24)
+    parts = [enc.push(p) for p in np.split(x, [5000, 5001, 30000], axis=1)] + [enc.finish()]
+    codes = np.concatenate([p.codes for p in parts], axis=2)
+    gains = np.concatenate([p.gains for p in parts if p.gains is not None], axis=1)
+    bands = np.concatenate([p.bands for p in parts if p.bands is not None], axis=1)
+    np.testing.assert_array_equal(codes, s.codes)
+    np.testing.assert_array_equal(gains, s.gains_db)
+    np.testing.assert_array_equal(bands, s.band_gains_db)
+    dec = codec.decode_chain(2, s.header.n_codebooks, 750, 75, 24)
+    dec.add_gains(gains, bands)
+    y = np.concatenate([dec.push(codes), dec.finish()], axis=1)  # decode's pieces
+    np.testing.assert_array_equal(y[:, : x.shape[1]], codec.decode(s, postfilter=False))

@@ -274,6 +274,58 @@ def test_worker_matches_sync_when_fast_enough(codec: Codec) -> None:
     np.testing.assert_array_equal(ya, yb)
 
 
+def test_dropped_chunks_keep_the_output_aligned(codec: Codec,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """After dropped chunks the chains restart at the next chunk; input the encoder had taken
+    past that point (the postfilter path looks further ahead than a chunk) comes back as
+    silence, never shifted: once the engine has recovered, its output lines up with an
+    undisturbed stream's (it was 4480 samples late at 80 ms chunks)."""
+    if not codec.has_postfilter:
+        pytest.skip("model has no postfilter")
+    import soundfile as sf
+
+    from flowdec.audio import resample
+    from flowdec.codec import example_clip
+
+    a, rate = sf.read(example_clip(), dtype="float32", always_2d=True)
+    x = resample(np.ascontiguousarray(a.T[:1]), rate, 48000)[:, : 48000 * 4]
+    kw = {"postfilter": True, "nfe": 2, "chunk_ms": 80.0}
+    ref = Stream(codec, worker=False, **kw)  # type: ignore[arg-type]
+    ref.prepare(48000, 512, 1)
+    want = np.concatenate([ref.process(x[:, i : i + 512]) for i in range(0, x.shape[1], 512)],
+                          axis=1)
+    real, gate = codec.encoder, threading.Event()
+
+    def held(audio: np.ndarray) -> np.ndarray:
+        gate.wait()
+        return real(audio)
+
+    monkeypatch.setattr(codec, "encoder", held)
+    s = Stream(codec, worker=True, degrade=True, **kw)  # type: ignore[arg-type]
+    s.prepare(48000, 512, 1)
+    got, i = [], 0
+    try:
+        while i < 48000:  # a second of audio while the model is held up
+            got.append(s.process(x[:, i : i + 512]))
+            i += 512
+        gate.set()
+        while i < x.shape[1]:
+            got.append(s.process(x[:, i : i + 512]))
+            i += 512
+            _until(s.caught_up, "the worker to catch up")
+    finally:
+        gate.set()
+        s.close()
+    assert s.stats.dropped_chunks > 0 and s.stats.level == 0
+    n, m = x.shape[1], 32000
+    start = n - 8000 - m  # the second last two thirds of a second, long recovered
+    out = np.concatenate(got, axis=1)[0, start : start + m]
+    lags = np.arange(-8000, 8001, 10)
+    corr = [float(np.dot(out, want[0, start + lag : start + lag + m])) for lag in lags]
+    assert lags[int(np.argmax(corr))] == 0
+    np.testing.assert_allclose(out, want[0, start : start + m], atol=0.05)
+
+
 def test_burst_of_input_is_late_but_not_dropped(codec: Codec) -> None:
     """A burst (the worker held up while two chunks arrive) makes the engine late, not lossy:
     on the codec path there is nothing cheaper to degrade to, and no chunk whose output is
@@ -415,6 +467,35 @@ def test_prepare_refuses_absurd_sizes(codec: Codec) -> None:
             s.prepare(*args)
     with pytest.raises(RuntimeError, match="prepare"):  # nothing half-prepared is used
         s.process(np.zeros((1, 4), np.float32))
+
+
+@pytest.mark.parametrize("src,dst,piece", [(44100, 48000, 256), (96000, 48000, 256),
+                                           (48000, 44100, 7680), (48000, 22050, 3840)])
+def test_resampler_release_matches_an_impulse(src: int, dst: int, piece: int) -> None:
+    """``resampler_release`` (what the stream's latency uses of soxr) is what an impulse
+    through a fresh soxr stream in pieces shows: the output counts after each piece, and the
+    impulse at its ideal position (soxr compensates its filter delay), available from the
+    first piece whose count passes it on."""
+    import soxr
+
+    from flowdec.stream import resampler_release
+
+    pieces = 60
+    counts = resampler_release(src, dst, piece, pieces)
+    x = np.zeros(piece * pieces, np.float32)
+    j = piece * 7 + 13
+    x[j] = 1.0
+    rs = soxr.ResampleStream(src, dst, 1, dtype="float32", quality="HQ")
+    outs, total = [], 0
+    for q in range(pieces):
+        y = rs.resample_chunk(x[q * piece : (q + 1) * piece])
+        total += y.shape[0]
+        outs.append(y)
+        assert total == counts[q]
+        if total > round(j * dst / src):
+            break
+    y = np.concatenate(outs)
+    assert abs(int(np.argmax(np.abs(y))) - j * dst / src) <= 1
 
 
 def test_sessions_sleep_instead_of_spinning(codec: Codec) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from .model_files import CodecCard, PostfilterCard
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
 
+@runtime_checkable
 class Stage(Protocol):
     """The contract of every stage: encoder, decoder, postfilter, band and output level,
     peak limiter, and the chains built of them (:mod:`flowdec.chain`).
