@@ -57,8 +57,10 @@ def pool_frames(power: np.ndarray, frames: int) -> np.ndarray:
         return power
     n = power.shape[-1]
     pad = -n % frames
-    p = np.concatenate([power, np.repeat(power[..., -1:], pad, axis=-1)], axis=-1)
-    blocks = p.reshape(*p.shape[:-1], -1, frames).mean(-1)
+    p = np.concatenate([power, np.zeros((*power.shape[:-1], pad))], axis=-1)
+    count = np.full(p.shape[-1] // frames, frames)
+    count[-1] -= pad  # the last block holds only the frames there are
+    blocks = p.reshape(*p.shape[:-1], -1, frames).sum(-1) / count
     return np.repeat(blocks, frames, axis=-1)[..., :n]
 
 
