@@ -608,10 +608,6 @@ class _Translate:
 
 
 # -- the pipeline pieces ---------------------------------------------------------------------
-def _chunk_frames(codec: Codec, chunk_seconds: float) -> int:
-    return max(1, int(chunk_seconds * codec.card.frame_rate))
-
-
 def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float,
                   level_bands: int) -> Iterator[CodeChunk]:
     """Codes ``[C, n_q, k]``, level gains and band gains for successive input chunks (48 kHz

@@ -1,9 +1,9 @@
 """A look-ahead peak limiter for integer output files, so decoded overs are not hard-clipped.
 
 The codec does not keep a waveform's phases, so decoded audio can peak above full scale
-where the input did not (README, Limits: the example clip, input −1.06 dBFS, comes back at
-up to +2.2 dBFS). 32-bit float WAV keeps such peaks; an integer format (FLAC, AIFF, MP3,
-Ogg) would clip them. :class:`PeakLimiter` instead lowers the gain around each over:
+where the input did not (a few dB over on the bundled example clip). 32-bit float WAV keeps
+such peaks; an integer format (FLAC, AIFF, MP3, Ogg) would clip them.
+:class:`PeakLimiter` instead lowers the gain around each over:
 
 - ``r[n] = min(1, ceiling / max_c |x[c, n]|)``, the gain sample n can take (channels linked);
 - ``h[m] = min r[m − hold … m + lookahead]``, held for ``hold`` samples after a peak;

@@ -220,8 +220,9 @@ class Stream:
             header is :attr:`header` (after ``prepare``).
 
     Latency (host samples) = one chunk + lookahead + resampler delays (availability) + one
-    chunk + ``max_block`` (margin); at 48 kHz with the defaults and ``max_block=512``:
-    see :attr:`latency_samples` (≈ 0.49 s with the postfilter, ≈ 0.40 s without).
+    chunk + ``max_block`` (margin): :attr:`latency_samples` (with the shipped model, the
+    defaults and ``max_block=512`` at 48 kHz, about 0.5 s with the postfilter and 0.4 s
+    without).
     """
 
     def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int | None = None,
