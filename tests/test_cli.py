@@ -367,6 +367,26 @@ def test_nfe_and_seed_ask_for_the_postfilter(model_dir: Path, codec: Codec, tmp_
     assert b.results[0].postfilter and b.results[0].seed == 0
 
 
+def test_solver_asks_for_the_postfilter_and_settings_without_it_say_so(
+        model_dir: Path, codec: Codec, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--solver was silently ignored with the postfilter off by default: it is a postfilter
+    setting like --nfe; settings given with --no-postfilter get a note, not silence."""
+    if not codec.has_postfilter:
+        pytest.skip("the model has no postfilter")
+    monkeypatch.setattr(Codec, "postfilter_recommended", property(lambda self: False))
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 0.3), 48000)
+    m = ["--model", str(model_dir), "--threads", "2"]
+    code, out, err = run_main([*m, "roundtrip", str(tmp_path / "in.wav"),
+                               str(tmp_path / "a.wav"), "--solver", "euler"], capsys)
+    assert code == 0 and "postfilter nfe 6" in out, out + err
+    code, out, err = run_main([*m, "roundtrip", str(tmp_path / "in.wav"),
+                               str(tmp_path / "b.wav"), "--no-postfilter", "--nfe", "4",
+                               "--solver", "euler"], capsys)
+    assert code == 0 and "no postfilter" in out, out + err
+    assert "--nfe --solver have no effect with --no-postfilter" in err, err
+
+
 def test_the_default_seed_is_0_everywhere(model_dir: Path, codec: Codec, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """decode/roundtrip/enhance picked a random seed, demo/live/the effect 0: now 0 in all."""

@@ -4,6 +4,7 @@ postfilter/NFE/seed options with one rule for all verbs."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ MODEL_ENV = "FLOWDEC_MODEL"
 DEFAULT_NFE, DEFAULT_SEED = 6, 0
 """Copies of :data:`flowdec.postfilter.DEFAULT_NFE` and ``DEFAULT_SEED`` for the help texts
 (importing that module would slow ``--help``; a test keeps them equal)."""
+
+_log = logging.getLogger("flowdec")
 
 
 def load_codec(args: argparse.Namespace) -> Codec:
@@ -124,9 +127,24 @@ def nfe_seed_options(p: argparse.ArgumentParser, asks: bool = True) -> None:
 
 
 def solver_options(p: argparse.ArgumentParser, asks: bool = True) -> None:
+    """``--nfe``, ``--seed`` and ``--solver`` (default None: not given, midpoint)."""
     nfe_seed_options(p, asks)
-    p.add_argument("--solver", choices=("midpoint", "euler"), default="midpoint",
-                   help="postfilter ODE solver (default midpoint)")
+    ask = "; giving it turns the postfilter on unless --no-postfilter" if asks else ""
+    p.add_argument("--solver", choices=("midpoint", "euler"), default=None,
+                   help=f"postfilter ODE solver (default midpoint){ask}")
+
+
+def postfilter_request(args: argparse.Namespace) -> bool | None:
+    """``postfilter=`` for library calls, with ``--solver`` a postfilter setting like ``--nfe``
+    and ``--seed``: giving it asks for the postfilter. Settings given with
+    ``--no-postfilter`` do nothing, and a note says so."""
+    given = [f"--{k}" for k in ("nfe", "seed", "solver") if getattr(args, k, None) is not None]
+    if args.postfilter is False and given:
+        _log.info("%s %s no effect with --no-postfilter", " ".join(given),
+                  "has" if len(given) == 1 else "have")
+    if args.postfilter is None and getattr(args, "solver", None) is not None:
+        return True
+    return bool(args.postfilter) if args.postfilter is not None else None
 
 
 def decode_options(p: argparse.ArgumentParser) -> None:

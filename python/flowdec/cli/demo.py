@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-from .common import load_codec, nfe_seed_options, postfilter_option, progress_arg, say
+from .common import (
+    load_codec,
+    nfe_seed_options,
+    postfilter_option,
+    postfilter_request,
+    progress_arg,
+    say,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -47,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
                   f"({kbps / enc.channels:.2f} per channel: {enc.bitrate:g} nominal + header "
                   f"and level gains), {enc.speed:.1f}x real time")
         r = decode_file(codec, fdc, args.output, nfe=args.nfe, seed=args.seed,
-                        postfilter=args.postfilter, progress=progress_arg(args))
+                        postfilter=postfilter_request(args), progress=progress_arg(args))
     post = f"postfilter nfe {r.nfe} seed {r.seed}" if r.postfilter else "no postfilter"
     say(args, f"decoded -> {r.output} ({r.sample_rate} Hz, {post}), {r.speed:.1f}x real time")
     return 0

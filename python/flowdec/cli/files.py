@@ -14,6 +14,7 @@ from .common import (
     chunk_option,
     decode_options,
     load_codec,
+    postfilter_request,
     progress_arg,
     say,
     solver_options,
@@ -84,8 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _decode_kw(args: argparse.Namespace) -> dict[str, Any]:
-    return {"nfe": args.nfe, "seed": args.seed, "postfilter": args.postfilter,
-            "solver": args.solver, "chunk_seconds": args.chunk_seconds,
+    return {"nfe": args.nfe, "seed": args.seed, "postfilter": postfilter_request(args),
+            "solver": args.solver or "midpoint", "chunk_seconds": args.chunk_seconds,
             "progress": progress_arg(args)}
 
 
@@ -138,7 +139,7 @@ def _enhance(args: argparse.Namespace) -> int:
     except (ModelError, DeviceError) as e:
         raise FlowdecError(str(e)) from None
     r = enhance_file(pf, args.input, args.output, nfe=args.nfe, seed=args.seed,
-                     solver=args.solver, chunk_seconds=args.chunk_seconds,
+                     solver=args.solver or "midpoint", chunk_seconds=args.chunk_seconds,
                      progress=progress_arg(args))
     say(args, r.summary())
     return 0

@@ -16,7 +16,7 @@ from ..live import (
     LiveStatus,
     list_devices,
 )
-from .common import load_codec, nfe_seed_options, postfilter_option
+from .common import load_codec, nfe_seed_options, postfilter_option, postfilter_request
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             load_codec(args), input_device=args.input, output_device=args.output,
             input_file=args.input_file, output_file=args.output_file,
             packets_file=args.packets_file, bitrate=args.bitrate, nfe=args.nfe,
-            postfilter=args.postfilter, seed=args.seed, chunk_ms=args.chunk_ms,
+            postfilter=postfilter_request(args), seed=args.seed, chunk_ms=args.chunk_ms,
             sample_rate=args.samplerate, channels=args.channels, block=args.block,
             duration=args.duration)
     except (LiveError, ValueError) as e:
