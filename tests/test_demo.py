@@ -15,6 +15,12 @@ from pedalboard.io import AudioFile
 from flowdec.codec import example_clip
 
 
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir: Path) -> Path:
+    """These tests need a model, not the shipped model's quality: the tiny random one."""
+    return tiny_model_dir
+
+
 def test_example_clip_is_bundled_with_its_licence() -> None:
     clip = example_clip()
     assert clip.is_file()

@@ -20,6 +20,17 @@ from flowdec.evaluation.runner import Setting, comparison_pairs
 RATE = 48000
 
 
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir: Path) -> Path:
+    """These tests need a model, not the shipped model's quality: the tiny random one."""
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def codec(model_dir: Path) -> Codec:
+    return Codec(model_dir, threads=2)
+
+
 def _tone(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * RATE)) / RATE
@@ -274,7 +285,7 @@ def make_clips(folder: Path, seconds: float = 1.5) -> None:
         wavfile.write(folder / f"{name}.wav", RATE, (0.5 * x / np.abs(x).max()).astype(np.float32))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def eval_dir(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Path:
     """``flowdec eval`` run once through the CLI (one bitrate, NFE 2, fast metrics and
     Zimtohrli, with and without 24 band gains)."""

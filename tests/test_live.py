@@ -43,6 +43,17 @@ PULSE_SCRIPT = ROOT / "scripts" / "pulse_null_sink.sh"
 TAIL = 8000  # samples at the end where the offline reference sees end-of-file padding
 
 
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir: Path) -> Path:
+    """These tests need a model, not the shipped model's quality: the tiny random one."""
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def codec(model_dir: Path) -> Codec:
+    return Codec(model_dir, threads=2)
+
+
 def _clip(sr: int, seconds: float, channels: int = 1, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(sr * seconds)) / sr
@@ -120,9 +131,9 @@ def test_file_session_equals_the_offline_round_trip(tmp_path: Path, codec: Codec
     assert not list(tmp_path.glob(".*tmp*"))  # written via a temporary name, renamed
     ref = codec.roundtrip(x, sr, 6.0, postfilter=False,
                           frames_per_gain=LIVE_FRAMES_PER_GAIN)
-    for c in range(channels):
+    for c in range(channels):  # at 44.1 kHz near-tie codes may flip (below): a lower peak
         lag, peak = _lag(y[:, c], ref[c, :-TAIL], lat + sr // 2)
-        assert lag == lat and peak > 0.999, (lag, peak)
+        assert lag == lat and peak > (0.999 if sr == 48000 else 0.99), (lag, peak)
     if sr == 48000:
         np.testing.assert_allclose(y[lat:, :].T[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
     else:
