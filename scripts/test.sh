@@ -12,8 +12,9 @@ if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || command -v sudo >/dev/nu
   # opus-tools: Opus baseline; chromium: report page test; pulseaudio & co: live test
   $SUDO apt-get install -y -qq --no-install-recommends opus-tools chromium pulseaudio pulseaudio-utils \
     libasound2-plugins libportaudio2 >/dev/null || echo "warning: apt install failed"
-  # the VST3/LV2 plugin: Debian's JUCE (with the VST3 SDK), lilv for the LV2 test host
-  $SUDO apt-get install -y -qq --no-install-recommends juce-modules-source liblilv-dev lilv-utils \
+  # the VST3/LV2 plugin: Debian's JUCE (with the VST3 SDK), LV2 headers, lilv for the LV2
+  # test host, lilv-utils (lv2apply, lv2info) for the LV2 tests
+  $SUDO apt-get install -y -qq --no-install-recommends juce-modules-source lv2-dev liblilv-dev lilv-utils \
     libasound2-dev libfreetype-dev libx11-dev libxrandr-dev libxinerama-dev libxcursor-dev \
     libxext-dev pkg-config cmake g++ >/dev/null || echo "warning: apt install (plugin) failed"
 fi
@@ -32,9 +33,6 @@ fi
 ruff check python tests benchmarks
 mypy
 
-set +e
-python3 -m pytest -q tests
-rc=$?
-set -e
-if [ "$rc" -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi
-exit "$rc"
+# every test, the shipped model's quality floors (marker 'quality') included; the slowest
+# are listed so the run stays within ~25 minutes on 2 cores
+python3 -m pytest -q tests --durations=15
