@@ -1,11 +1,10 @@
 """A compact shard of an audio cache: crops of its clips in one FLAC file, for training away.
 
-A training machine reached through a size-limited transfer (the GPU machines lent to some of
-our sessions take 64 MiB of files per call, code and weights included) cannot take the
-11 h cache. A shard takes seeded crops of the cache's clips, about as many seconds for
-every domain, skipping mostly silent crops (the training sampler's −55 dBFS rule), and
-stores them losslessly as one mono 16-bit FLAC file with an :class:`AudioCache` index
-(about 40 % of the raw size: 19 minutes of our cache's audio in 48 MB).
+A training machine reached through a size-limited transfer (e.g. 64 MiB of files per call,
+code and weights included; docs/gpu-training.md) cannot take the 11 h cache. A shard takes
+seeded crops of the cache's clips, about as many seconds for every domain, skipping mostly
+silent crops (the training sampler's −55 dBFS rule), and stores them losslessly as one mono
+16-bit FLAC file with an :class:`AudioCache` index (about 19 minutes of audio in 48 MB).
 ``AudioCache(shard)`` reads it like any cache; each crop keeps its source clip's path,
 domain and split, and its start there (``start``, in samples).
 

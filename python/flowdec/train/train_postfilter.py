@@ -11,7 +11,7 @@ at the top of that range with a peak follower that looks one frame ahead (the ca
 ``input_level``, :class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which
 would break chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
 are made on the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``;
-about 40 % faster on a CPU). Resumes from RUN/checkpoint.pt.
+faster on a CPU: the codec runs once per pair, not in every step). Resumes from RUN/checkpoint.pt.
 """
 
 from __future__ import annotations
