@@ -321,6 +321,9 @@ def test_headers_that_do_not_fit_the_model_are_refused(codec: Codec, tmp_path: P
         decode_file(codec, path, tmp_path / "out.wav", postfilter=False, progress=False)
     assert problem in str(e.value) and "x.fdc" in str(e.value) and "\n" not in str(e.value)
     assert folder_files(tmp_path) == ["x.fdc"]
+    info = stream_info(path, codec.folder)  # `flowdec info` says what decode would refuse
+    assert info.model_matches and info.problem and problem in info.problem
+    assert "damaged" in info.lines()[0] and not info.complete
 
 
 def test_codes_outside_the_codebooks_are_refused(codec: Codec) -> None:

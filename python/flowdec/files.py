@@ -66,7 +66,8 @@ from .bitstream import (
     StreamHeader,
 )
 from .codec import Codec, CodeChunk
-from .model_files import ModelError, load_cards, resolve
+from .model import check_stream
+from .model_files import CodecCard, ModelError, load_cards, resolve
 from .peak_limit import CEILING_DB, PeakLimiter
 from .postfilter import DEFAULT_NFE, DEFAULT_SEED, Postfilter
 from .sessions import DeviceError
@@ -1031,10 +1032,10 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
         FlowdecError: missing file, not a .fdc file, or a corrupt header.
     """
     p = _input_path(path)
-    installed: str | None = None
+    card: CodecCard | None = None
     with _Translate():
         try:
-            installed = load_cards(resolve(model))[0].model_id
+            card = load_cards(resolve(model))[0]
         except ModelError:
             if model is not None:
                 raise
@@ -1057,8 +1058,13 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
         warnings.simplefilter("ignore")  # truncation is reported in the result
         with FdcReader(p) as r:
             h, version = r.header, r.format_version
+            if card is not None and card.model_id == h.model_id:
+                try:
+                    check_stream(h, card, str(p))
+                except BitstreamError as e:  # the model's decoder would refuse it
+                    problem = _oneline(e)
             try:
-                for pk in r:
+                for pk in r if problem is None else ():
                     packets += 1
                     frames += pk.frames
                     add("gains", pk.gains_db)
@@ -1066,5 +1072,6 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
             except BitstreamError as e:
                 problem = _oneline(e)
     return StreamInfo(p, h, p.stat().st_size, packets, frames,
-                      problem is None and frames >= h.total_frames, installed, problem,
+                      problem is None and frames >= h.total_frames,
+                      None if card is None else card.model_id, problem,
                       summary("gains"), summary("bands"), version)

@@ -29,6 +29,7 @@ from .bitstream import (
 from .chain import DecodeChain, EncodeChain
 from .model_files import (
     STREAM_DECODER,
+    CodecCard,
     ModelError,
     PostfilterCard,
     foreign_model_message,
@@ -223,13 +224,7 @@ class Model:
         )
 
     def check_stream(self, header: StreamHeader, name: str = "the stream") -> None:
-        """Refuse a stream encoded by another model (:class:`ModelError`, one line that
-        names the model it needs and how to load it), or whose header does not fit this
-        model's card or flowdec's limits (:class:`~flowdec.bitstream.BitstreamError`: the
-        file is damaged or was not written by flowdec): codec rate, frame rate and bits per
-        code as the card says, at most the card's codebooks, an original rate flowdec
-        encodes (8 to 768 kHz), packets of at most :data:`MAX_PACKET_SECONDS` and gain
-        blocks of at most :data:`MAX_GAIN_BLOCK_SECONDS`.
+        """Refuse a stream this model cannot decode: :func:`check_stream` with its card.
 
         Example:
             >>> codec = Model()
@@ -239,33 +234,45 @@ class Model:
             Traceback (most recent call last):
             flowdec.bitstream.BitstreamError: x.fdc: header is corrupt (original rate ...
         """
-        if header.model_id != self.model_id:
-            raise ModelError(f"{name}: {foreign_model_message(header.model_id, self.card)}")
-        c, h = self.card, header
-        frame_rate = Fraction(c.sample_rate, c.hop)
-        max_packet = int(MAX_PACKET_SECONDS * frame_rate)
-        max_block = int(MAX_GAIN_BLOCK_SECONDS * frame_rate)
-        problem = None
-        if h.sample_rate != c.sample_rate:
-            problem = f"codec rate {h.sample_rate} Hz, the model's is {c.sample_rate} Hz"
-        elif h.frame_rate != frame_rate:
-            problem = (f"{float(h.frame_rate):g} frames/s, the model's is "
-                       f"{float(frame_rate):g}")
-        elif h.bits_per_code != c.bits_per_code:
-            problem = f"{h.bits_per_code} bits per code, the model's is {c.bits_per_code}"
-        elif h.n_codebooks > c.codebooks:
-            problem = f"{h.n_codebooks} codebooks, the model has {c.codebooks}"
-        elif h.frames_per_packet > max_packet:
-            problem = (f"packets of {h.frames_per_packet} frames, more than "
-                       f"{MAX_PACKET_SECONDS:g} s ({max_packet})")
-        elif h.frames_per_gain > max_block:
-            problem = (f"gain blocks of {h.frames_per_gain} frames, more than "
-                       f"{MAX_GAIN_BLOCK_SECONDS:g} s ({max_block})")
-        else:
-            try:
-                check_rate(h.original_rate)
-            except ValueError as e:
-                problem = f"original rate {h.original_rate} Hz: " + str(e).split(": ", 1)[-1]
-        if problem is not None:
-            raise BitstreamError(f"{name}: header is corrupt ({problem}); the file is damaged "
-                                 "or was not written by flowdec: re-encode it")
+        check_stream(header, self.card, name)
+
+
+def check_stream(header: StreamHeader, card: CodecCard, name: str = "the stream") -> None:
+    """Refuse a stream encoded by another model (:class:`ModelError`, one line that
+    names the model it needs and how to load it), or whose header does not fit the
+    model's card or flowdec's limits (:class:`~flowdec.bitstream.BitstreamError`: the
+    file is damaged or was not written by flowdec): codec rate, frame rate and bits per
+    code as the card says, at most the card's codebooks, an original rate flowdec
+    encodes (8 to 768 kHz), packets of at most :data:`MAX_PACKET_SECONDS` and gain
+    blocks of at most :data:`MAX_GAIN_BLOCK_SECONDS`.
+    """
+    if header.model_id != card.model_id:
+        raise ModelError(f"{name}: {foreign_model_message(header.model_id, card)}")
+    c, h = card, header
+    frame_rate = Fraction(c.sample_rate, c.hop)
+    max_packet = int(MAX_PACKET_SECONDS * frame_rate)
+    max_block = int(MAX_GAIN_BLOCK_SECONDS * frame_rate)
+    problem = None
+    if h.sample_rate != c.sample_rate:
+        problem = f"codec rate {h.sample_rate} Hz, the model's is {c.sample_rate} Hz"
+    elif h.frame_rate != frame_rate:
+        problem = (f"{float(h.frame_rate):g} frames/s, the model's is "
+                   f"{float(frame_rate):g}")
+    elif h.bits_per_code != c.bits_per_code:
+        problem = f"{h.bits_per_code} bits per code, the model's is {c.bits_per_code}"
+    elif h.n_codebooks > c.codebooks:
+        problem = f"{h.n_codebooks} codebooks, the model has {c.codebooks}"
+    elif h.frames_per_packet > max_packet:
+        problem = (f"packets of {h.frames_per_packet} frames, more than "
+                   f"{MAX_PACKET_SECONDS:g} s ({max_packet})")
+    elif h.frames_per_gain > max_block:
+        problem = (f"gain blocks of {h.frames_per_gain} frames, more than "
+                   f"{MAX_GAIN_BLOCK_SECONDS:g} s ({max_block})")
+    else:
+        try:
+            check_rate(h.original_rate)
+        except ValueError as e:
+            problem = f"original rate {h.original_rate} Hz: " + str(e).split(": ", 1)[-1]
+    if problem is not None:
+        raise BitstreamError(f"{name}: header is corrupt ({problem}); the file is damaged "
+                             "or was not written by flowdec: re-encode it")
