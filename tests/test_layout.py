@@ -3,7 +3,9 @@
 - no import cycle between flowdec's modules, counting imports inside functions too;
 - argparse only in the command lines (``flowdec.cli``, ``flowdec.__main__``, the training
   scripts run as ``python -m flowdec.train.X`` and the options they share);
-- no library module imports the CLI, and none imports another module's private names.
+- no library module imports the CLI, and none imports another module's private names;
+- inference needs no PyTorch: torch only in ``flowdec.train``, and inside the functions of
+  ``flowdec.evaluation`` that need it (FAD's embedding).
 
 Known exceptions are listed below; those lists may only shrink: an entry that no longer
 breaks its rule fails the test, so whoever fixes a module removes it from the list.
@@ -42,6 +44,7 @@ class Module:
     names: set[str] = field(default_factory=set)        # "module.name" it imports from them
     argparse: bool = False
     main_guard: bool = False
+    torch: str = ""            # "module" (imported at import time), "function", or ""
 
 
 def _name(path: Path) -> str:
@@ -59,7 +62,17 @@ def _scan() -> dict[str, Module]:
         m = Module(name, path)
         tree = ast.parse(path.read_text(), str(path))
         package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        at_import = {id(n) for n in ast.walk(tree) if not isinstance(
+            n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))}
+        for func in (n for n in ast.walk(tree)
+                     if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            at_import -= {id(n) for n in ast.walk(func)}
         for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                roots = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if not node.level else []
+                if any(r == "torch" or r.startswith("torch.") for r in roots):
+                    m.torch = "module" if id(node) in at_import else m.torch or "function"
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     m.argparse |= alias.name == "argparse"
@@ -153,6 +166,14 @@ def _argparse_allowed(m: Module) -> bool:
     if _is_cli(m.name) or m.name in TRAINING_OPTIONS:
         return True
     return m.name.startswith("flowdec.train.") and m.main_guard  # python -m flowdec.train.X
+
+
+def test_inference_needs_no_torch() -> None:
+    assert MODULES["flowdec.train.export"].torch == "module"  # the scan sees torch
+    wrong = {n: m.torch for n, m in MODULES.items() if m.torch and not (
+        n.startswith("flowdec.train.") or
+        (n.startswith("flowdec.evaluation.") and m.torch == "function"))}
+    assert not wrong, f"torch imported outside training: {wrong}"
 
 
 @pytest.mark.parametrize("rule", ["argparse", "cli", "private"])
