@@ -1,6 +1,7 @@
 """The package's layout rules, read from its source with ``ast`` (nothing is imported):
 
-- no import cycle between flowdec's modules, counting imports inside functions too;
+- no import cycle between flowdec's modules, counting imports inside functions too (not
+  those under ``if TYPE_CHECKING:``, which never run);
 - argparse only in the command lines (``flowdec.cli``, ``flowdec.__main__``, the training
   scripts run as ``python -m flowdec.train.X`` and the options they share);
 - no library module imports the CLI, and none imports another module's private names;
@@ -14,6 +15,7 @@ breaks its rule fails the test, so whoever fixes a module removes it from the li
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +69,12 @@ def _scan() -> dict[str, Module]:
         for func in (n for n in ast.walk(tree)
                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             at_import -= {id(n) for n in ast.walk(func)}
+        typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                       and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                       for stmt in block.body for n in ast.walk(stmt)}
         for node in ast.walk(tree):
+            if id(node) in typing_only:  # for the type checker only: never runs
+                continue
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 roots = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                     [node.module or ""] if not node.level else []
@@ -148,6 +155,20 @@ def test_the_scan_sees_the_package() -> None:
     assert {"flowdec", "flowdec.codec", "flowdec.train.export"} <= set(MODULES)
     assert "flowdec.train.codec_model" in MODULES["flowdec.train.export"].imports
     assert MODULES["flowdec.train.export"].main_guard
+
+
+def test_the_scan_skips_type_checking_imports(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "flowdec"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from .b import B\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import A\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    mods = _scan()
+    assert mods["flowdec.a"].imports == set() and mods["flowdec.b"].imports == {"flowdec.a"}
 
 
 def test_cycle_finder_finds_a_cycle() -> None:
