@@ -110,7 +110,7 @@ def test_meter_matches_the_one_shot_reference_for_any_push_pattern(seed: int) ->
         if i < len(sy):
             m.add_output(y[:, sy[i]])
         got.append(m.gains())
-    got.append(m.finish(frames))
+    got.append(m.finish())
     ours = np.concatenate(got, axis=1)
     want = reference_band_gains(x, y, g * CODEC_HOP, 16, frames * CODEC_HOP)
     assert ours.shape == want.shape == (2, -(-frames // g), 16)
@@ -163,7 +163,7 @@ def test_meter_and_stage_restore_a_coloured_signal() -> None:
     m = BandLevelMeter(2, CODEC_HOP, 75, 24)
     m.add_input(x)
     m.add_output(y)
-    g = m.finish(frames)
+    g = m.finish()
     s = BandGainStage(2, CODEC_HOP, 75, 24)
     s.add_gains(g)
     z = np.concatenate([s.push(y), s.finish()], axis=1)

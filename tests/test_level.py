@@ -119,7 +119,7 @@ def test_meter_chunked_equals_one_shot(seed: int) -> None:
     one = LevelMeter(1, HOP, g)
     one.add_input(x)
     one.add_output(y)
-    ref = np.concatenate([one.gains(), one.finish(frames)], axis=1)
+    ref = np.concatenate([one.gains(), one.finish()], axis=1)
     many = LevelMeter(1, HOP, g)
     got = []
     px, py = pushes(rng, x.shape[1]), pushes(rng, y.shape[1])
@@ -129,7 +129,7 @@ def test_meter_chunked_equals_one_shot(seed: int) -> None:
         if i < len(py):
             many.add_output(y[:, py[i]])
         got.append(many.gains())
-    got.append(many.finish(frames))
+    got.append(many.finish())
     np.testing.assert_array_equal(np.concatenate(got, axis=1), ref)
 
 

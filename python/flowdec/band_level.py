@@ -34,7 +34,7 @@ Example:
     >>> y = x * 10 ** (-6 / 20)                       # the "decoder" lost 6 dB everywhere
     >>> m = BandLevelMeter(channels=1, hop=640, frames_per_gain=75, bands=24)
     >>> m.add_input(x); m.add_output(y)
-    >>> g = m.finish(total_frames=75)
+    >>> g = m.finish()
     >>> g.shape, sorted(set(g.ravel().tolist()))      # [channels, blocks, bands], 6 dB
     ((1, 1, 24), [6.0])
     >>> s = BandGainStage(channels=1, hop=640, frames_per_gain=75, bands=24)
@@ -172,6 +172,7 @@ class BandLevelMeter:
         self.channels, self.quantize, self.hop = channels, quantize, hop
         self.block_samples = frames_per_gain * hop
         self.x, self.y = _Frames(channels), _Frames(channels)
+        self.pushed = 0  # samples of the longer signal pushed
         shape = (channels, self.layout.bands, 0)
         self.ex, self.ey = np.zeros(shape), np.zeros(shape)  # band energies of frames
         self.first = 0  # global frame index of ex[..., 0] (== ey's)
@@ -180,9 +181,11 @@ class BandLevelMeter:
 
     def add_input(self, x: npt.ArrayLike) -> None:
         self.ex = self._add(self.ex, self.x.push(x))
+        self.pushed = max(self.pushed, self.x.received)
 
     def add_output(self, y: npt.ArrayLike) -> None:
         self.ey = self._add(self.ey, self.y.push(y))
+        self.pushed = max(self.pushed, self.y.received)
 
     def _add(self, e: npt.NDArray[np.float64], spec: npt.NDArray[np.complex128]
              ) -> npt.NDArray[np.float64]:
@@ -219,10 +222,10 @@ class BandLevelMeter:
         """First frame of ``block`` (> 0)."""
         return -(-block * self.block_samples // HOP) + _PAST
 
-    def finish(self, total_frames: int) -> BandGains:
-        """Gains of the remaining blocks of a stream of ``total_frames`` codec frames
-        (signals end there; what was not pushed counts as silence)."""
-        length = total_frames * self.hop
+    def finish(self) -> BandGains:
+        """Gains of the remaining blocks: the stream is as many codec frames as the longer
+        of the two signals pushed covers (the other is completed with silence)."""
+        length = -(-self.pushed // self.hop) * self.hop
         self.ex = self._add(self.ex, self.x.pad_to(length))
         self.ey = self._add(self.ey, self.y.pad_to(length))
         blocks = -(-length // self.block_samples)

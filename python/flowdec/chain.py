@@ -136,12 +136,12 @@ class EncodeChain:
         ys.append(self._decoded(self.decoder.finish(), bands))
         self.meter.add_output(ys[1])
         if self.band_meter is not None and self.band_stage is not None:
-            g = self.band_meter.finish(self.frames)
+            g = self.band_meter.finish()
             self.band_stage.add_gains(g)
             bands.append(g)
             ys.append(self.band_stage.finish())
             self.meter.add_output(ys[2])
-        gains = self.meter.finish(self.frames)
+        gains = self.meter.finish()
         return Encoded(codes, gains, self._bands(bands),
                        _join(ys, np.zeros((self.channels, 0), np.float32)))
 

@@ -92,6 +92,11 @@ class _FrameEnergy:
     def available(self) -> int:
         return self.total - self.taken
 
+    @property
+    def pushed(self) -> int:
+        """Samples pushed (before any zero completion by :meth:`finish`)."""
+        return self.total * self.hop + self.rest.shape[1]
+
     def push(self, x: npt.ArrayLike) -> None:
         a = np.concatenate([self.rest, np.asarray(x, np.float64)], axis=1)
         n = a.shape[1] // self.hop
@@ -153,9 +158,11 @@ class LevelMeter:
             return np.zeros((self.channels, 0), np.float32)
         return self._blocks(ready)
 
-    def finish(self, total_frames: int) -> Gains:
-        """Gains of the remaining blocks of a stream of ``total_frames`` frames (the input
-        and output beyond what was pushed count as silence; the last block may be short)."""
+    def finish(self) -> Gains:
+        """Gains of the remaining blocks: the stream is as many frames as the longer of the
+        two signals pushed covers (the other is completed with silence; the last block may
+        be short)."""
+        total_frames = -(-max(self.x.pushed, self.y.pushed) // self.hop)
         self.x.finish(total_frames)
         self.y.finish(total_frames)
         left = total_frames - self.x.taken
@@ -408,5 +415,5 @@ class OutputLevel:
     def finish(self) -> Audio:
         """The rest: the inner stage's, then the last blocks'."""
         out = self._add(self.inner.finish()) if self.inner is not None else None
-        last = self._use(self.meter.finish(-(-self.pushed // self.hop)))
+        last = self._use(self.meter.finish())
         return last if out is None else np.concatenate([out, last], axis=1)

@@ -72,7 +72,7 @@ from .bitstream import (
     StreamHeader,
     encode_packet,
 )
-from .codec import Codec
+from .model import Model
 
 CHUNK_QUANTUM = 3840
 """Chunks are multiples of this many samples at 48 kHz (80 ms)."""
@@ -201,7 +201,8 @@ class Stream:
     """Streaming codec round trip with fixed, exact latency (see the module docstring).
 
     Args:
-        codec: a loaded :class:`flowdec.Codec`.
+        codec: a loaded model (:class:`flowdec.Codec`, or any :class:`flowdec.model.Model`):
+            the stream runs its chains.
         bitrate: kbit/s per channel (one the model lists).
         nfe: postfilter network evaluations (even; degraded to 4, 2 under load; None: 6).
         postfilter: run the postfilter (else the plain decoder output); None: on when ``nfe``
@@ -225,7 +226,7 @@ class Stream:
     without).
     """
 
-    def __init__(self, codec: Codec, bitrate: float = 6.0, nfe: int | None = None,
+    def __init__(self, codec: Model, bitrate: float = 6.0, nfe: int | None = None,
                  postfilter: bool | None = None,
                  seed: int | None = None, chunk_ms: float = DEFAULT_CHUNK_MS,
                  worker: bool = True, degrade: bool = True, context: int = DEFAULT_CONTEXT,
@@ -379,9 +380,8 @@ class Stream:
             self._out_count = 0  # host samples produced by the output resampler
             self._level = 0
             self._on_time = 0
-            self._packet_codes = np.zeros((self.channels, self.n_q, 0), np.uint16)
-            self._packet_gains = np.zeros((self.channels, 0), np.float32)
-            self._packet_index = 0
+            self._packets = (LivePackets(self.header, self.on_packet)
+                             if self.on_packet is not None and self.header is not None else None)
             self.stats = StreamStats(nfe=self.levels[0])
         if self.worker:
             self._stop = False
@@ -551,7 +551,8 @@ class Stream:
                     continue
                 dt = time.perf_counter() - t0
                 self._emit(y)
-                self._send_packets(codes, gains)
+                if self._packets is not None:
+                    self._packets.add(codes, gains)
                 st = self.stats
                 st.chunks += 1
                 st.work_seconds += dt
@@ -595,9 +596,8 @@ class Stream:
             keep = np.concatenate([np.zeros((self.channels, self._pending_start - origin),
                                             np.float32), keep], axis=1)
         self._restart(origin, keep.copy())
-        # codes whose gains were still being measured are dropped with the audio
-        self._packet_codes = self._packet_codes[:, :, : self._packet_gains.shape[1]
-                                                * LIVE_FRAMES_PER_GAIN]
+        if self._packets is not None:
+            self._packets.drop_unmeasured()
 
     def _emit(self, y48: np.ndarray) -> None:
         y = self._rs_out.push(y48)
@@ -617,20 +617,32 @@ class Stream:
                 self._out[:, : m - k] = seg[:, k:]
         self._out_written = pos + n
 
-    def _send_packets(self, codes: np.ndarray, gains: np.ndarray) -> None:
-        """Send every complete packet: codes lead their gains (the gains wait for the decoder),
-        so a packet goes out once the gains of all its frames are known."""
-        if self.on_packet is None or self.header is None:
-            return
-        g = LIVE_FRAMES_PER_GAIN
-        self._packet_codes = np.concatenate([self._packet_codes, codes.astype(np.uint16)], axis=2)
-        self._packet_gains = np.concatenate([self._packet_gains, gains], axis=1)
-        f = LIVE_FRAMES_PER_PACKET
-        ready = min(self._packet_codes.shape[2], self._packet_gains.shape[1] * g) // f * f
+
+class LivePackets:
+    """The live ``.fdc`` packets of a stream: :data:`~flowdec.bitstream.LIVE_FRAMES_PER_PACKET`
+    frames each, with their level gains. Codes lead their gains (the gains wait for the
+    decoder), so a packet goes to ``send`` once the gains of all its frames are known."""
+
+    def __init__(self, header: StreamHeader, send: Callable[[bytes], None]) -> None:
+        self.header, self.send = header, send
+        self.codes = np.zeros((header.channels, header.n_codebooks, 0), np.uint16)
+        self.gains = np.zeros((header.channels, 0), np.float32)
+        self.index = 0
+
+    def add(self, codes: np.ndarray, gains: np.ndarray) -> None:
+        """Codes ``[C, n_q, k]`` as encoded and gains ``[C, b]`` as measured."""
+        g, f = LIVE_FRAMES_PER_GAIN, LIVE_FRAMES_PER_PACKET
+        self.codes = np.concatenate([self.codes, codes.astype(np.uint16)], axis=2)
+        self.gains = np.concatenate([self.gains, gains], axis=1)
+        ready = min(self.codes.shape[2], self.gains.shape[1] * g) // f * f
         for i in range(0, ready, f):
-            packet = Packet(self._packet_index, self._packet_codes[:, :, i : i + f],
-                            self._packet_gains[:, i // g : (i + f) // g])
-            self.on_packet(encode_packet(self.header, packet))
-            self._packet_index += 1
-        self._packet_codes = self._packet_codes[:, :, ready:]
-        self._packet_gains = self._packet_gains[:, ready // g :]
+            packet = Packet(self.index, self.codes[:, :, i : i + f],
+                            self.gains[:, i // g : (i + f) // g])
+            self.send(encode_packet(self.header, packet))
+            self.index += 1
+        self.codes = self.codes[:, :, ready:]
+        self.gains = self.gains[:, ready // g :]
+
+    def drop_unmeasured(self) -> None:
+        """Forget the codes whose gains are still being measured (their audio was dropped)."""
+        self.codes = self.codes[:, :, : self.gains.shape[1] * LIVE_FRAMES_PER_GAIN]
