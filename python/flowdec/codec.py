@@ -37,8 +37,8 @@ from .bitstream import (
 )
 from .model import MAX_GAIN_BLOCK_SECONDS, MAX_PACKET_SECONDS, Model
 
-__all__ = ["MAX_GAIN_BLOCK_SECONDS", "MAX_PACKET_SECONDS", "Bitstream", "Codec", "CodeChunk",
-           "example_clip"]
+__all__ = ["DEFAULT_CHUNK_SECONDS", "MAX_GAIN_BLOCK_SECONDS", "MAX_PACKET_SECONDS", "Bitstream",
+           "Codec", "CodeChunk", "example_clip"]
 
 DEFAULT_CHUNK_SECONDS = 10.0
 """Offline processing unit: memory is bounded by this, whatever the file length."""

@@ -45,7 +45,8 @@ ArrayFn = Callable[[np.ndarray], np.ndarray]
 @runtime_checkable
 class Stage(Protocol):
     """The contract of every stage: encoder, decoder, postfilter, band and output level,
-    peak limiter, and the chains built of them (:mod:`flowdec.chain`).
+    peak limiter, and the decode chain built of them (:mod:`flowdec.chain`; the encode chain
+    has the same calls and returns codes with their gains).
 
     Unit: samples (at 48 kHz, the codec rate; the peak limiter runs at its file's rate). A
     code frame stands for ``hop`` samples. ``push(block)`` takes any amount of input
@@ -54,6 +55,16 @@ class Stage(Protocol):
     stream — its length is what was pushed, so it takes no argument — and returns the rest;
     ``reset()`` starts a new stream. Side information a stage needs (level gains) is added
     before the audio it covers (``add_gains``).
+
+    Example:
+        >>> import numpy as np
+        >>> from flowdec.peak_limit import PeakLimiter
+        >>> lim = PeakLimiter(channels=1, sample_rate=48000)
+        >>> isinstance(lim, Stage), lim.latency                 # 5 ms of look-ahead
+        (True, 240)
+        >>> x = np.zeros((1, 1000), np.float32)
+        >>> [lim.push(x).shape[1], lim.push(x).shape[1], lim.finish().shape[1]]
+        [760, 1000, 240]
     """
 
     @property
