@@ -3,6 +3,7 @@ playing the plugin's role over the real protocol, and the built plugin's paths."
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -10,18 +11,69 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from flowdec import _core
 
+if TYPE_CHECKING:
+    from flowdec.codec import Codec
+
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_BUILD = Path(os.environ.get("FLOWDEC_PLUGIN_BUILD", REPO / "plugin" / "build"))
 VST3 = PLUGIN_BUILD / "FlowdecPlugin_artefacts" / "Release" / "VST3" / "Flowdec.vst3"
-LV2 = PLUGIN_BUILD / "FlowdecPlugin_artefacts" / "Release" / "LV2" / "Flowdec.lv2"
+LV2 = PLUGIN_BUILD / "lv2" / "Flowdec.lv2"
 LV2HOST = PLUGIN_BUILD / "flowdec_lv2host"
 LV2_URI = "urn:flowdec:plugin"
 NOT_BUILT = f"plugin not built: run plugin/build.sh (looked for {VST3})"
+
+
+RATE = 48000
+MODEL = os.environ.get("FLOWDEC_TEST_MODEL", "")
+
+
+def model_path() -> str | None:
+    """``FLOWDEC_TEST_MODEL`` if set, else the shipped model (None when neither exists)."""
+    if MODEL and Path(MODEL).is_dir():
+        return MODEL
+    shipped = REPO / "python" / "flowdec" / "models" / "flowdec-75"
+    return str(shipped) if shipped.is_dir() else None
+
+
+@functools.lru_cache(maxsize=1)
+def codec(model: str | None) -> Codec:
+    from flowdec.codec import Codec
+
+    return Codec.load(model, threads=1)
+
+
+def stream_reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
+                     bitrate: float = 6.0, chunk_ms: float = 40.0, rate: int = RATE
+                     ) -> np.ndarray:
+    """flowdec.Stream with the plugin's settings, latency removed."""
+    import flowdec
+    s = flowdec.Stream(codec(model_path()), bitrate=bitrate, nfe=6, postfilter=postfilter,
+                       seed=seed, chunk_ms=chunk_ms, worker=False, degrade=False)
+    s.prepare(rate, 4096, x.shape[0])
+    lat = s.latency_samples
+    padded = np.concatenate([x, np.zeros((x.shape[0], lat + 4096), np.float32)], axis=1)
+    out = np.concatenate([s.process(padded[:, i:i + 4096])
+                          for i in range(0, padded.shape[1], 4096)], axis=1)
+    return out[:, lat:lat + x.shape[1]]
+
+
+def backend_latency(chunk: int, channels: int = 2, rate: int = RATE) -> int:
+    """S, the stream latency the codec backend reports for the plugin's chunk (its own code)."""
+    from flowdec.serve import StreamEngines
+
+    return StreamEngines(codec(model_path())).latency(rate, chunk, channels)
+
+
+def plugin_latency(chunk_ms: int, block: int, margin_ms: int = 30, rate: int = RATE) -> int:
+    """What the plugin reports: chunk + largest host block + margin + the backend's S."""
+    chunk = round(rate * chunk_ms / 1000)
+    return chunk + block + round(rate * margin_ms / 1000) + backend_latency(chunk, rate=rate)
 
 
 def backend_cmd(sock: Path, engine: str = "delay:0", idle_exit: float = 0.0,

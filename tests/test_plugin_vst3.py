@@ -6,7 +6,6 @@ off: these tests check timing, alignment and behaviour of the plugin path, not a
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 import shlex
@@ -17,36 +16,29 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from test_plugin_common import (
     NOT_BUILT,
+    RATE,
     VST3,
     backend_cmd,
+    model_path,
+    plugin_latency,
     shm_entries,
     start_backend,
     stop,
+    stream_reference,
     wait_socket,
 )
-
-if TYPE_CHECKING:
-    from flowdec.codec import Codec
 
 pedalboard = pytest.importorskip("pedalboard")
 pytestmark = pytest.mark.skipif(not VST3.exists(), reason=NOT_BUILT)
 
-RATE = 48000
-MODEL = os.environ.get("FLOWDEC_TEST_MODEL", "")
-
-
 def _model() -> str | None:
-    if MODEL and Path(MODEL).is_dir():
-        return MODEL
-    shipped = Path(__file__).resolve().parents[1] / "python" / "flowdec" / "models" / "flowdec-75"
-    return str(shipped) if shipped.is_dir() else None
+    return model_path()
 
 
 @pytest.fixture()
@@ -60,6 +52,7 @@ def sockdir() -> Iterator[Path]:
 def env(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     sock = sockdir / "b.sock"
     monkeypatch.setenv("FLOWDEC_SOCKET", str(sock))
+    monkeypatch.setenv("XDG_STATE_HOME", str(sockdir / "state"))  # the backend's log
     monkeypatch.setenv("FLOWDEC_BACKEND_CMD", "false")  # tests start backends themselves
     monkeypatch.setenv("FLOWDEC_OFFLINE_TIMEOUT_MS", "20000")
     return sock
@@ -88,26 +81,10 @@ def signal(seconds: float, seed: int = 0) -> np.ndarray:
     return x.astype(np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _codec(model: str | None) -> Codec:
-    from flowdec.codec import Codec
-
-    return Codec.load(model, threads=1)
-
-
 def reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
               bitrate: float = 6.0) -> np.ndarray:
     """flowdec.Stream with the plugin's settings, latency removed."""
-    import flowdec
-    codec = _codec(_model())
-    s = flowdec.Stream(codec, bitrate=bitrate, nfe=6, postfilter=postfilter, seed=seed,
-                       chunk_ms=40.0, worker=False, degrade=False)
-    s.prepare(RATE, 4096, x.shape[0])
-    lat = s.latency_samples
-    padded = np.concatenate([x, np.zeros((x.shape[0], lat + 4096), np.float32)], axis=1)
-    out = np.concatenate([s.process(padded[:, i:i + 4096])
-                          for i in range(0, padded.shape[1], 4096)], axis=1)
-    return out[:, lat:lat + x.shape[1]]
+    return stream_reference(x, postfilter=postfilter, seed=seed, bitrate=bitrate)
 
 
 def meter(p: pedalboard.ExternalPlugin, name: str, accept: Callable[[float], bool],
@@ -125,13 +102,109 @@ def meter(p: pedalboard.ExternalPlugin, name: str, accept: Callable[[float], boo
 def test_parameters_and_state(env: Path) -> None:
     p = load()
     for name in ("bitrate", "nfe", "postfilter", "dry_wet", "seed", "fallback",
-                 "force_realtime", "underruns", "connected"):
+                 "force_realtime", "chunk_ms", "margin_ms", "underruns", "connected",
+                 "latency_samples", "backend_status"):
         assert name in p.parameters, sorted(p.parameters)
     p.bitrate, p.nfe, p.seed, p.dry_wet = 4.5, 8, 7, 0.25
     q = load()
     q.raw_state = p.raw_state
     assert (q.bitrate, q.nfe, q.seed, q.postfilter) == (4.5, 8, 7, False)
     assert abs(q.dry_wet - 0.25) < 1e-6
+
+
+def test_defaults_follow_the_model_card(env: Path) -> None:
+    import json
+
+    model = _model()
+    if model is None:
+        pytest.skip("no model")
+    card = json.loads((Path(model) / "model_card.json").read_text())
+    post = card.get("postfilter") or {}
+    p = pedalboard.load_plugin(str(VST3))  # untouched defaults
+    assert p.postfilter == bool(post.get("recommended", False))
+    assert p.nfe == (post.get("recommendation") or {}).get("nfe", 6)
+    rates = sorted(float(v) for v in card["codec"]["bitrates_kbps"].values())
+    assert p.bitrate == (6.0 if 6.0 in rates else rates[-1])
+    assert (p.seed, p.dry_wet, p.chunk_ms, p.margin_ms) == (0, 1.0, 40, 30)
+
+
+def test_latency_settings_are_saved_and_reported(codec_backend: Path) -> None:
+    """The chunk length and margin are host parameters kept in the host's state; the
+    reported latency is the backend's stream latency plus what the chunk, host block and
+    margin need (no floor), and it is the real delay: the render equals flowdec.Stream's."""
+    p = load()
+    p.chunk_ms, p.margin_ms = 20, 10
+    q = load()
+    q.raw_state = p.raw_state
+    assert (q.chunk_ms, q.margin_ms) == (20, 10)
+    x = signal(1.0, seed=6)
+    y = q(x, RATE, buffer_size=512)
+    assert q.reported_latency_samples == plugin_latency(20, 512, margin_ms=10)
+    np.testing.assert_allclose(y, reference(x), atol=2e-4)
+    d = load()  # the defaults: 40 ms chunks, 30 ms margin
+    d(x[:, :4800], RATE, buffer_size=512)
+    assert d.reported_latency_samples == plugin_latency(40, 512)
+    assert q.reported_latency_samples < d.reported_latency_samples
+
+
+def test_cold_start_latency_is_right_from_the_first_block(
+        env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No backend runs: the plugin starts it and learns its latency before the first block
+    (prepareToPlay waits for the handshake), so an impulse comes back exactly where the
+    reported latency says: pedalboard removes the reported latency, a wrong one would shift
+    the output. (pedalboard prepares the plugin at 44.1 kHz when it loads it: the render at
+    48 kHz also checks that a changed latency reaches the host before the first block.)"""
+    model = _model()
+    if model is None:
+        pytest.skip("no model")
+    monkeypatch.setenv("FLOWDEC_BACKEND_CMD",
+                       shlex.join(backend_cmd(env, engine="stream", idle_exit=2.0, model=model)))
+    assert not env.exists()
+    x = 0.01 * np.random.default_rng(7).standard_normal((2, RATE)).astype(np.float32)
+    x[:, 12000] = 0.8  # an impulse over quiet noise
+    p = load()
+    y = p(x, RATE, buffer_size=256)
+    assert p.reported_latency_samples == plugin_latency(40, 256)
+    np.testing.assert_allclose(y, reference(x), atol=2e-4)
+    # and the impulse is where the input had it: the cross-correlation peaks at lag 0 (±16
+    # samples, 0.3 ms: the codec rebuilds an impulse's phase only roughly; a latency error
+    # would move it by thousands of samples)
+    a, b = y[0, 8000:16000], x[0, 8000:16000]
+    lags = np.arange(-1500, 1501)
+    corr = [np.dot(a[max(0, k):a.size + min(0, k)], b[max(0, -k):b.size - max(0, k)])
+            for k in lags]
+    assert abs(int(lags[int(np.argmax(corr))])) <= 16
+    del p
+    gc.collect()
+    wait_gone(env)
+
+
+def test_a_piped_render_returns_while_the_backend_runs(env: Path, tmp_path: Path) -> None:
+    """`python render.py | cat` must end when the render does: the backend the plugin
+    starts holds none of the host's standard streams and logs to the user's state dir."""
+    script = tmp_path / "render.py"
+    script.write_text(
+        "import numpy as np, pedalboard\n"
+        f"p = pedalboard.load_plugin({str(VST3)!r})\n"
+        "y = p(np.zeros((2, 4800), np.float32), 48000, buffer_size=512)\n"
+        "print('rendered', y.shape, flush=True)\n")
+    cmd = [a for a in backend_cmd(env, engine="delay:0", idle_exit=600.0) if a != "--quiet"]
+    run_env = dict(os.environ, FLOWDEC_BACKEND_CMD=shlex.join(cmd))
+    # capture_output reads both pipes to their end, as `| cat` does (timeout: a hang guard)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, env=run_env,
+                         timeout=300)
+    try:
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert b"rendered (2, 4800)" in res.stdout
+        pid = _backend_pid(env)  # still serving (idle exit 600 s): the pipes ended before it
+        log = env.parent / "state" / "flowdec" / "backend.log"
+        assert "listening on" in log.read_text()  # the backend's lines went to its log...
+        assert b"listening on" not in res.stdout + res.stderr  # ...not to the host's streams
+    finally:
+        if env.exists():
+            os.kill(_backend_pid(env), 15)
+    assert pid > 0
+    wait_gone(env)
 
 
 @pytest.mark.parametrize("block", [64, 512, 4096])
@@ -212,9 +285,10 @@ def _two_instances() -> None:
     np.testing.assert_allclose(y1b, r1, atol=2e-4)
 
 
-def test_no_backend_gives_dry_signal(env: Path) -> None:
+def test_no_backend_in_real_time_gives_the_fallback(env: Path) -> None:
     x = signal(0.5)
     p = load()
+    p.force_realtime = True
     t0 = time.monotonic()
     y = p(x, RATE, buffer_size=512)
     assert time.monotonic() - t0 < 10, "must not hang without a backend"
@@ -225,6 +299,37 @@ def test_no_backend_gives_dry_signal(env: Path) -> None:
     assert p.connected == 0.0
     p.fallback = "silence"
     assert np.abs(p(x, RATE, buffer_size=512)).max() == 0.0
+
+
+def _status(p: pedalboard.ExternalPlugin) -> str:
+    return str(p.parameters["backend_status"].string_value)
+
+
+def test_backend_that_cannot_start_is_reported_and_renders_no_dry_audio(
+        env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DAW started outside the venv: the `python3` on PATH has no flowdec. The status
+    parameter says "failed", the editor's message names the fix and the log has Python's
+    error; an offline render is silent (never dry audio passing as coded) and does not hang."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub = bindir / "python3"
+    stub.write_text("#!/bin/sh\necho 'No module named flowdec (stub)' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.delenv("FLOWDEC_BACKEND_CMD")
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    x = signal(0.5)
+    p = load()
+    t0 = time.monotonic()
+    y = p(x, RATE, buffer_size=512)
+    assert time.monotonic() - t0 < 60, "a failed backend must not be waited for (hang guard)"
+    assert np.abs(y).max() == 0.0, "an offline render without the codec must not be dry audio"
+    deadline = time.monotonic() + 30
+    while _status(p) != "failed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _status(p) == "failed"
+    assert p.connected == 0.0
+    log = env.parent / "state" / "flowdec" / "backend.log"
+    assert "No module named flowdec (stub)" in log.read_text()
 
 
 def test_backend_killed_mid_stream(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

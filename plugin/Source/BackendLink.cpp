@@ -45,6 +45,53 @@ std::string backendSocketPath() {
     return "/tmp/flowdec-" + std::to_string(getuid()) + "/backend.sock";
 }
 
+std::string backendLogPath() {
+    const char* state = std::getenv("XDG_STATE_HOME");
+    if (state && state[0] == '/') return std::string(state) + "/flowdec/backend.log";
+    const char* home = std::getenv("HOME");
+    if (home && home[0] == '/') return std::string(home) + "/.local/state/flowdec/backend.log";
+    return "/tmp/flowdec-" + std::to_string(getuid()) + "/backend.log";
+}
+
+namespace {
+
+// mkdir -p for the log's directory (new directories 0700).
+void makeParents(const std::string& file) {
+    for (std::size_t i = 1; i < file.size(); ++i)
+        if (file[i] == '/') mkdir(file.substr(0, i).c_str(), 0700);
+}
+
+// Open the backend's log for appending (started afresh beyond 1 MiB); -1 on failure.
+int openLog(const std::string& path) {
+    makeParents(path);
+    struct stat st {};
+    const bool big = stat(path.c_str(), &st) == 0 && st.st_size > (1 << 20);
+    return ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (big ? O_TRUNC : 0), 0600);
+}
+
+// The last non-empty line of a file (its last 4 KiB), e.g. Python's final error line.
+std::string lastLine(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {};
+    char buf[4096];
+    const off_t size = lseek(fd, 0, SEEK_END);
+    const off_t from = std::max<off_t>(0, size - static_cast<off_t>(sizeof(buf)));
+    const ssize_t n = pread(fd, buf, sizeof(buf), from);
+    ::close(fd);
+    if (n <= 0) return {};
+    std::string s(buf, static_cast<std::size_t>(n));
+    for (;;) {  // the plugins' own "--- flowdec plugin ... starts" lines say nothing new
+        while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+        const std::size_t nl = s.rfind('\n');
+        const std::string line = nl == std::string::npos ? s : s.substr(nl + 1);
+        if (line.rfind("--- flowdec plugin", 0) != 0) return line;
+        if (nl == std::string::npos) return {};
+        s.resize(nl);
+    }
+}
+
+}  // namespace
+
 bool splitCommand(const std::string& cmd, std::vector<std::string>* words) {
     words->clear();
     std::string word;
@@ -187,7 +234,6 @@ bool BackendLink::sleepFor(int ms) {
     for (int left = ms; left > 0 && !quit_.load(); left -= 100) {
         pollfd p{wakeFd_, POLLIN, 0};
         poll(&p, 1, std::min(left, 100));
-        if (config_.tick) config_.tick();
     }
     return !quit_.load();
 }
@@ -278,8 +324,10 @@ void BackendLink::reapChild() {
     if (r == child_) {
         // Exit status 3: another backend already serves the socket (not a failure).
         if (!(WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3))) {
-            setError("backend command failed (" + config_.command.front() + " exited with " +
-                     std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)) + ")");
+            const std::string why = lastLine(backendLogPath());
+            setError("`" + shownCommand() + "` exited with " +
+                     std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)) +
+                     (why.empty() ? "" : " (" + why + ")"));
             gaveUp_ = true;
             cv_.notify_all();
         }
@@ -289,23 +337,42 @@ void BackendLink::reapChild() {
     }
 }
 
+std::string BackendLink::shownCommand() const {
+    std::string shown;
+    for (const std::string& a : config_.command) shown += (shown.empty() ? "" : " ") + a;
+    return shown;
+}
+
 void BackendLink::spawnBackend() {
     if (config_.command.empty()) {
+        setError("starting a backend is disabled (FLOWDEC_BACKEND_CMD is empty or false) and none answers on " +
+                 config_.socketPath);
         gaveUp_ = true;
         cv_.notify_all();
         return;
     }
     // No shell, and not from the host's working directory: nothing there can take its place.
     std::vector<char*> argv;
-    std::string shown;
-    for (const std::string& a : config_.command) {
-        argv.push_back(const_cast<char*>(a.c_str()));
-        shown += (shown.empty() ? "" : " ") + a;
-    }
+    for (const std::string& a : config_.command) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
+    // Detached from the host's standard streams (a host writing to a pipe must see its end
+    // when it exits, not when the backend does): output goes to the log file.
+    const std::string logPath = backendLogPath();
+    const int logFd = openLog(logPath);
+    if (logFd >= 0) {
+        const std::string head = "--- flowdec plugin (pid " + std::to_string(getpid()) + ") starts: " + shownCommand() + "\n";
+        (void)!::write(logFd, head.data(), head.size());
+    }
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    if (logFd >= 0) {
+        posix_spawn_file_actions_adddup2(&actions, logFd, 1);
+        posix_spawn_file_actions_adddup2(&actions, logFd, 2);
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    }
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 29))
     posix_spawn_file_actions_addchdir_np(&actions, "/");
 #endif
@@ -319,14 +386,15 @@ void BackendLink::spawnBackend() {
     const int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
+    if (logFd >= 0) ::close(logFd);
     if (rc != 0) {
-        setError("cannot start the backend (" + config_.command.front() + "): " + std::strerror(rc));
+        setError("cannot run `" + shownCommand() + "`: " + std::strerror(rc));
         gaveUp_ = true;
         cv_.notify_all();
         return;
     }
     child_ = pid;
-    logLine("started the backend: " + shown);
+    logLine("started the backend: " + shownCommand() + " (log: " + logPath + ")");
 }
 
 void BackendLink::run() {
@@ -351,6 +419,8 @@ void BackendLink::run() {
             if (!sleepFor(2000)) break;
             continue;
         }
+        const std::uint64_t one = 1;  // wake an offline render waiting for the backend
+        (void)!write(shm_->outEvent, &one, sizeof(one));
         backoffMs = 50;
         spawnBackoffMs = 2000;
         gaveUp_ = false;
@@ -367,7 +437,6 @@ void BackendLink::run() {
             pollfd p[2] = {{fd, POLLIN, 0}, {wakeFd_, POLLIN, 0}};
             if (poll(p, 2, 100) < 0 && errno != EINTR) break;
             reapChild();
-            if (config_.tick) config_.tick();
             if (p[0].revents) {
                 char buf[64];
                 if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0) break;

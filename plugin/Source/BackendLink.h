@@ -23,6 +23,10 @@ std::string backendSocketPath();
 // words (splitCommand), else `python3 -I -m flowdec serve` (-I: isolated, so no directory the
 // host was started from, nor PYTHONPATH, decides which `flowdec` runs). Empty: start none.
 std::vector<std::string> defaultBackendCommand();
+// Where a backend the plugin starts writes its output (never the host's stdout/stderr):
+// $XDG_STATE_HOME/flowdec/backend.log, else ~/.local/state/flowdec/backend.log, else
+// /tmp/flowdec-<uid>/backend.log.
+std::string backendLogPath();
 // Split `cmd` into words as a POSIX shell splits a simple command, without running one: blanks
 // separate words, '...' and "..." quote, a backslash escapes the next character; no expansions,
 // redirections or operators (so shlex.join's output round-trips). False on an open quote.
@@ -53,7 +57,6 @@ public:
         std::vector<std::string> command;  // argv; empty: never start a backend
         std::uint32_t maxBlock = 0;
         int replyTimeoutMs = 60000;
-        std::function<void()> tick;  // called about every 100 ms on the supervisor thread
     };
 
     BackendLink() = default;
@@ -69,6 +72,8 @@ public:
     bool connected() const { return connected_.load(std::memory_order_acquire); }
     std::uint32_t latency() const { return latency_.load(std::memory_order_relaxed); }
     bool everConnected() const { return everConnected_.load(std::memory_order_relaxed); }
+    // The start command failed (or none is set) and nothing answers: not worth waiting for.
+    bool gaveUp() const { return gaveUp_.load(std::memory_order_relaxed); }
     std::uint64_t connections() const { return connections_.load(std::memory_order_relaxed); }
     std::string lastError() const;
 
@@ -78,6 +83,7 @@ private:
     int tryConnect();
     bool handshake(int fd);
     void spawnBackend();
+    std::string shownCommand() const;
     void reapChild();
     void setError(const std::string& e);
 

@@ -10,28 +10,47 @@
 #include <fstream>
 #include <thread>
 
+#include "PluginEditor.h"
+
+JUCE_BEGIN_IGNORE_WARNINGS_GCC_LIKE("-Wshadow", "-Wnon-virtual-dtor", "-Wzero-as-null-pointer-constant",
+                                    "-Wsign-conversion", "-Wextra-semi", "-Wpedantic")
+#include <pluginterfaces/vst/ivsteditcontroller.h>
+JUCE_END_IGNORE_WARNINGS_GCC_LIKE
+
 namespace flowdec {
 
 namespace {
 
+// Debugging and test knobs only; everything a user sets is a parameter.
 int envInt(const char* name, int fallback) {
     const char* v = std::getenv(name);
     return (v && *v) ? std::atoi(v) : fallback;
 }
 
+constexpr int kMaxBackendLatencySeconds = 10;  // a backend's (or a saved state's) S is bounded
+
 juce::AudioProcessorValueTreeState::ParameterLayout makeLayout() {
     using namespace juce;
     AudioProcessorValueTreeState::ParameterLayout l;
-    l.add(std::make_unique<AudioParameterFloat>(ParameterID{"bitrate", 1}, "Bitrate",
-                                                NormalisableRange<float>(3.0f, 7.5f, 1.5f), 6.0f));  // kbit/s
-    l.add(std::make_unique<AudioParameterInt>(ParameterID{"nfe", 1}, "NFE", 1, 32, 6));
-    l.add(std::make_unique<AudioParameterBool>(ParameterID{"postfilter", 1}, "Postfilter", true));
+    const float step = static_cast<float>(FLOWDEC_BITRATE_NEXT - FLOWDEC_BITRATE_MIN);
+    l.add(std::make_unique<AudioParameterFloat>(
+        ParameterID{"bitrate", 1}, "Bitrate",
+        NormalisableRange<float>(static_cast<float>(FLOWDEC_BITRATE_MIN), static_cast<float>(FLOWDEC_BITRATE_MAX), step),
+        static_cast<float>(FLOWDEC_DEFAULT_BITRATE)));  // kbit/s
+    l.add(std::make_unique<AudioParameterInt>(ParameterID{"nfe", 1}, "NFE", 1, 32, FLOWDEC_DEFAULT_NFE));
+    l.add(std::make_unique<AudioParameterBool>(ParameterID{"postfilter", 1}, "Postfilter",
+                                               FLOWDEC_DEFAULT_POSTFILTER != 0));
     l.add(std::make_unique<AudioParameterFloat>(ParameterID{"mix", 1}, "Dry Wet",
                                                 NormalisableRange<float>(0.0f, 1.0f, 0.01f), 1.0f));
     l.add(std::make_unique<AudioParameterInt>(ParameterID{"seed", 1}, "Seed", 0, 1023, 0));
     l.add(std::make_unique<AudioParameterChoice>(ParameterID{"fallback", 1}, "Fallback",
                                                  StringArray{"dry", "silence"}, 0));
     l.add(std::make_unique<AudioParameterBool>(ParameterID{"force_realtime", 1}, "Force Realtime", false));
+    StringArray chunks;
+    for (int ms : kChunkChoicesMs) chunks.add(String(ms));
+    l.add(std::make_unique<AudioParameterChoice>(ParameterID{"chunk_ms", 1}, "Chunk Ms", chunks,
+                                                 kDefaultChunkChoice));
+    l.add(std::make_unique<AudioParameterInt>(ParameterID{"margin_ms", 1}, "Margin Ms", 0, 500, kDefaultMarginMs));
     return l;
 }
 
@@ -49,17 +68,24 @@ FlowdecProcessor::FlowdecProcessor()
     pSeed = params.getRawParameterValue("seed");
     pFallback = params.getRawParameterValue("fallback");
     pRealtime = params.getRawParameterValue("force_realtime");
+    pChunk = params.getRawParameterValue("chunk_ms");
+    pMargin = params.getRawParameterValue("margin_ms");
     auto under = std::make_unique<ReadOnlyCounter>("underruns", "Underruns", 1000000.0f);
     auto conn = std::make_unique<ReadOnlyCounter>("connected", "Connected", 1.0f);
+    auto status = std::make_unique<ReadOnlyCounter>("backend_status", "Backend Status", 2.0f,
+                                                    juce::StringArray{"starting", "connected", "failed"});
     auto lat = std::make_unique<ReadOnlyCounter>("latency", "Latency Samples", 10000000.0f);
     latencyParam = lat.get();
     underrunParam = under.get();
     connectedParam = conn.get();
+    statusParam = status.get();
     addParameter(under.release());
     addParameter(conn.release());
     addParameter(lat.release());
+    addParameter(status.release());
     envRealtime = envInt("FLOWDEC_FORCE_REALTIME", 0) != 0;
     offlineTimeoutMs = envInt("FLOWDEC_OFFLINE_TIMEOUT_MS", 10000);
+    connectTimeoutMs = envInt("FLOWDEC_CONNECT_TIMEOUT_MS", -1);
     if (std::getenv("FLOWDEC_PLUGIN_TIMING")) {
         timings.resize(1 << 18);
         timingBlocks.resize(1 << 18);
@@ -67,9 +93,48 @@ FlowdecProcessor::FlowdecProcessor()
     startTimerHz(kMeterHz);
 }
 
+juce::AudioProcessorEditor* FlowdecProcessor::createEditor() { return new FlowdecEditor(*this); }
+
+BackendStatus FlowdecProcessor::backendStatus() const {
+    if (link.connected()) return kStatusConnected;
+    return link.gaveUp() ? kStatusFailed : kStatusStarting;
+}
+
+juce::String FlowdecProcessor::statusMessage() const {
+    switch (backendStatus()) {
+        case kStatusConnected:
+            return "Connected to the flowdec backend; latency " + juce::String(getLatencySamples()) + " samples.";
+        case kStatusFailed:
+            return "The flowdec backend cannot start: " + juce::String(link.lastError()) +
+                   "\nFix: install flowdec for the python3 on the host's PATH (pip install flowdec), or start "
+                   "the host with FLOWDEC_BACKEND_CMD set to a working command (e.g. \"/path/to/venv/bin/python "
+                   "-I -m flowdec serve\").\nBackend log: " + juce::String(backendLogPath()) +
+                   "\nUntil then real-time playback is dry (or silent) and offline renders are silent.";
+        case kStatusStarting:
+            break;
+    }
+    const juce::String err(link.lastError());
+    return "Starting the flowdec backend..." + (err.isEmpty() ? juce::String() : " (" + err + ")");
+}
+
 void FlowdecProcessor::timerCallback() {
+    const bool connected = link.connected();
+    connectedParam->set(connected ? 1.0f : 0.0f);
+    statusParam->set(static_cast<float>(backendStatus()));
+    underrunParam->set(static_cast<float>(underrunsShown.load(std::memory_order_relaxed)));
+    // The latency changed after prepareToPlay (the backend connected late with its own):
+    // tell the host (JUCE's VST3 wrapper asks it to restart; it re-reads the latency).
+    const int want = wantedLatency.load();
+    if (want > 0 && want != getLatencySamples()) setLatencySamples(want);
+    latencyParam->set(static_cast<float>(getLatencySamples()));
+    const int s = stateLatency.exchange(-1);
+    if (s >= 0) {
+        params.state.setProperty("backend_latency", s, nullptr);
+        params.state.setProperty("backend_latency_key", stateLatencyKey, nullptr);
+    }
     underrunParam->publish();
     connectedParam->publish();
+    statusParam->publish();
     latencyParam->publish();
 }
 
@@ -90,14 +155,26 @@ bool FlowdecProcessor::isBusesLayoutSupported(const BusesLayout& layouts) const 
     return in == out && (out == juce::AudioChannelSet::mono() || out == juce::AudioChannelSet::stereo());
 }
 
+int FlowdecProcessor::chunkSamples(double sampleRate) const {
+    const int i = std::clamp(static_cast<int>(pChunk->load()), 0, static_cast<int>(std::size(kChunkChoicesMs)) - 1);
+    return static_cast<int>(std::lround(sampleRate * kChunkChoicesMs[i] / 1000.0));
+}
+
+int FlowdecProcessor::marginSamples(double sampleRate) const {
+    return static_cast<int>(std::lround(sampleRate * std::max(0.0f, pMargin->load()) / 1000.0));
+}
+
 void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const int ch = std::max(1, getTotalNumOutputChannels());
     maxBlock = std::max(1, maxBlock);
+    const int newChunk = chunkSamples(sampleRate);
+    const int newMargin = marginSamples(sampleRate);
     // pedalboard calls prepareToPlay again mid-stream: keep everything when nothing changed.
-    if (shm.region.mapped() && sampleRate == rate && ch == channels) {
+    if (shm.region.mapped() && sampleRate == rate && ch == channels && newChunk == chunk && newMargin == margin) {
         if (maxBlock <= blockAllowance) return;
-        const int margin = static_cast<int>(std::lround(sampleRate * std::max(0, envInt("FLOWDEC_MARGIN_MS", 30)) / 1000.0));
-        if (chunk + maxBlock + margin <= bufferLatency) {  // larger blocks fit the latency
+        // Offline, a chunk is complete before the block that plays it (any block size):
+        // larger blocks keep the stream and its latency. In real time they need more.
+        if (isNonRealtime()) {
             growBlock(maxBlock);
             return;
         }
@@ -106,18 +183,10 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     link.stop();
     rate = sampleRate;
     channels = ch;
-    blockAllowance = std::max(maxBlock, envInt("FLOWDEC_MIN_BLOCK", 0));
-    const int chunkMs = std::max(5, envInt("FLOWDEC_CHUNK_MS", 40));
-    chunk = static_cast<int>(std::lround(sampleRate * chunkMs / 1000.0));
-    const int marginMs = std::max(0, envInt("FLOWDEC_MARGIN_MS", 30));
-    const int margin = static_cast<int>(std::lround(sampleRate * marginMs / 1000.0));
-    const int need = chunk + blockAllowance + margin;
-    // A latency floor in samples, independent of rate and block size: pedalboard reads the
-    // latency right after prepareToPlay while JUCE's VST3 wrapper reports changes
-    // asynchronously, so a latency that does not move between preparations keeps the first
-    // render after a rate change exact. The backend's share is subtracted below.
-    const int floor = std::max(0, envInt("FLOWDEC_LATENCY_FLOOR", 32768));
-    bufferLatency = std::max(need, floor);
+    chunk = newChunk;
+    margin = newMargin;
+    blockAllowance = maxBlock;
+    bufferLatency = chunk + blockAllowance + margin;  // D
     const int slots = std::max(8, 2 * (bufferLatency / chunk + 2));
 
     std::string error;
@@ -130,51 +199,68 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     cfg.socketPath = backendSocketPath();
     cfg.command = defaultBackendCommand();  // never from the saved state: a project file is data
     cfg.maxBlock = static_cast<std::uint32_t>(blockAllowance);
-    cfg.tick = [this] { connectedParam->set(link.connected() ? 1.0f : 0.0f); };
     if (shm.region.mapped()) link.start(&shm, cfg);
-    // Offline renders must be exact from the first sample: wait for the backend here.
+    // S, the backend's stream latency, must be right from the first block: the backend tells
+    // it in its handshake, so wait for it here (a cold start loads the model). A project
+    // saved with this rate, chunk and channel count remembers S: then a real-time host
+    // waits only briefly (a late connection re-reports the latency, see adoptBackendLatency).
+    const int maxS = kMaxBackendLatencySeconds * static_cast<int>(std::lround(sampleRate));
+    stateLatencyKey = juce::String(static_cast<int>(sampleRate)) + "/" + juce::String(chunk) + "/" + juce::String(channels);
+    const bool remembered = params.state.getProperty("backend_latency_key").toString() == stateLatencyKey;
+    const int rememberedS = std::clamp(static_cast<int>(params.state.getProperty("backend_latency", 0)), 0, maxS);
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
-    const int waitMs = envInt("FLOWDEC_CONNECT_TIMEOUT_MS", realtime ? 200 : 30000);
+    const int waitMs = connectTimeoutMs >= 0 ? connectTimeoutMs : (remembered && realtime ? 200 : 30000);
     if (shm.region.mapped()) link.waitConnected(waitMs);
-    // Reported by the backend or restored from a project file: data, kept within 10 s so that
-    // no buffer size below can overflow.
-    const int s = std::clamp(link.everConnected() ? static_cast<int>(link.latency())
-                                                  : static_cast<int>(params.state.getProperty("backend_latency", 0)),
-                             0, 10 * static_cast<int>(std::lround(sampleRate)));
+    seenConnections = link.connections();
+    const int s = std::clamp(link.connected() ? static_cast<int>(link.latency()) : (remembered ? rememberedS : 0), 0, maxS);
     backendLatency = s;
-    bufferLatency = std::max(need, floor - s);  // D: total = max(need + s, floor)
-    if (link.everConnected()) params.state.setProperty("backend_latency", s, nullptr);
+    if (link.connected()) stateLatency = s;
 
-    // Dry delay line with one second of headroom for a backend that reports another latency.
-    dryCap = bufferLatency + s + blockAllowance + static_cast<int>(sampleRate) + 1;
+    // Dry delay line long enough for any S a backend may report later.
+    dryCap = bufferLatency + maxS + 1;
     dryLine.assign(static_cast<std::size_t>(channels) * dryCap, 0.0f);
     acc.assign(static_cast<std::size_t>(channels) * chunk, 0.0f);
     scratchIn.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     const int latency = bufferLatency + s;
     if (envInt("FLOWDEC_VERBOSE", 0))
-        std::fprintf(stderr, "flowdec plugin: prepared %d Hz, %d ch, blocks <= %d: latency %d (buffer %d + backend %d)\n",
-                     static_cast<int>(sampleRate), channels, blockAllowance, latency, bufferLatency, s);
-    setLatencySamples(latency);  // JUCE's VST3 wrapper tells the host asynchronously
+        std::fprintf(stderr, "flowdec plugin: prepared %d Hz, %d ch, blocks <= %d: latency %d (buffer %d + backend %d%s)\n",
+                     static_cast<int>(sampleRate), channels, blockAllowance, latency, bufferLatency, s,
+                     link.connected() ? "" : remembered ? ", remembered" : ", not connected yet");
+    wantedLatency = latency;
+    const bool changed = latency != getLatencySamples();
+    setLatencySamples(latency);
+    // JUCE's VST3 wrapper tells the host through its own message thread, later; a host that
+    // reads the latency right after activating the plugin (pedalboard, which pumps no
+    // message loop) would render this first block with the previous latency. So tell the
+    // host now, on the thread that activates the plugin (as the VST3 rules ask: the host's).
+    if (changed)
+        if (auto* handler = static_cast<Steinberg::Vst::IComponentHandler*>(componentHandler.load()))
+            handler->restartComponent(Steinberg::Vst::kLatencyChanged);
     latencyParam->set(static_cast<float>(latency));
     reset();
 }
 
-// Larger host blocks within the current latency: reallocate the per-block buffers and the
-// dry line (keeping its content), leave the stream, connection and counters alone.
+// Larger host blocks in an offline render: reallocate the per-block buffers, leave the
+// stream, latency, dry line (it only needs the latency), connection and counters alone.
 void FlowdecProcessor::growBlock(int maxBlock) {
     blockAllowance = maxBlock;
     scratchIn.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
-    const int newCap = bufferLatency + backendLatency.load() + blockAllowance + static_cast<int>(rate) + 1;
-    if (newCap <= dryCap) return;
-    std::vector<float> line(static_cast<std::size_t>(channels) * newCap, 0.0f);
-    for (int c = 0; c < channels; ++c)
-        for (std::int64_t k = 1; k <= std::min<std::int64_t>(dryCap, dryWrite); ++k)
-            line[static_cast<std::size_t>(c) * newCap + static_cast<std::size_t>((dryWrite - k) % newCap)] =
-                dryLine[static_cast<std::size_t>(c) * dryCap + static_cast<std::size_t>((dryWrite - k) % dryCap)];
-    dryLine.swap(line);
-    dryCap = newCap;
+}
+
+// The backend (re)connected with a stream latency other than the one prepared (it was not
+// running yet, or a new one runs another model): take the new S, restart the stream at the
+// next chunk and ask the host to re-read the latency (the timer reports it).
+void FlowdecProcessor::adoptBackendLatency() {
+    seenConnections = link.connections();
+    const int maxS = kMaxBackendLatencySeconds * static_cast<int>(std::lround(rate));
+    const int s = std::clamp(static_cast<int>(link.latency()), 0, maxS);
+    stateLatency = s;
+    if (s == backendLatency.load()) return;
+    backendLatency = s;
+    wantedLatency = bufferLatency + s;
+    reset();
 }
 
 void FlowdecProcessor::reset() {
@@ -187,6 +273,7 @@ void FlowdecProcessor::reset() {
     outPos = 0;
     dryWrite = 0;
     offlineStalled = false;
+    toldNoBackend = false;
     std::fill(dryLine.begin(), dryLine.end(), 0.0f);
     std::fill(acc.begin(), acc.end(), 0.0f);
 }
@@ -211,15 +298,23 @@ void FlowdecProcessor::pushInputChunk() {
     ring.commit_write(pos);
 }
 
-// Find output chunk `index` in the output ring (discarding older ones). In offline use,
-// wait for it with a time limit. Sets curOk/curPos.
+void FlowdecProcessor::releaseChunk() {
+    if (curOk) protocol::output_ring(shm.region).commit_read(curPos);
+    curOk = false;
+}
+
+
+// Find output chunk `index` in the output ring (discarding older ones). Offline, wait for it
+// with a time limit, and for a backend that is still starting (not for one that cannot
+// start). Sets curOk/curPos.
 bool FlowdecProcessor::resolveChunk(std::uint64_t index, bool realtime) {
     curIndex = index;
     curOk = false;
     const protocol::RingRef ring = protocol::output_ring(shm.region);
-    const bool mayWait = !realtime && link.connected();
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::milliseconds(offlineStalled ? 100 : offlineTimeoutMs);
+    const auto limitMs = offlineStalled ? 100
+                         : link.connected() ? offlineTimeoutMs
+                                            : std::max(offlineTimeoutMs, connectTimeoutMs >= 0 ? connectTimeoutMs : 30000);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limitMs);
     for (;;) {
         const std::uint64_t pos = ring.readable();
         if (pos != UINT64_MAX) {
@@ -240,7 +335,9 @@ bool FlowdecProcessor::resolveChunk(std::uint64_t index, bool realtime) {
             }
             return false;  // a newer chunk: ours was skipped
         }
-        if (!mayWait || !link.connected()) return false;
+        if (realtime || link.gaveUp()) return false;
+        // A backend that connected after this chunk was sent never saw it: no use waiting.
+        if (link.connections() != seenConnections) return false;
         const auto now = std::chrono::steady_clock::now();
         if (now >= deadline) {
             offlineStalled = true;
@@ -253,11 +350,6 @@ bool FlowdecProcessor::resolveChunk(std::uint64_t index, bool realtime) {
             (void)!read(shm.outEvent, &v, sizeof(v));
         }
     }
-}
-
-void FlowdecProcessor::releaseChunk() {
-    if (curOk) protocol::output_ring(shm.region).commit_read(curPos);
-    curOk = false;
 }
 
 void FlowdecProcessor::processChunked(const float* const* in, float* const* out, int n, bool realtime) {
@@ -282,7 +374,8 @@ void FlowdecProcessor::processChunked(const float* const* in, float* const* out,
     }
     // 2. Dry signal delayed by the reported latency.
     const int dryDelay = bufferLatency + backendLatency.load(std::memory_order_relaxed);
-    const bool silence = pFallback->load() > 0.5f;
+    // Offline without a backend, fail loudly: silence, never dry audio passing as coded.
+    const bool silence = pFallback->load() > 0.5f || (!realtime && !link.connected());
     const float mix = pMix->load();
     for (int i = 0; i < n; ++i) {
         const std::int64_t w = (dryWrite + i) % dryCap;
@@ -340,6 +433,12 @@ void FlowdecProcessor::processBlock(juce::AudioBuffer<float>& buffer, juce::Midi
     const int n = buffer.getNumSamples();
     if (!shm.region.mapped() || channels == 0) return;
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
+    if (link.connected() && link.connections() != seenConnections) adoptBackendLatency();
+    if (!realtime && !link.connected() && link.gaveUp() && !toldNoBackend) {
+        toldNoBackend = true;  // once per preparation: an offline render without the codec
+        std::fprintf(stderr, "flowdec plugin: offline render WITHOUT the codec (silence): %s\n",
+                     link.lastError().c_str());
+    }
     const int C = std::min(channels, buffer.getNumChannels());
     // Fewer host channels than prepared: repeat the last input, render the rest to scratch.
     float* outs[protocol::kMaxChannels];
@@ -356,8 +455,7 @@ void FlowdecProcessor::processBlock(juce::AudioBuffer<float>& buffer, juce::Midi
         processChunked(ins, outs, m, realtime);
         i += m;
     }
-    underrunParam->set(static_cast<float>(underruns));
-    connectedParam->set(link.connected() ? 1.0f : 0.0f);
+    underrunsShown.store(underruns, std::memory_order_relaxed);
     if (timingCount < timings.size()) {
         const auto dt = std::chrono::steady_clock::now() - t0;
         timings[timingCount] = std::chrono::duration<float, std::micro>(dt).count();
@@ -374,6 +472,7 @@ void FlowdecProcessor::dumpTimings() {
     std::ofstream f(file);
     for (std::size_t i = 0; i < timingCount; ++i) f << timingBlocks[i] << ' ' << timings[i] << '\n';
 }
+
 
 void FlowdecProcessor::getStateInformation(juce::MemoryBlock& dest) {
     auto state = params.copyState();

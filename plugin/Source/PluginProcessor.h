@@ -1,7 +1,8 @@
 // flowdec plugin: streams audio in fixed chunks to the shared flowdec backend and plays back
 // its output `latency` samples later. processBlock never waits, allocates or locks in
 // real-time use; when a chunk is late or the backend is absent it plays the dry signal
-// delayed by the same latency (or silence) and counts an under-run.
+// delayed by the same latency (or silence) and counts an under-run. An offline render waits
+// for the backend instead, and renders silence (never dry audio) when it has none.
 #pragma once
 
 #include <juce_audio_processors/juce_audio_processors.h>
@@ -13,12 +14,35 @@
 
 namespace flowdec {
 
-// A read-only integer shown to the host (under-runs, connection state).
-class ReadOnlyCounter : public juce::AudioProcessorParameter {
+// Parameter defaults from the shipped model's card (plugin/CMakeLists.txt reads it).
+#ifndef FLOWDEC_DEFAULT_POSTFILTER
+#define FLOWDEC_DEFAULT_POSTFILTER 0
+#define FLOWDEC_DEFAULT_NFE 6
+#define FLOWDEC_DEFAULT_BITRATE 6.0
+#define FLOWDEC_BITRATE_MIN 3.0
+#define FLOWDEC_BITRATE_MAX 7.5
+#define FLOWDEC_BITRATE_NEXT 4.5
+#endif
+
+// Chunk lengths (ms) offered by the `chunk_ms` parameter; shorter chunks lower the latency
+// and raise the backend's per-second overhead.
+inline constexpr int kChunkChoicesMs[] = {10, 20, 40, 80, 160};
+inline constexpr int kDefaultChunkChoice = 2;  // 40 ms
+inline constexpr int kDefaultMarginMs = 30;
+
+// Backend state as shown by the `backend_status` parameter.
+enum BackendStatus { kStatusStarting = 0, kStatusConnected = 1, kStatusFailed = 2 };
+
+// A read-only value shown to the host (under-runs, connection state, latency). With
+// `names`, the value is an index into them (the host shows the name).
+class ReadOnlyCounter : public juce::AudioProcessorParameterWithID {
 public:
-    ReadOnlyCounter(juce::String id, juce::String name, float maxValue)
-        : id_(std::move(id)), name_(std::move(name)), max_(maxValue) {}
+    ReadOnlyCounter(const juce::String& id, const juce::String& shownName, float maxValue,
+                    juce::StringArray names = {})
+        : AudioProcessorParameterWithID(juce::ParameterID{id, 1}, shownName), max_(maxValue),
+          names_(std::move(names)) {}
     void set(float v) { value_.store(v, std::memory_order_relaxed); }
+    float raw() const { return value_.load(std::memory_order_relaxed); }
     // Tell the host when the value moved since the last call (takes JUCE's listener lock;
     // call it on the message thread, never from processBlock).
     void publish() {
@@ -28,25 +52,33 @@ public:
     float getValue() const override { return std::min(value_.load(std::memory_order_relaxed), max_) / max_; }
     void setValue(float) override {}
     float getDefaultValue() const override { return 0.0f; }
-    juce::String getName(int maxLen) const override { return name_.substring(0, maxLen); }
     juce::String getLabel() const override { return {}; }
-    juce::String getText(float v, int) const override { return juce::String(juce::roundToInt(v * max_)); }
-    float getValueForText(const juce::String& t) const override { return t.getFloatValue() / max_; }
+    juce::String getText(float v, int) const override {
+        const int i = juce::roundToInt(v * max_);
+        return names_.isEmpty() ? juce::String(i) : names_[i];
+    }
+    float getValueForText(const juce::String& t) const override {
+        const int i = names_.indexOf(t);
+        return (i >= 0 ? static_cast<float>(i) : t.getFloatValue()) / max_;
+    }
     bool isAutomatable() const override { return false; }
     bool isMetaParameter() const override { return true; }
     int getNumSteps() const override { return static_cast<int>(max_) + 1; }
     bool isDiscrete() const override { return true; }
-    juce::String getParameterID() const { return id_; }
+    juce::StringArray getAllValueStrings() const override { return names_; }
 
 private:
-    juce::String id_, name_;
     float max_;
+    juce::StringArray names_;
     std::atomic<float> value_{0.0f};
     std::atomic<float> published_{0.0f};
 };
 
-class FlowdecProcessor : public juce::AudioProcessor, private juce::Timer {
+class FlowdecProcessor : public juce::AudioProcessor, public juce::VST3ClientExtensions, private juce::Timer {
 public:
+    // The VST3 host's IComponentHandler (JUCE's wrapper passes it; null elsewhere).
+    void setIComponentHandler(Steinberg::FUnknown* handler) override { componentHandler = handler; }
+
     FlowdecProcessor();
     ~FlowdecProcessor() override;
 
@@ -56,7 +88,7 @@ public:
     bool isBusesLayoutSupported(const BusesLayout& layouts) const override;
     void processBlock(juce::AudioBuffer<float>&, juce::MidiBuffer&) override;
 
-    juce::AudioProcessorEditor* createEditor() override { return new juce::GenericAudioProcessorEditor(*this); }
+    juce::AudioProcessorEditor* createEditor() override;
     bool hasEditor() const override { return true; }
     const juce::String getName() const override { return "Flowdec"; }
     bool acceptsMidi() const override { return false; }
@@ -70,6 +102,12 @@ public:
     void getStateInformation(juce::MemoryBlock& dest) override;
     void setStateInformation(const void* data, int size) override;
 
+    // Backend state for the editor and the LV2 wrapper (any thread).
+    BackendStatus backendStatus() const;
+    // What a user should read: the state, and when the backend cannot start, why and the fix.
+    juce::String statusMessage() const;
+    std::uint64_t underrunCount() const { return underrunsShown.load(std::memory_order_relaxed); }
+
     juce::AudioProcessorValueTreeState params;
 
 private:
@@ -78,10 +116,13 @@ private:
     bool resolveChunk(std::uint64_t index, bool realtime);
     void releaseChunk();
     void growBlock(int maxBlock);
+    void adoptBackendLatency();
+    int chunkSamples(double sampleRate) const;
+    int marginSamples(double sampleRate) const;
     void dumpTimings();
     // Runs on the plugin's message thread: the only thread from which JUCE's VST3 wrapper
     // tells the host about a parameter change at once (performEdit), so pedalboard and DAWs
-    // see the read-only meters.
+    // see the read-only meters; also re-reports the latency when it changed.
     void timerCallback() override;
     static constexpr int kMeterHz = 20;  // meter updates per second
 
@@ -93,19 +134,30 @@ private:
     std::atomic<float>* pSeed = nullptr;
     std::atomic<float>* pFallback = nullptr;
     std::atomic<float>* pRealtime = nullptr;
+    std::atomic<float>* pChunk = nullptr;   // index into kChunkChoicesMs
+    std::atomic<float>* pMargin = nullptr;  // ms
     ReadOnlyCounter* underrunParam = nullptr;
     ReadOnlyCounter* connectedParam = nullptr;
+    ReadOnlyCounter* statusParam = nullptr;
     ReadOnlyCounter* latencyParam = nullptr;  // samples, as reported to the host
 
     // Shape of the current preparation.
     double rate = 0.0;
     int channels = 0;
     int chunk = 0;       // samples per chunk sent to the backend
+    int margin = 0;      // samples of model time allowed in real time
     int blockAllowance = 0;
-    int bufferLatency = 0;  // D: chunk + largest host block + model time + margin
-    std::atomic<int> backendLatency{0};  // S, from the handshake
+    int bufferLatency = 0;  // D: chunk + largest host block + margin
+    std::atomic<int> backendLatency{0};  // S: the backend's stream latency
+    std::atomic<int> wantedLatency{0};   // D + S; the timer reports it to the host
+    std::uint64_t seenConnections = 0;   // audio thread: connections adopted so far
+    std::atomic<int> stateLatency{-1};   // S to remember in the host's state (timer writes it)
+    juce::String stateLatencyKey;        // rate/chunk/channels that S belongs to
     bool envRealtime = false;
     int offlineTimeoutMs = 10000;
+    int connectTimeoutMs = -1;  // FLOWDEC_CONNECT_TIMEOUT_MS (debugging); -1: the defaults
+
+    std::atomic<Steinberg::FUnknown*> componentHandler{nullptr};
 
     SharedRegion shm;
     BackendLink link;
@@ -127,7 +179,9 @@ private:
     std::uint64_t curPos = 0;      // ring position of the slot (valid when curOk)
     bool curOk = false;
     bool offlineStalled = false;
+    bool toldNoBackend = false;
     std::uint64_t underruns = 0;
+    std::atomic<std::uint64_t> underrunsShown{0};
 
     // processBlock timings (µs), dumped at destruction when FLOWDEC_PLUGIN_TIMING is set.
     std::vector<float> timings;

@@ -830,8 +830,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     """Run the backend in the foreground; exit status 0, or 3 when one already runs."""
+    # Started by the plugin, stderr is its log file (plugin/README.md): lines say when and who.
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="flowdec serve: %(message)s")
+                        format="%(asctime)s flowdec serve[%(process)d]: %(message)s")
     delay: int | None = args.engine
 
     def engines() -> Engines:
