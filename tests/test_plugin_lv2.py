@@ -1,6 +1,6 @@
 """The LV2 build in LV2 hosts: a small lilv host (plugin/lv2host/lv2host.c, built by
 plugin/build.sh) against a plain delay engine (loading, ports, the audio path), and Debian's
-``lv2apply`` (lilv-utils) running the codec offline, its controls set by symbol."""
+``lv2apply`` (lilv-utils) and ``lv2file`` running the codec offline, controls set by symbol."""
 
 from __future__ import annotations
 
@@ -84,15 +84,17 @@ def test_lv2_ports_need_no_host_features() -> None:
         assert f'Symbol:      {symbol}' in r.stdout, symbol
 
 
-def test_lv2apply_runs_the_codec_offline(sockdir: Path) -> None:
-    """Debian's lv2apply renders a file through the LV2 with the codec: freewheeling (an
-    offline render, waiting for every chunk), bitrate set by its control symbol. The output
-    is flowdec.Stream's, delayed by the latency the plugin reports (lv2apply does not
-    compensate it; it gives no block-size option, so the plugin assumes 4096-sample blocks)."""
+@pytest.mark.parametrize("host", ["lv2apply", "lv2file"])
+def test_debian_lv2_hosts_run_the_codec_offline(sockdir: Path, host: str) -> None:
+    """Debian's lv2apply (lilv-utils) and lv2file render a file through the LV2 with the
+    codec: freewheeling (an offline render, waiting for every chunk), bitrate set by its
+    control symbol. The output is flowdec.Stream's, delayed by the latency the plugin reports
+    (neither host compensates it). lv2file tells the plugin its block size (512 here);
+    lv2apply gives no options, so the plugin assumes blocks of up to 4096 samples."""
     import soundfile as sf
 
-    if shutil.which("lv2apply") is None:
-        pytest.skip("lv2apply (lilv-utils) not installed")
+    if shutil.which(host) is None:
+        pytest.skip(f"{host} not installed (scripts/test.sh installs it)")
     model = model_path()
     if model is None:
         pytest.skip("no model: set FLOWDEC_TEST_MODEL")
@@ -103,18 +105,24 @@ def test_lv2apply_runs_the_codec_offline(sockdir: Path) -> None:
     x = x.astype(np.float32)
     src, dst = sockdir / "in.wav", sockdir / "out.wav"
     sf.write(src, x.T, RATE, subtype="FLOAT")
+    if host == "lv2apply":
+        cmd = ["lv2apply", "-i", str(src), "-o", str(dst), "-c", "freewheel", "1",
+               "-c", "bitrate", "3", LV2_URI]
+        block = 4096
+    else:
+        cmd = ["lv2file", "-i", str(src), "-o", str(dst), "-b", "512", "-p", "freewheel:1",
+               "-p", "bitrate:3", LV2_URI]
+        block = 512
     proc = start_backend(sock, engine="stream", model=model)
     try:
-        r = subprocess.run(["lv2apply", "-i", str(src), "-o", str(dst), "-c", "freewheel", "1",
-                            "-c", "bitrate", "3", LV2_URI],
-                           env=dict(host_env(sock), LV2_PATH=str(LV2.parent)),
+        r = subprocess.run(cmd, env=dict(host_env(sock), LV2_PATH=str(LV2.parent)),
                            capture_output=True, text=True, timeout=600)
     finally:
         stop(proc)
     assert r.returncode == 0, r.stderr
     y, rate = sf.read(dst, dtype="float32", always_2d=True)
     assert rate == RATE and y.shape == (x.shape[1], 2)
-    lat = plugin_latency(40, 4096)
+    lat = plugin_latency(40, block)
     ref = stream_reference(x, bitrate=3.0)
     n = x.shape[1] - lat
     assert n > RATE // 4

@@ -179,6 +179,30 @@ def test_cold_start_latency_is_right_from_the_first_block(
     wait_gone(env)
 
 
+def test_a_backend_that_connects_late_is_adopted_and_reported(
+        env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepareToPlay stopped waiting before any backend answered: the plugin reports the
+    latency without the backend's share. When a backend connects, the plugin takes its
+    latency S, restarts its stream and re-reports the total; the next render is aligned (a
+    plain delay engine: the wet signal is the input delayed by S = 480)."""
+    monkeypatch.setenv("FLOWDEC_CONNECT_TIMEOUT_MS", "0")
+    need = 1920 + 512 + 1440  # chunk + block + margin
+    p = load()
+    x = signal(0.5, seed=9)
+    p(x, RATE, buffer_size=512)
+    assert p.reported_latency_samples == need
+    proc = start_backend(env, engine="delay:480")
+    try:
+        assert meter(p, "connected", lambda v: v == 1.0) == 1.0
+        p.process(x[:, :4800], RATE, buffer_size=512, reset=False)  # the plugin adopts S
+        assert meter(p, "latency_samples", lambda v: v == need + 480) == need + 480
+        y = p(x, RATE, buffer_size=512)
+        assert p.reported_latency_samples == need + 480
+        np.testing.assert_array_equal(y, x)
+    finally:
+        stop(proc)
+
+
 def test_a_piped_render_returns_while_the_backend_runs(env: Path, tmp_path: Path) -> None:
     """`python render.py | cat` must end when the render does: the backend the plugin
     starts holds none of the host's standard streams and logs to the user's state dir."""
