@@ -204,7 +204,10 @@ class Model:
         post = None
         if postfilter:
             if post_chunk_frames is None:
-                post_chunk_frames = (chunk_frames or 1) * hop // self.postfilter_card().hop
+                if chunk_frames is None:
+                    raise ValueError("decode_chain: a chain that runs once per push needs the "
+                                     "postfilter's post_chunk_frames")
+                post_chunk_frames = chunk_frames * hop // self.postfilter_card().hop
             post = self.postfilter_stage(channels, post_chunk_frames, nfe, seed, solver_name,
                                          context, sigma, envelope)
         return DecodeChain(channels, dec, bands, post, hop, frames_per_gain)
