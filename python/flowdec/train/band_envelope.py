@@ -74,13 +74,17 @@ def apply_gains(S: np.ndarray, gain_db: np.ndarray, edges: np.ndarray,
 
 
 def impose(fine: np.ndarray, envelope_from: np.ndarray, bands: int, frames: int = 1,
-           max_gain_db: float = 40.0) -> np.ndarray:
+           max_gain_db: float = 40.0, jitter_db: float = 0.0, seed: int = 0) -> np.ndarray:
     """``fine``'s fine structure under ``envelope_from``'s band envelope (signals ``[T]``,
-    same length), the envelope measured in ``bands`` bands and blocks of ``frames`` frames."""
+    same length), the envelope measured in ``bands`` bands and blocks of ``frames`` frames;
+    ``jitter_db``: plus independent Gaussian level errors of that many dB (RMS) per band and
+    frame (how exact an envelope must be)."""
     e = edges_for(bands)
     F, E = spectrum(fine), spectrum(envelope_from)
     pf = pool_frames(band_power(F, e), frames)
     pe = pool_frames(band_power(E, e), frames)
     tiny = 10.0 ** (FLOOR_DB / 10.0)
     gain = 10.0 * np.log10((pe + tiny) / (pf + tiny))
+    if jitter_db > 0:
+        gain = gain + np.random.default_rng(seed).normal(0.0, jitter_db, gain.shape)
     return synthesise(apply_gains(F, gain, e, max_gain_db), len(fine))[0]
