@@ -13,9 +13,9 @@ if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || command -v sudo >/dev/nu
   $SUDO apt-get install -y -qq --no-install-recommends opus-tools chromium pulseaudio pulseaudio-utils \
     libasound2-plugins libportaudio2 >/dev/null || echo "warning: apt install failed"
   # the VST3/LV2 plugin: Debian's JUCE (with the VST3 SDK), LV2 headers, lilv for the LV2
-  # test host, lilv-utils (lv2apply, lv2info) and lv2file for the LV2 tests, Ardour 7 (its
-  # ardour7-lua and ardour7-export) for the headless DAW test
-  $SUDO apt-get install -y -qq --no-install-recommends juce-modules-source lv2-dev liblilv-dev lilv-utils lv2file ardour \
+  # test host, lilv-utils (lv2apply, lv2info), lv2file, jalv and jackd2 for the LV2 tests,
+  # Ardour 7 (its ardour7-lua and ardour7-export) for the headless DAW test
+  $SUDO apt-get install -y -qq --no-install-recommends juce-modules-source lv2-dev liblilv-dev lilv-utils lv2file jalv jackd2 ardour \
     libasound2-dev libfreetype-dev libx11-dev libxrandr-dev libxinerama-dev libxcursor-dev \
     libxext-dev pkg-config cmake g++ >/dev/null || echo "warning: apt install (plugin) failed"
 fi

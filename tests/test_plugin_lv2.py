@@ -128,3 +128,47 @@ def test_debian_lv2_hosts_run_the_codec_offline(sockdir: Path, host: str) -> Non
     assert n > RATE // 4
     np.testing.assert_allclose(y.T[:, lat:], ref[:, :n], atol=2e-4)
     assert np.abs(y.T[:, lat:]).max() > 0.1  # wet audio, not silence
+
+
+def test_jalv_shows_and_sets_the_controls(sockdir: Path) -> None:
+    """Debian's jalv (with a dummy JACK server) runs the LV2 in real time: a control set on
+    its command line, the card's defaults and the output ports (the latency with the
+    backend's share, the backend's state) read back, not 0.000."""
+    import threading
+    import time
+
+    if shutil.which("jalv") is None or shutil.which("jackd") is None:
+        pytest.skip("jalv or jackd not installed (scripts/test.sh installs them)")
+    server = f"flowdec{os.getpid()}"
+    env = dict(host_env(sockdir / "b.sock"), JACK_DEFAULT_SERVER=server,
+               LV2_PATH=str(LV2.parent), JACK_NO_AUDIO_RESERVATION="1")
+    jack = subprocess.Popen(["jackd", "--no-realtime", "-n", server, "-d", "dummy", "-r", "48000",
+                             "-p", "512"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    backend = start_backend(sockdir / "b.sock", engine="delay:480")
+    lines: list[str] = []
+    try:
+        jalv = subprocess.Popen(["jalv", "-c", "bitrate=4.5", LV2_URI], env=env, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        assert jalv.stdin is not None and jalv.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(jalv.stdout or []), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60  # a hang guard: jackd and the plugin start
+        while time.monotonic() < deadline and "backend_status = 1.000000\n" not in lines:
+            jalv.stdin.write("controls\nmonitors\n")
+            jalv.stdin.flush()
+            time.sleep(0.2)
+        jalv.stdin.close()
+        jalv.wait(30)
+        reader.join(10)
+        jalv.stdout.close()
+    finally:
+        stop(backend)
+        jack.terminate()
+        jack.wait(30)
+    out = "".join(lines)
+    assert "backend_status = 1.000000" in out, out[-3000:]
+    for shown in ("bitrate = 4.500000", "postfilter = 0.000000", "nfe = 6.000000",
+                  "chunk_ms = 40.000000", f"latency = {1920 + 512 + 1440 + 480}.000000"):
+        assert shown in out, shown
