@@ -424,7 +424,7 @@ def test_full_disk_is_one_clear_error_and_bounce_goes_on(codec: Codec, tmp_path:
     encode_file(codec, src, tmp_path / "x.fdc", progress=False)
     monkeypatch.setattr(pedalboard.io, "AudioFile", full_disk_for("a."))
     full = shutil.disk_usage(tmp_path)._replace(free=0)
-    monkeypatch.setattr("flowdec.files.shutil.disk_usage", lambda path: full)
+    monkeypatch.setattr("flowdec.audio_io.shutil.disk_usage", lambda path: full)
     for fn, arg in ((decode_file, tmp_path / "x.fdc"), (roundtrip_file, src)):
         with pytest.raises(FlowdecError) as e:
             fn(codec, arg, tmp_path / "out" / "a.flac", postfilter=False, progress=False)

@@ -29,11 +29,7 @@ ROOT = PACKAGE.parent
 KNOWN_CLI_USERS = {"flowdec.serve"}
 KNOWN_ARGPARSE_USERS = {"flowdec.serve"}
 # (module, imported private name) pairs still crossing a module boundary.
-KNOWN_PRIVATE_IMPORTS = {
-    ("flowdec.live", "flowdec.files._AudioIn"),
-    ("flowdec.live", "flowdec.files._AudioOut"),
-    ("flowdec.live", "flowdec.files._prepare_output"),
-}
+KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 # The training scripts' shared command-line options (run options, DDP set-up).
 TRAINING_OPTIONS = {"flowdec.train.loop"}
 

@@ -38,12 +38,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import errno
 import logging
 import os
-import re
-import secrets
-import shutil
 import sys
 import time
 import warnings
@@ -55,20 +51,31 @@ from typing import Any
 
 import numpy as np
 
-from .audio import CODEC_RATE, StreamResampler, check_rate
+from .audio import CODEC_RATE, StreamResampler
+from .audio_io import (
+    AUDIO_EXTENSIONS,
+    WRITE_EXTENSIONS,
+    AudioReader,
+    AudioWriter,
+    PathLike,
+    input_path,
+    prepare_output,
+    size_text,
+    visible_name,
+    write_error,
+)
 from .bitstream import (
     FILE_FRAMES_PER_GAIN,
     FORMAT_VERSION,
-    MAGIC,
     BitstreamError,
     FdcReader,
     FdcWriter,
     StreamHeader,
 )
 from .codec import Codec, CodeChunk
+from .errors import FlowdecError, FlowdecWarning, one_line
 from .model import check_stream
 from .model_files import CodecCard, ModelError, load_cards, resolve
-from .peak_limit import CEILING_DB, PeakLimiter
 from .postfilter import DEFAULT_NFE, DEFAULT_SEED, Postfilter
 from .sessions import DeviceError
 from .solver import SOLVERS
@@ -93,10 +100,6 @@ __all__ = [
 
 log = logging.getLogger("flowdec")
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".bwf")
-"""Extensions :func:`bounce` picks up inside folders (what pedalboard.io reads)."""
-WRITE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff")
-_BIT_DEPTH = {".wav": 32, ".flac": 24, ".aiff": 24}  # 32-bit wav is float
 PROGRESS_MIN_SECONDS = 5.0
 """Audio shorter than this gets no progress bar."""
 CHANNEL_SECONDS = 20.0
@@ -105,29 +108,12 @@ stereo): more channels get shorter chunks, so memory does not grow with the chan
 POSTFILTER_CHANNEL_SECONDS = 5.0
 """The postfilter runs on windows of at most this many channel-seconds (2.5 s for stereo):
 its ONNX activations, not the file length, set the peak memory."""
-DISK_FULL_BYTES = 1 << 20
-"""A write that fails with less free space than this (1 MiB) is reported as a full disk."""
-CLIP_LEVEL = 0.999
-"""Three consecutive equal samples at or above this magnitude (a flat top) count as clipping;
-overs above full scale in a float file do not (a float file keeps them)."""
 
 Progress = bool | Callable[[float, float], None] | None
 """``None``: a tqdm bar when stderr is a terminal and the audio is longer than 5 s;
 ``False``: none; ``True``: always a bar; a callable: called as ``f(done_s, total_s)``
 (seconds of audio) after each chunk instead of a bar (it may raise to stop the run)."""
 
-PathLike = str | os.PathLike[str]
-
-
-class FlowdecError(Exception):
-    """A problem the user can fix (missing or unreadable file, bad option, damaged stream).
-
-    ``str(error)`` is one line naming the file and the problem.
-    """
-
-
-class FlowdecWarning(UserWarning):
-    """Something is probably wrong with the input (e.g. it is clipped) but it was processed."""
 
 
 # -- results ---------------------------------------------------------------------------------
@@ -165,7 +151,7 @@ class FileResult:
         if self.verb in ("decoded", "round-tripped", "enhanced"):
             parts.append(f"postfilter nfe {self.nfe} seed {self.seed}" if self.postfilter
                          else "no postfilter")
-        parts += [_size(self.output_bytes), f"{self.speed:.1f}x real time"]
+        parts += [size_text(self.output_bytes), f"{self.speed:.1f}x real time"]
         return f"{self.verb} {self.input} -> {self.output}: " + ", ".join(parts)
 
 
@@ -188,10 +174,6 @@ class BounceResult:
              f"({self.seconds:.1f} s of audio) in {self.wall_seconds:.1f} s, "
              f"{speed:.1f}x real time")
         return s + (f"; {len(self.failures)} failed" if self.failures else "")
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -222,333 +204,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-# -- input -----------------------------------------------------------------------------------
-def _input_path(path: PathLike) -> Path:
-    """``path`` when it is a file this process can read, else a :class:`FlowdecError` that
-    says why (no such file, a symlink loop, permission denied, a folder)."""
-    p = Path(path)
-    try:
-        p.stat()
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            raise FlowdecError(f"{p}: no such file") from None
-        raise FlowdecError(f"{p}: {e.strerror or _oneline(e)}") from None
-    if p.is_dir():
-        raise FlowdecError(f"{p}: is a folder, not a file")
-    try:  # pedalboard reports a file it may not read as "not a known or supported format"
-        os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK))
-    except OSError as e:
-        raise FlowdecError(f"{p}: cannot read the file ({e.strerror or _oneline(e)})") from None
-    return p
-
-
-_PCM_WAV = (1, 3, 0xFFFE)  # WAVE_FORMAT_PCM, _IEEE_FLOAT, _EXTENSIBLE: a frame is block_align
-_PCM_AIFC = (b"NONE", b"sowt", b"twos", b"raw ", b"in24", b"42ni", b"in32", b"23ni", b"fl32",
-             b"FL32", b"fl64", b"FL64")
-
-
-def _frames_held(path: Path) -> int | None:
-    """Sample frames an uncompressed WAV (RIFF, RF64) or AIFF file holds: the whole frames
-    between the start of its sample data and the end of the file; None for other files.
-
-    The length in the header can say more (a truncated file, a recorder that never wrote
-    it: 0xFFFFFFFF), and pedalboard.io reads silence up to what the header says.
-    """
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            size = os.fstat(f.fileno()).st_size
-            if head[:4] in (b"RIFF", b"RF64") and head[8:] == b"WAVE":
-                order: Any = "little"
-            elif head[:4] == b"FORM" and head[8:] in (b"AIFF", b"AIFC"):
-                order = "big"
-            else:
-                return None
-            pos, frame_bytes = 12, 0
-            while pos + 8 <= size:
-                f.seek(pos)
-                chunk = f.read(8)
-                kind, n = chunk[:4], int.from_bytes(chunk[4:], order)
-                if kind == b"fmt ":
-                    fmt = f.read(16)
-                    if int.from_bytes(fmt[:2], "little") not in _PCM_WAV:
-                        return None
-                    frame_bytes = int.from_bytes(fmt[12:14], "little")
-                elif kind == b"COMM":
-                    comm = f.read(22)
-                    if head[8:] == b"AIFC" and comm[18:22] not in _PCM_AIFC:
-                        return None
-                    bits = int.from_bytes(comm[6:8], "big")
-                    frame_bytes = int.from_bytes(comm[:2], "big") * (-(-bits // 8))
-                elif kind in (b"data", b"SSND"):
-                    start = pos + 8
-                    if kind == b"SSND":
-                        start += 8 + int.from_bytes(f.read(4), "big")  # offset, block size
-                    return max(0, size - start) // frame_bytes if frame_bytes else None
-                pos += 8 + n + (n & 1)
-    except OSError:
-        pass
-    return None
-
-
-class _AudioIn:
-    """A pedalboard.io reader yielding checked float32 chunks ``[channels, n]``."""
-
-    def __init__(self, path: PathLike, chunk_seconds: float) -> None:
-        from pedalboard.io import AudioFile
-
-        self.path = _input_path(path)
-        try:
-            self.file: Any = AudioFile(str(self.path))
-        except Exception as e:  # pedalboard raises ValueError/RuntimeError with long text
-            raise FlowdecError(f"{self.path}: cannot read audio ({_oneline(e)})"
-                               + _fdc_hint(self.path)) from None
-        try:
-            self.rate = check_rate(self.file.samplerate)
-        except ValueError as e:
-            self.file.close()
-            raise FlowdecError(f"{self.path}: {e}") from None
-        self.channels = int(self.file.num_channels)
-        self._estimate = int(self.file.frames)
-        self.read = 0
-        self.done = False
-        self.peak = 0.0
-        self.clipped = 0
-        self.chunk = max(1, int(_chunk_seconds(chunk_seconds, self.channels) * self.rate))
-        # pedalboard trusts a WAV/AIFF header's length and reads silence past the data
-        self.limit = _frames_held(self.path)
-        if self.limit is not None and self.limit < self._estimate:
-            declared, self._estimate = self._estimate, self.limit
-            if self.limit:
-                warnings.warn(
-                    f"{self.path}: the header declares {declared} samples per channel but the "
-                    f"file holds {self.limit} ({self.limit / self.rate:.2f} s): it is truncated "
-                    "or was never finished; using the samples it holds", FlowdecWarning,
-                    stacklevel=3)
-        if self._estimate == 0:
-            self.file.close()
-            raise FlowdecError(f"{self.path}: the file has no audio samples")
-
-    @property
-    def frames(self) -> int:
-        """Samples per channel: exact once read to the end, else a lower-bounded estimate."""
-        return self.read if self.done else max(self._estimate, self.read)
-
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.rate
-
-    def chunks(self) -> Iterator[np.ndarray]:
-        while self.limit is None or self.read < self.limit:
-            n = self.chunk if self.limit is None else min(self.chunk, self.limit - self.read)
-            try:
-                x = np.asarray(self.file.read(n), dtype=np.float32)
-            except Exception as e:
-                raise FlowdecError(f"{self.path}: cannot read audio at {self.read / self.rate:.1f}"
-                                   f" s ({_oneline(e)})") from None
-            if x.shape[-1] == 0:
-                break
-            self._check(x)
-            self.read += x.shape[-1]
-            yield x
-        self.done = True
-        if self.read == 0:
-            raise FlowdecError(f"{self.path}: the file has no audio samples")
-        if self.peak == 0.0:
-            log.info("%s is digital silence; encoding it anyway", self.path)
-        if self.clipped:
-            warnings.warn(f"{self.path}: the input looks clipped ({self.clipped} samples in flat "
-                          "tops at full scale); the output will keep that distortion",
-                          FlowdecWarning, stacklevel=2)
-
-    def _check(self, x: np.ndarray) -> None:
-        a = np.abs(x)
-        peak = float(a.max())
-        if not np.isfinite(peak):
-            bad = int(np.argmax(~np.isfinite(x).all(axis=0)))
-            raise FlowdecError(f"{self.path}: NaN or infinite sample at "
-                               f"{(self.read + bad) / self.rate:.3f} s; the file is damaged")
-        self.peak = max(self.peak, peak)
-        if peak >= CLIP_LEVEL:
-            mid = x[:, 1:-1]
-            flat = (a[:, 1:-1] >= CLIP_LEVEL) & (x[:, :-2] == mid) & (mid == x[:, 2:])
-            self.clipped += int(flat.sum())
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self) -> _AudioIn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _fdc_hint(path: Path) -> str:
-    """A hint to use ``flowdec decode`` when ``path`` is a ``.fdc`` bitstream, else ""."""
-    try:
-        with open(path, "rb") as f:
-            fdc = f.read(len(MAGIC)) == MAGIC
-    except OSError:
-        fdc = False
-    return f"; it is a .fdc bitstream: decode it with `flowdec decode {path} OUT.wav`" if fdc \
-        else ""
-
-
-_TMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp(\.[^.]*)?")
-
-
-def _visible(filename: str | os.PathLike[str]) -> str:
-    """The output a hidden temporary file (``.NAME.<8 hex>.tmp[.ext]``, renamed to NAME when
-    complete) stands for, so that messages name the file the user asked for; any other
-    name as it is."""
-    p = Path(filename)
-    m = _TMP_NAME.fullmatch(p.name)
-    return str(p.with_name(m.group("name"))) if m else str(filename)
-
-
-def _oneline(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    for prefix in ("Failed to open audio file: ",):
-        s = s.removeprefix(prefix)
-    return s or type(e).__name__
-
-
-# -- output ----------------------------------------------------------------------------------
-def _prepare_output(path: PathLike, allowed: Sequence[str],
-                    source: PathLike | None = None) -> Path:
-    """``path`` checked as an output (of ``source``, which it must not be: the result would
-    replace the original), its folder created."""
-    p = Path(path)
-    try:
-        same = source is not None and os.path.samefile(p, source)
-    except OSError:  # one of them does not exist (yet)
-        same = False
-    if same:
-        raise FlowdecError(f"{p}: is the input file; the result would replace the original: "
-                           "write it to another file")
-    if p.suffix.lower() not in allowed:
-        raise FlowdecError(f"{p}: cannot write '{p.suffix or p.name}' files; use one of "
-                           + ", ".join(allowed))
-    if p.is_dir():
-        raise FlowdecError(f"{p}: is a folder; give a file name")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FlowdecError(f"{p.parent}: cannot create the folder ({e.strerror})") from None
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise FlowdecError(f"{p}: cannot write into {p.parent} "
-                           f"({os.strerror(errno.EACCES)})")
-    return p
-
-
-class _AudioOut:
-    """Writes ``path`` via a temporary file in the same folder, renamed on success only."""
-
-    def __init__(self, path: Path, sample_rate: int, channels: int) -> None:
-        from pedalboard.io import AudioFile
-
-        self.path, self.sample_rate = path, sample_rate
-        self.tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
-        self.samples = 0  # given to write()
-        self.written = 0  # in the file
-        self.peak = 0.0
-        # float WAV keeps overs; integer formats get a look-ahead limiter instead of clipping
-        self.limiter = (PeakLimiter(channels, sample_rate) if path.suffix.lower() != ".wav"
-                        else None)
-        kw: dict[str, Any] = {}
-        if path.suffix.lower() in _BIT_DEPTH:
-            kw["bit_depth"] = _BIT_DEPTH[path.suffix.lower()]
-        try:
-            self.file: Any = AudioFile(str(self.tmp), "w", sample_rate, channels, **kw)
-        except Exception as e:
-            self._unlink()
-            why = _oneline(e).replace(str(self.tmp), str(path))
-            raise FlowdecError(f"{path}: cannot write {path.suffix} at {sample_rate} Hz, "
-                               f"{channels} ch ({why})") from None
-
-    def write(self, audio: np.ndarray) -> None:
-        """Write ``audio`` (through the limiter, which may hold back its last 5 ms until
-        the file closes); ``samples`` counts what was given."""
-        if audio.shape[1]:
-            self.samples += audio.shape[1]
-            self.peak = max(self.peak, float(np.abs(audio).max()))
-            self._put(self.limiter.push(audio) if self.limiter is not None else audio)
-
-    def _put(self, audio: np.ndarray) -> None:
-        if audio.shape[1]:
-            a = np.ascontiguousarray(audio, dtype=np.float32)
-            if self.written == 0 and a.shape[0] == a.shape[1] > 1:
-                # pedalboard cannot tell [C, n] from [n, C] when C == n in the first write
-                self.file.write(np.ascontiguousarray(a[:, :1]))
-                a = np.ascontiguousarray(a[:, 1:])
-            try:
-                self.file.write(a)
-            except Exception as e:  # pedalboard: "Unable to write data to audio file."
-                raise _write_error(self.path, e, self.tmp) from None
-            self.written += audio.shape[1]
-
-    def _unlink(self) -> None:
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-    def _discard(self) -> None:
-        """Close (a failure to, e.g. on a full disk, changes nothing) and delete the
-        temporary file."""
-        try:
-            if not self.file.closed:
-                self.file.close()
-        except Exception:
-            pass
-        finally:
-            self._unlink()
-
-    def __enter__(self) -> _AudioOut:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is not None:
-            self._discard()
-            return
-        try:
-            if self.limiter is not None:
-                self._put(self.limiter.finish())
-            try:
-                self.file.close()
-                os.replace(self.tmp, self.path)
-            except Exception as e:
-                raise _write_error(self.path, e, self.tmp) from None
-        except BaseException:
-            self._discard()
-            raise
-        if self.limiter is not None and self.limiter.limited:
-            log.warning("%s: the decoded audio peaks at %+.1f dBFS; a peak limiter held it "
-                        "to %.1f dBFS (%.2f s of it) instead of clipping at full scale; "
-                        "write a .wav (32-bit float) to keep it unchanged", self.path,
-                        20 * np.log10(self.peak), CEILING_DB,
-                        self.limiter.limited / self.sample_rate)
-
-
-def _write_error(path: Path, e: Exception, tmp: Path | None = None) -> FlowdecError:
-    """A failed write as one line naming the output (not its temporary file) and saying so
-    when the disk is full."""
-    try:
-        free: int | None = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = None
-    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or (
-            free is not None and free < DISK_FULL_BYTES):
-        left = "" if free is None else f" ({_size(free)} free)"
-        return FlowdecError(f"{path}: cannot write: the disk is full{left}")
-    why = e.strerror if isinstance(e, OSError) and e.strerror else _oneline(e)
-    if tmp is not None:
-        why = why.replace(str(tmp), str(path))
-    return FlowdecError(f"{path}: cannot write ({why})")
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -602,14 +257,14 @@ class _Translate:
         if exc is None or isinstance(exc, FlowdecError):
             return
         if isinstance(exc, BitstreamError | ModelError | DeviceError):
-            raise FlowdecError(_oneline(exc)) from exc
+            raise FlowdecError(one_line(exc)) from exc
         if isinstance(exc, OSError) and exc.strerror:
-            where = f"{_visible(exc.filename)}: " if exc.filename else ""
+            where = f"{visible_name(exc.filename)}: " if exc.filename else ""
             raise FlowdecError(f"{where}{exc.strerror}") from exc
 
 
 # -- the pipeline pieces ---------------------------------------------------------------------
-def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float,
+def _encode_codes(codec: Codec, src: AudioReader, n_q: int, chunk_seconds: float,
                   level_bands: int) -> Iterator[CodeChunk]:
     """Codes ``[C, n_q, k]``, level gains and band gains for successive input chunks (48 kHz
     resampling inside), as :meth:`Codec.encode_chunks` gives them."""
@@ -626,7 +281,7 @@ def _encode_codes(codec: Codec, src: _AudioIn, n_q: int, chunk_seconds: float,
 
 
 def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
-                 length: Callable[[], int], out: _AudioOut, progress: _Progress) -> None:
+                 length: Callable[[], int], out: AudioWriter, progress: _Progress) -> None:
     """Resample 48 kHz chunks to ``rate`` and write exactly ``length()`` samples.
 
     Mirrors :meth:`Codec.decode`: the 48 kHz signal is cut (or zero-padded) to
@@ -678,8 +333,8 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
     """
     t0 = time.perf_counter()
     n_q = _codebooks(codec, bitrate)
-    out = _prepare_output(out_path, (".fdc",), in_path)
-    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+    out = prepare_output(out_path, (".fdc",), in_path)
+    with _Translate(), AudioReader(in_path, chunk_seconds, CHANNEL_SECONDS) as src:
         header = codec.header(src.channels, src.rate, src.frames, n_q, level_bands=level_bands)
         bar = _Progress(progress, src.seconds, f"encode {src.path.name}")
         try:
@@ -691,7 +346,7 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
                 if src.frames != header.original_length:  # e.g. an mp3's estimated length
                     w.header = dataclasses.replace(w.header, original_length=src.frames)
         except OSError as e:  # the temporary file is gone (FdcWriter.abort)
-            raise _write_error(out, e) from None
+            raise write_error(out, e) from None
         finally:
             bar.close()
         return FileResult("encoded", src.path, out, src.seconds, time.perf_counter() - t0,
@@ -722,18 +377,18 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int | 
     t0 = time.perf_counter()
     postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
-    src = _input_path(in_path)
+    src = input_path(in_path)
     with _Translate(), FdcReader(src) as reader:
         h = reader.header
         codec.check_stream(h, str(src))
-        out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
+        out = prepare_output(out_path, WRITE_EXTENSIONS, in_path)
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, h.duration_s, f"decode {src.name}")
         try:
             codes = ((p.codes, p.gains_db, p.band_gains_db) for p in reader)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
                                         _chunk_seconds(chunk_seconds, h.channels, postfilter))
-            with _AudioOut(out, h.original_rate, h.channels) as w:
+            with AudioWriter(out, h.original_rate, h.channels) as w:
                 _write_audio(audio, h.original_rate, h.channels, lambda: h.original_length, w,
                              bar)
                 seconds = w.samples / h.original_rate
@@ -761,8 +416,8 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
     n_q = _codebooks(codec, bitrate)
     postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
     _check_decode(codec, nfe, solver, postfilter, chunk_seconds)
-    out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
-    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+    out = prepare_output(out_path, WRITE_EXTENSIONS, in_path)
+    with _Translate(), AudioReader(in_path, chunk_seconds, CHANNEL_SECONDS) as src:
         h = codec.header(src.channels, src.rate, src.frames, n_q, level_bands=level_bands)
         used_seed = _seed(seed, postfilter)
         bar = _Progress(progress, src.seconds, f"roundtrip {src.path.name}")
@@ -770,7 +425,7 @@ def roundtrip_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate:
             codes = _encode_codes(codec, src, n_q, chunk_seconds, level_bands)
             audio = codec.decode_chunks(codes, h, nfe, used_seed, postfilter, solver,
                                         _chunk_seconds(chunk_seconds, h.channels, postfilter))
-            with _AudioOut(out, src.rate, src.channels) as w:
+            with AudioWriter(out, src.rate, src.channels) as w:
                 _write_audio(audio, src.rate, src.channels, lambda: src.frames, w, bar)
         finally:
             bar.close()
@@ -797,8 +452,8 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
         raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
     nfe = DEFAULT_NFE if nfe is None else nfe
     _check_solver(nfe, solver)
-    out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
-    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+    out = prepare_output(out_path, WRITE_EXTENSIONS, in_path)
+    with _Translate(), AudioReader(in_path, chunk_seconds, CHANNEL_SECONDS) as src:
         used_seed = DEFAULT_SEED if seed is None else int(seed)
         window = _chunk_seconds(chunk_seconds, src.channels, True)
         chain = postfilter.chain(src.channels, nfe, used_seed, solver,
@@ -814,7 +469,7 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
             yield chain.finish()
 
         try:
-            with _AudioOut(out, src.rate, src.channels) as w:
+            with AudioWriter(out, src.rate, src.channels) as w:
                 _write_audio(audio48(), src.rate, src.channels, lambda: src.frames, w, bar)
         finally:
             bar.close()
@@ -843,11 +498,11 @@ def process_file(in_path: PathLike, out_path: PathLike, process: ChunkProcessor,
     t0 = time.perf_counter()
     if not chunk_seconds > 0:
         raise FlowdecError(f"chunk_seconds must be > 0, got {chunk_seconds}")
-    out = _prepare_output(out_path, WRITE_EXTENSIONS, in_path)
-    with _Translate(), _AudioIn(in_path, chunk_seconds) as src:
+    out = prepare_output(out_path, WRITE_EXTENSIONS, in_path)
+    with _Translate(), AudioReader(in_path, chunk_seconds, CHANNEL_SECONDS) as src:
         bar = _Progress(progress, src.seconds, f"process {src.path.name}")
         try:
-            with _AudioOut(out, src.rate, src.channels) as w:
+            with AudioWriter(out, src.rate, src.channels) as w:
                 for y in process(src.chunks(), src.rate, src.channels):
                     w.write(np.asarray(y, np.float32).reshape(src.channels, -1))
                     bar.update(w.samples / src.rate)
@@ -984,7 +639,7 @@ class StreamInfo:
         if self.problem:
             status = f"damaged: {self.problem}"
         return [
-            f"file:            {self.path} ({_size(self.file_bytes)}, {status})",
+            f"file:            {self.path} ({size_text(self.file_bytes)}, {status})",
             f"model id:        {h.model_id} ({match})",
             f"format:          version {self.format_version}",
             f"duration:        {self.seconds:.3f} s ({h.original_length} samples at "
@@ -1031,7 +686,7 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
     Raises:
         FlowdecError: missing file, not a .fdc file, or a corrupt header.
     """
-    p = _input_path(path)
+    p = input_path(path)
     card: CodecCard | None = None
     with _Translate():
         try:
@@ -1062,7 +717,7 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
                 try:
                     check_stream(h, card, str(p))
                 except BitstreamError as e:  # the model's decoder would refuse it
-                    problem = _oneline(e)
+                    problem = one_line(e)
             try:
                 for pk in r if problem is None else ():
                     packets += 1
@@ -1070,7 +725,7 @@ def stream_info(path: PathLike, model: PathLike | None = None) -> StreamInfo:
                     add("gains", pk.gains_db)
                     add("bands", pk.band_gains_db)
             except BitstreamError as e:
-                problem = _oneline(e)
+                problem = one_line(e)
     return StreamInfo(p, h, p.stat().st_size, packets, frames,
                       problem is None and frames >= h.total_frames,
                       None if card is None else card.model_id, problem,

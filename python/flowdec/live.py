@@ -425,9 +425,9 @@ class LiveSession:
             if self.packets_file is not None:
                 writer = FdcWriter(_prepare(self.packets_file, (".fdc",)), header)
             if self.output_file is not None:
-                from .files import WRITE_EXTENSIONS, _AudioOut
+                from .audio_io import WRITE_EXTENSIONS, AudioWriter
 
-                out_file = _AudioOut(_prepare(self.output_file, WRITE_EXTENSIONS), sr, c)
+                out_file = AudioWriter(_prepare(self.output_file, WRITE_EXTENSIONS), sr, c)
             dev = self._open_device(stream, source, sink)
             if dev is not None:
                 dev.start()
@@ -560,19 +560,21 @@ class LiveSession:
 
 
 def _prepare(path: Path, allowed: tuple[str, ...]) -> Path:
-    from .files import FlowdecError, _prepare_output
+    from .audio_io import prepare_output
+    from .errors import FlowdecError
 
     try:
-        return _prepare_output(path, allowed)
+        return prepare_output(path, allowed)
     except FlowdecError as e:
         raise LiveError(str(e)) from None
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    from .files import FlowdecError, _AudioIn
+    from .audio_io import AudioReader
+    from .errors import FlowdecError
 
     try:
-        with _AudioIn(path, chunk_seconds=10.0) as f:
+        with AudioReader(path, chunk_seconds=10.0) as f:
             parts = list(f.chunks())
             return np.concatenate(parts, axis=1).astype(np.float32, copy=False), f.rate
     except FlowdecError as e:

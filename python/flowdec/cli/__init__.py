@@ -8,7 +8,7 @@
     global: --model PATH --device cpu|cuda --threads N --quiet (before or after the verb)
 
 No logic lives here: each verb parses its options, calls one library function and prints
-its one-line summary. A :class:`~flowdec.files.FlowdecError` (or a refused stream, model or
+its one-line summary. A :class:`~flowdec.errors.FlowdecError` (or a refused stream, model or
 device) is printed as ``flowdec: error: ...`` on stderr with exit status 1; usage errors
 exit 2; Ctrl-C exits 130, SIGTERM 143 (outputs are written atomically, so no partial file is
 left).
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..bitstream import BitstreamError
-    from ..files import FlowdecError
+    from ..errors import FlowdecError
     from ..model_files import ModelError
     from ..sessions import DeviceError
 

@@ -23,7 +23,7 @@ _log = logging.getLogger("flowdec")
 def load_codec(args: argparse.Namespace) -> Codec:
     """The :class:`~flowdec.codec.Codec` selected by ``--model``, ``--device``, ``--threads``."""
     from ..codec import Codec
-    from ..files import FlowdecError
+    from ..errors import FlowdecError
     from ..model_files import ModelError
     from ..sessions import DeviceError
 

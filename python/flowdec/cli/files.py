@@ -128,7 +128,8 @@ def _bounce(args: argparse.Namespace) -> int:
 
 
 def _enhance(args: argparse.Namespace) -> int:
-    from ..files import FlowdecError, enhance_file
+    from ..errors import FlowdecError
+    from ..files import enhance_file
     from ..model_files import ModelError
     from ..postfilter import Postfilter
     from ..sessions import DeviceError

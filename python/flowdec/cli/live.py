@@ -59,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """The ``live`` verb: 0 when the session ended (also by Ctrl-C), 1 on errors."""
-    from ..files import FlowdecError
+    from ..errors import FlowdecError
 
     try:
         if args.list_devices:
