@@ -15,6 +15,7 @@ from flowdec import _core
 from flowdec import features as ft
 from flowdec.features import STFTConfig, analysis, synthesis
 from flowdec.reference import hann_periodic, istft_ref, stft_ref
+from flowdec.stages import Stage
 
 SR = 48000
 CFG = STFTConfig()
@@ -144,16 +145,16 @@ def test_streaming_equals_batch(push: int) -> None:
     x = np.stack([make_signals(length)["noise"], make_signals(length)["chirp"]])
     X = analysis(x)
     sa = ft.StreamingAnalysis(CFG, channels=2)
-    parts = [sa.push(x[:, i : i + push]) for i in range(0, length, push)] + [sa.flush()]
+    parts = [sa.push(x[:, i : i + push]) for i in range(0, length, push)] + [sa.finish()]
     Xs = np.concatenate(parts, axis=-1)
     assert Xs.shape == X.shape
     assert _rel(Xs, X) <= 1e-6
 
     y = synthesis(X, length)
-    ss = ft.StreamingSynthesis(CFG, channels=2)
+    ss = ft.StreamingSynthesis(CFG, channels=2, length=length)
     fpush = max(1, push // 97)
     outs = [ss.push(X[..., i : i + fpush]) for i in range(0, X.shape[-1], fpush)]
-    outs.append(ss.finish(length))
+    outs.append(ss.finish())
     ys = np.concatenate(outs, axis=-1)
     assert ys.shape == y.shape
     assert _rel(ys, y) <= 1e-6
@@ -170,15 +171,56 @@ def test_streaming_varying_blocks_and_reset() -> None:
         n = int(rng.integers(0, 900))
         parts.append(sa.push(x[i : i + n]))
         i += n
-    parts.append(sa.flush())
+    parts.append(sa.finish())
     assert _rel(np.concatenate(parts, axis=-1), analysis(x)) <= 1e-6
+    # finish() ended that stream: the next one starts from sample 0
+    again = np.concatenate([sa.push(x[:4000]), sa.finish()], axis=-1)
+    assert _rel(again, analysis(x[:4000])) <= 1e-6
 
 
-def test_streaming_finish_errors() -> None:
+def test_streaming_follows_the_stage_contract() -> None:
+    """push / finish() / reset() / latency as every stage: the look-ahead is half a window."""
+    sa, ss = ft.StreamingAnalysis(CFG), ft.StreamingSynthesis(CFG, length=3000)
+    assert isinstance(sa, Stage) and isinstance(ss, Stage)
+    assert sa.latency == ss.latency == CFG.n_fft // 2
+    # frame n (centred on sample n*hop) comes out once sample n*hop + latency has arrived
+    x = make_signals(6000)["noise"]
+    n = 5
+    assert sa.push(x[: n * CFG.hop + sa.latency - 1]).shape[-1] == n
+    assert sa.push(x[n * CFG.hop + sa.latency - 1 : n * CFG.hop + sa.latency]).shape[-1] == 1
+
+
+@pytest.mark.parametrize("length", [1000, 2000, 3072, 3100, 3455, 4000])
+def test_streaming_synthesis_length(length: int) -> None:
+    """The length given at construction cuts (or zero-pads) the stream exactly as
+    :func:`synthesis` does, and no push returns a sample past it."""
+    X = analysis(make_signals(3300)["sines"])  # 9 frames
+    ss = ft.StreamingSynthesis(CFG, length=length)
+    outs = [ss.push(X[..., i : i + 1]) for i in range(X.shape[-1])]
+    assert sum(o.shape[1] for o in outs) <= length
+    y = np.concatenate([*outs, ss.finish()], axis=1)
+    assert y.shape == (1, length)
+    assert _rel(y, synthesis(X, length)) <= 1e-6
+
+
+def test_streaming_synthesis_without_length() -> None:
+    """No length: N frames make (N - 1) * hop samples, the hop-aligned signal they are the
+    analysis of; reset() keeps the setting."""
+    x = make_signals(8 * CFG.hop)["chirp"]
+    X = analysis(x)
     ss = ft.StreamingSynthesis(CFG)
-    out = ss.push(analysis(np.ones(4000, np.float32)))
-    with pytest.raises(ValueError, match="^total_length"):
-        ss.finish(out.shape[1] - 1)
+    ss.push(X[..., :3])
+    ss.reset()
+    y = np.concatenate([ss.push(X[..., :4]), ss.push(X[..., 4:]), ss.finish()], axis=1)
+    assert y.shape == (1, (X.shape[-1] - 1) * CFG.hop) == (1, x.size)
+    assert _rel(y, synthesis(X, x.size)) <= 1e-6
+    assert ss.finish().shape == (1, 0)  # an empty stream
+
+
+@pytest.mark.parametrize("length", [-1, 2.5, True, "3000"])
+def test_streaming_synthesis_bad_length(length: object) -> None:
+    with pytest.raises(ValueError, match="^length: must be None or an int >= 0"):
+        ft.StreamingSynthesis(CFG, length=length)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

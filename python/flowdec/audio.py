@@ -88,22 +88,55 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 class StreamResampler:
     """Chunked resampling with the same output as :func:`resample` on the whole signal
-    (up to soxr's chunking tolerance); identity when rates match."""
+    (up to soxr's chunking tolerance); identity when rates match.
+
+    Follows the stage contract (:class:`flowdec.stages.Stage`): ``push(block)`` returns the
+    output soxr has released, ``finish()`` the rest (the stream's length is what was
+    pushed), ``reset()`` starts a new stream. Its input is in samples at ``from_rate`` and
+    its output at ``to_rate``, and it has no ``latency`` attribute: soxr compensates its
+    filter delay (output sample ``i`` is input time ``i / to_rate``) but releases output in
+    internal blocks, so when a sample comes out depends on the push sizes
+    (:func:`flowdec.stream.resampler_release` measures it for a fixed piece size).
+
+    Examples:
+        >>> rs = StreamResampler(44100, 48000, channels=1)
+        >>> x = np.zeros((1, 4410), np.float32)
+        >>> sum(p.shape[1] for p in [rs.push(x), rs.push(x), rs.finish()])
+        9600
+    """
 
     def __init__(self, from_rate: int, to_rate: int, channels: int) -> None:
+        self.from_rate, self.to_rate = from_rate, to_rate
         self.identity = from_rate == to_rate
         self.channels = channels
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all pushed samples (start a new stream)."""
         if not self.identity:
             import soxr
 
-            self.rs = soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32",
-                                          quality="HQ")
+            self.rs = soxr.ResampleStream(self.from_rate, self.to_rate, self.channels,
+                                          dtype="float32", quality="HQ")
 
-    def push(self, audio: np.ndarray, last: bool = False) -> np.ndarray:
-        if self.identity:
-            return audio
+    def _resample(self, audio: np.ndarray, last: bool) -> np.ndarray:
         out = self.rs.resample_chunk(np.ascontiguousarray(audio.T), last=last)
         return np.ascontiguousarray(np.asarray(out, np.float32).T.reshape(self.channels, -1))
+
+    def push(self, audio: np.ndarray) -> np.ndarray:
+        """Resample ``[channels, n]``; return the output released so far ``[channels, m]``."""
+        if self.identity:
+            return audio
+        return self._resample(audio, False)
+
+    def finish(self) -> np.ndarray:
+        """End the stream: return the output soxr still holds ``[channels, m]`` (none at
+        equal rates), then reset for a new stream."""
+        if self.identity:
+            return np.zeros((self.channels, 0), np.float32)
+        out = self._resample(np.zeros((self.channels, 0), np.float32), True)
+        self.reset()
+        return out
 
 
 def fit_length(audio: np.ndarray, length: int) -> np.ndarray:

@@ -206,16 +206,19 @@ def synthesis(X: npt.ArrayLike, length: int, cfg: STFTConfig = DEFAULT) -> np.nd
 class StreamingAnalysis:
     """Φ on a stream: push samples, get the frames that are complete.
 
-    The frames returned by all :meth:`push` calls followed by :meth:`flush` equal
-    :func:`analysis` of the whole signal. Frame ``n`` needs samples up to
-    ``n*hop + n_fft//2`` (latency: ``n_fft//2`` samples of look-ahead).
+    Follows the stage contract (:class:`flowdec.stages.Stage`: ``push`` / ``finish()`` /
+    ``reset()`` / ``latency``) with samples in and frames out: frame ``n`` stands for the
+    window centred on sample ``n*hop``. It needs samples up to ``n*hop + n_fft//2``, so
+    :attr:`latency` is ``n_fft//2`` samples. The frames returned by all :meth:`push` calls
+    followed by :meth:`finish` equal :func:`analysis` of the whole signal (``T // hop + 1``
+    frames for the ``T`` samples pushed).
 
     Examples
     --------
     >>> sa = StreamingAnalysis(STFTConfig(), channels=1)
-    >>> parts = [sa.push(np.zeros(1000, np.float32)) for _ in range(3)] + [sa.flush()]
-    >>> sum(p.shape[-1] for p in parts) == n_frames(3000)
-    True
+    >>> parts = [sa.push(np.zeros(1000, np.float32)) for _ in range(3)] + [sa.finish()]
+    >>> sum(p.shape[-1] for p in parts) == n_frames(3000), sa.latency
+    (True, 768)
     """
 
     def __init__(self, cfg: STFTConfig = DEFAULT, channels: int = 1) -> None:
@@ -224,6 +227,11 @@ class StreamingAnalysis:
         self.cfg = cfg
         self.channels = channels
         self.reset()
+
+    @property
+    def latency(self) -> int:
+        """Look-ahead in samples past a frame's centre: ``n_fft // 2``."""
+        return self.cfg.pad
 
     def reset(self) -> None:
         """Forget all pushed samples (start a new stream)."""
@@ -265,8 +273,9 @@ class StreamingAnalysis:
         count = (ready // cfg.hop + 1 if ready >= 0 else 0) - self._next
         return self._frames(count) if count > 0 else self._empty()
 
-    def flush(self) -> np.ndarray:
-        """Return the remaining frames (zero padding at the end) and reset."""
+    def finish(self) -> np.ndarray:
+        """End the stream: return the remaining frames (zero padding past the last sample
+        pushed), then reset for a new stream."""
         count = n_frames(self._total, self.cfg) - self._next
         out = self._frames(count) if count > 0 else self._empty()
         self.reset()
@@ -276,32 +285,52 @@ class StreamingAnalysis:
 class StreamingSynthesis:
     """Φ⁻¹ on a stream: push frames, get the samples no later frame can change.
 
-    The concatenation of all :meth:`push` outputs and :meth:`finish` equals
-    :func:`synthesis` of all frames. After frames ``0..K-1``, samples before
-    ``K*hop - n_fft//2`` are final.
+    Follows the stage contract (:class:`flowdec.stages.Stage`) with frames in and samples
+    out. Frames do not fix the signal's length (``T`` samples give ``T // hop + 1`` frames
+    for any ``T`` in a range of ``hop``), so the stream's ``length`` in samples is given at
+    construction, normally the ``T`` given to :func:`analysis`; ``None`` ends the stream at
+    ``(N − 1)·hop`` samples for the ``N`` frames pushed, the hop-aligned length with ``N``
+    frames. The concatenation of all :meth:`push` outputs and :meth:`finish` equals
+    :func:`synthesis` of all frames to that length. After frames ``0..K-1``, samples before
+    ``K*hop - n_fft//2`` are final: sample ``s`` waits for the frame centred at (up to a
+    hop before) ``s + n_fft//2``, so :attr:`latency` is ``n_fft//2`` samples.
 
     Examples
     --------
     >>> x = np.random.default_rng(0).standard_normal(5000).astype(np.float32)
     >>> X = analysis(x)
-    >>> ss = StreamingSynthesis(STFTConfig(), channels=1)
-    >>> y = np.concatenate([ss.push(X[..., :7]), ss.push(X[..., 7:]), ss.finish(5000)], axis=1)
-    >>> bool(np.abs(y[0] - x).max() < 1e-4)
-    True
+    >>> ss = StreamingSynthesis(STFTConfig(), channels=1, length=5000)
+    >>> y = np.concatenate([ss.push(X[..., :7]), ss.push(X[..., 7:]), ss.finish()], axis=1)
+    >>> y.shape, bool(np.abs(y[0] - x).max() < 1e-4)
+    ((1, 5000), True)
     """
 
-    def __init__(self, cfg: STFTConfig = DEFAULT, channels: int = 1) -> None:
+    def __init__(self, cfg: STFTConfig = DEFAULT, channels: int = 1,
+                 length: int | None = None) -> None:
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels: must be an int >= 1, got {channels!r}")
+        if length is not None and (isinstance(length, bool)
+                                   or not isinstance(length, int | np.integer) or length < 0):
+            raise ValueError(f"length: must be None or an int >= 0 (samples), got {length!r}")
         self.cfg = cfg
         self.channels = channels
+        self.length = None if length is None else int(length)
         self.reset()
 
+    @property
+    def latency(self) -> int:
+        """Look-ahead in samples: ``n_fft // 2`` (frame centres past an output sample)."""
+        return self.cfg.pad
+
     def reset(self) -> None:
-        """Forget all pushed frames (start a new stream)."""
+        """Forget all pushed frames (start a new stream of the same ``length``)."""
         self._acc = np.zeros((self.channels, 0), dtype=np.float32)  # from sample self._emitted
         self._emitted = 0
         self._frames = 0
+
+    def _end(self) -> int:
+        """The stream's length in samples as far as the frames pushed so far tell."""
+        return max(0, self._frames - 1) * self.cfg.hop if self.length is None else self.length
 
     def _emit(self, end: int) -> np.ndarray:
         count = end - self._emitted
@@ -318,7 +347,8 @@ class StreamingSynthesis:
         return out
 
     def push(self, X: npt.ArrayLike) -> np.ndarray:
-        """Add frames ``[C, 2, F, k]``; return the samples now final, ``[C, m]``."""
+        """Add frames ``[C, 2, F, k]``; return the samples now final, ``[C, m]`` (never past
+        the stream's length)."""
         cfg = self.cfg
         feats = np.asarray(X, dtype=np.float32)
         if feats.ndim != 4 or feats.shape[:3] != (self.channels, 2, cfg.n_freq):
@@ -337,18 +367,11 @@ class StreamingSynthesis:
         _core.istft_ola(np.ascontiguousarray(feats), self._acc, offset, cfg.n_fft, cfg.hop,
                         float(cfg.alpha), float(cfg.beta))
         self._frames += k
-        return self._emit(max(self._emitted, self._frames * cfg.hop - cfg.pad))
+        return self._emit(min(self._frames * cfg.hop - cfg.pad, self._end()))
 
-    def finish(self, total_length: int) -> np.ndarray:
-        """Return the remaining samples so that the stream has ``total_length`` samples
-        in all, then reset."""
-        if isinstance(total_length, bool) or not isinstance(total_length, int | np.integer):
-            raise ValueError(f"total_length: must be an int, got {total_length!r}")
-        if total_length < self._emitted:
-            raise ValueError(
-                f"total_length: {total_length} is less than the {self._emitted} samples "
-                "already returned"
-            )
-        out = self._emit(int(total_length))
+    def finish(self) -> np.ndarray:
+        """End the stream: return the remaining samples up to its length (samples no frame
+        covers are 0), then reset for a new stream."""
+        out = self._emit(self._end())
         self.reset()
         return out

@@ -273,8 +273,7 @@ def _encode_codes(codec: Codec, src: AudioReader, n_q: int, chunk_seconds: float
     def audio48() -> Iterator[np.ndarray]:
         for x in src.chunks():
             yield rs.push(x)
-        if not rs.identity:
-            yield rs.push(np.zeros((src.channels, 0), np.float32), last=True)
+        yield rs.finish()
 
     yield from codec.encode_chunks(audio48(), src.channels, n_q, FILE_FRAMES_PER_GAIN,
                                    _chunk_seconds(chunk_seconds, src.channels), level_bands)
@@ -307,8 +306,7 @@ def _write_audio(audio48: Iterable[np.ndarray], rate: int, channels: int,
         target = fed * rate // CODEC_RATE  # truncated stream: keep what was decoded
     else:
         target = length()
-    if not rs.identity:
-        emit(rs.push(np.zeros((channels, 0), np.float32), last=True))
+    emit(rs.finish())
     if out.samples < target:
         out.write(np.zeros((channels, target - out.samples), np.float32))
     progress.update(out.samples / rate)
@@ -464,8 +462,7 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
         def audio48() -> Iterator[np.ndarray]:
             for x in src.chunks():
                 yield chain.push(rs.push(x))
-            if not rs.identity:
-                yield chain.push(rs.push(np.zeros((src.channels, 0), np.float32), last=True))
+            yield chain.push(rs.finish())
             yield chain.finish()
 
         try:
