@@ -24,7 +24,6 @@ from flowdec.stream_encoder import (
     EncoderStreamNet,
     StreamingEncoderStage,
     encode_offline,
-    encoder_stage,
     load_stream_encoder,
 )
 
@@ -126,10 +125,28 @@ def test_decodes_like_encoder_onnx_codes(codec: Codec, net: EncoderStreamNet,
     assert moved < 0.5 * err, (moved, err)
 
 
-def test_encoder_stage_helper_uses_the_streaming_encoder(codec: Codec) -> None:
-    stage = encoder_stage(codec, 2, 4)
-    assert isinstance(stage, StreamingEncoderStage) == (codec.folder / STREAM_ENCODER).is_file()
-    assert stage.future == codec.card.encoder_future_frames
+def test_every_path_encodes_with_it(codec: Codec, net: EncoderStreamNet,
+                                    clip: np.ndarray) -> None:
+    """The model's encoder stage is the streaming one, so the clip API (10-s chunks) and the
+    streaming engine (a chunk at a time) give the codes of one call over the signal."""
+    from flowdec.bitstream import decode_packet
+    from flowdec.stages import Stage
+    from flowdec.stream import Stream
+
+    stage = codec.encoder_stage(2, 4)
+    assert isinstance(stage, StreamingEncoderStage) and isinstance(stage, Stage)
+    x = clip[:, :60000]
+    ref = encode_offline(net, codec.card, x)
+    stream = codec.encode(x, 48000, bitrate=7.5, frames_per_gain=0)
+    np.testing.assert_array_equal(stream.codes, ref)
+    packets: list[bytes] = []
+    s = Stream(codec, bitrate=7.5, postfilter=False, worker=False, on_packet=packets.append)
+    s.prepare(48000, 512, 2)
+    for i in range(0, x.shape[1] - 511, 512):
+        s.process(x[:, i : i + 512])
+    assert s.header is not None and packets
+    live = np.concatenate([decode_packet(s.header, p)[0].codes for p in packets], axis=2)
+    np.testing.assert_array_equal(live, ref[:, :, : live.shape[2]])
 
 
 def test_add_stream_adds_the_encoder_without_changing_the_folder(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from .postfilter import (
 )
 from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
 from .stages import DecoderStage, EncoderStage, PostfilterStage, StreamingDecoderStage
+from .stream_encoder import StreamingEncoderStage, load_stream_encoder
 
 MAX_PACKET_SECONDS = 60.0
 """Longest packet a stream may declare (flowdec writes 8-s packets to files, 0.2-s ones
@@ -76,6 +77,7 @@ class Model:
             DecoderStreamNet(self.folder / STREAM_DECODER, device, threads)
             if (self.folder / STREAM_DECODER).is_file() else None
         )
+        self.encoder_stream = load_stream_encoder(self.folder, device, threads)
         self.postfilter_net = (
             PostfilterNet(self.folder / "postfilter.onnx", device, threads)
             if self.post_card is not None else None
@@ -86,7 +88,8 @@ class Model:
     def share_batches(self, batcher: Batcher) -> None:
         """Route every network call through ``batcher``: concurrent calls from its participant
         threads with matching shapes run as one batch (see :mod:`flowdec.batching`)."""
-        for net in (self.encoder, self.decoder, self.decoder_stream, self.postfilter_net):
+        for net in (self.encoder, self.encoder_stream, self.decoder, self.decoder_stream,
+                    self.postfilter_net):
             if net is not None and not isinstance(net.session, BatchingSession):
                 net.session = batcher.wrap(net.session)
 
@@ -142,9 +145,14 @@ class Model:
                 DEFAULT_NFE if nfe is None else nfe, DEFAULT_SEED if seed is None else seed)
 
     # -- stages ----------------------------------------------------------------------------
-    def encoder_stage(self, channels: int, chunk_frames: int | None) -> EncoderStage:
-        """48 kHz audio → codes, at most ``chunk_frames`` frames per network run (None: one
-        run per push)."""
+    def encoder_stage(self, channels: int, chunk_frames: int | None
+                      ) -> EncoderStage | StreamingEncoderStage:
+        """48 kHz audio → codes in pieces of ``chunk_frames`` frames (None: all that is final
+        at each push): with the model's streaming encoder when it has one (each hop encoded
+        once, the same codes for any split; :mod:`flowdec.stream_encoder`), else by
+        re-running the encoder over each chunk's context."""
+        if self.encoder_stream is not None:
+            return StreamingEncoderStage(self.encoder_stream, self.card, channels, chunk_frames)
         return EncoderStage(self.encoder, self.card, channels, chunk_frames)
 
     def decoder_stage(self, channels: int, n_codebooks: int, chunk_frames: int | None

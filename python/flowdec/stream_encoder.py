@@ -10,22 +10,28 @@ but feeds each hop to the network once.
 Exactness: the streaming graph computes every frame with the same arithmetic whatever the
 number of frames per call (``codec_model.StreamEncoder``), so its codes do not depend on
 how the audio is pushed, bit for bit, and equal the codes of one call over the whole signal
-(:func:`encode_offline`). They are not bit-identical to ``encoder.onnx``'s: the two graphs
-sum in different orders, and a frame whose best codeword wins by a float rounding can pick
-another one (then the later levels of that frame follow); ``benchmarks/bench_latency.py``
-``--codes`` counts them. The decoder is the same, so streams of either decode alike.
+(:func:`encode_offline`). Every path gets its encoder from
+:meth:`flowdec.model.Model.encoder_stage` (clip API and files in 10-s chunks, the streaming
+engine a chunk at a time), so offline and live codes are the same. They are not
+bit-identical to ``encoder.onnx``'s: the two graphs sum in different orders, and a frame
+whose best codeword wins by a float rounding can pick another one (then the later levels of
+that frame follow); ``benchmarks/bench_latency.py --codes`` counts them (about 1 % of
+frames). The decoder is the same, so streams of either decode alike.
 
-    >>> from flowdec.stream_encoder import encoder_stage
-    >>> stage = encoder_stage(codec, channels=1, chunk_frames=6)
-    >>> codes = np.concatenate([stage.push(x[:, :1000]), stage.push(x[:, 1000:]),
-    ...                         stage.finish()], axis=2)
+Example:
+    >>> import numpy as np, flowdec
+    >>> stage = flowdec.Codec.load().encoder_stage(channels=1, chunk_frames=6)
+    >>> type(stage).__name__
+    'StreamingEncoderStage'
+    >>> x = np.zeros((1, 4000), np.float32)
+    >>> parts = [stage.push(x[:, :1000]), stage.push(x[:, 1000:]), stage.finish()]
+    >>> [p.shape[2] for p in parts]  # a 6-frame piece needs 8 hops; 4000 samples are 6.25
+    [0, 0, 8]
 """
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +39,8 @@ from .model_files import CodecCard
 from .sessions import make_session
 from .stages import UNKNOWN_END, EncoderStage
 
-if TYPE_CHECKING:
-    from .codec import Codec
-
+RUN_FRAMES = 750
+"""Most frames one network run covers unless the chunk is longer (10 s: bounded memory)."""
 STREAM_ENCODER = "encoder_stream.onnx"
 """The streaming encoder; it holds no weights of its own but points into ``encoder.onnx``."""
 
@@ -114,16 +119,23 @@ class StreamingEncoderStage:
     total_frames = staticmethod(EncoderStage.total_frames)
 
     def _feed(self, hops: int, end: int) -> None:
-        """Give the network the next ``hops`` hops of ``pending`` (zeros past its end)."""
+        """Give the network the next ``hops`` hops of ``pending`` (zeros past its end), at
+        most ``max(chunk, RUN_FRAMES)`` per run (bounded memory on long pushes; the codes do
+        not depend on the split)."""
+        step = max(self.chunk or 1, RUN_FRAMES) * self.hop
         n = hops * self.hop
         x = self.pending[:, :n]
         if x.shape[1] < n:
             x = np.pad(x, ((0, 0), (0, n - x.shape[1])))
         self.pending = self.pending[:, n:]
-        codes, self.state = self.net(x, self.fed, end, self.state)
-        first = self.fed - self.delay
-        self.fed += hops
-        self.codes = np.concatenate([self.codes, codes[:, :, max(0, -first) :]], axis=2)
+        parts = [self.codes]
+        for i in range(0, n, step):
+            piece = x[:, i : i + step]
+            codes, self.state = self.net(piece, self.fed, end, self.state)
+            first = self.fed - self.delay
+            self.fed += piece.shape[1] // self.hop
+            parts.append(codes[:, :, max(0, -first) :])
+        self.codes = np.concatenate(parts, axis=2)
 
     def _take(self, upto: int) -> np.ndarray:
         out = self.codes[:, :, self.next_frame - self.codes_start : upto - self.codes_start]
@@ -158,22 +170,6 @@ def _cat(parts: list[np.ndarray], channels: int, codebooks: int) -> np.ndarray:
     if not parts:
         return np.zeros((channels, codebooks, 0), np.int64)
     return np.concatenate(parts, axis=2)
-
-
-_NETS: weakref.WeakKeyDictionary[Codec, EncoderStreamNet | None] = weakref.WeakKeyDictionary()
-
-
-def encoder_stage(codec: Codec, channels: int, chunk_frames: int | None
-                  ) -> StreamingEncoderStage | EncoderStage:
-    """Audio → codes in pieces for ``codec``: with its streaming encoder when the model
-    folder has one (each hop encoded once), else :class:`~flowdec.stages.EncoderStage`.
-    The network session is created once per codec and shared by its stages."""
-    if codec not in _NETS:
-        _NETS[codec] = load_stream_encoder(codec.folder, codec.device, codec.threads)
-    net = _NETS[codec]
-    if net is None:
-        return codec.encoder_stage(channels, chunk_frames)
-    return StreamingEncoderStage(net, codec.card, channels, chunk_frames)
 
 
 def encode_offline(net: EncoderStreamNet, card: CodecCard, audio: np.ndarray) -> np.ndarray:
