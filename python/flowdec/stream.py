@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from .audio import CODEC_RATE, MAX_CHANNELS, as_audio, check_int, check_rate
+from .audio import CODEC_RATE, MAX_CHANNELS, StreamResampler, as_audio, check_int, check_rate
 from .bitstream import (
     LIVE_FRAMES_PER_GAIN,
     LIVE_FRAMES_PER_PACKET,
@@ -126,36 +126,17 @@ class StreamStats:
         return self.work_seconds / self.audio_seconds if self.audio_seconds else 0.0
 
 
-class _Resampler:
-    """soxr stream fed in fixed pieces (identity at equal rates)."""
-
-    def __init__(self, from_rate: int, to_rate: int, channels: int) -> None:
-        self.channels = channels
-        self.rs = None
-        if from_rate != to_rate:
-            import soxr
-
-            self.rs = soxr.ResampleStream(from_rate, to_rate, channels, dtype="float32",
-                                          quality="HQ")
-
-    def push(self, x: np.ndarray) -> np.ndarray:
-        if self.rs is None:
-            return x
-        out = self.rs.resample_chunk(np.ascontiguousarray(x.T))
-        return np.ascontiguousarray(np.asarray(out, np.float32).T.reshape(self.channels, -1))
-
-
 @functools.lru_cache(maxsize=64)
 def resampler_release(from_rate: int, to_rate: int, piece: int, pieces: int
                       ) -> tuple[int, ...]:
-    """Output samples a fresh resampler (:class:`_Resampler`, soxr HQ) has released after
-    each of ``pieces`` input pieces of ``piece`` samples, cumulative.
+    """Output samples a fresh resampler (:class:`~flowdec.audio.StreamResampler`, soxr HQ)
+    has released after each of ``pieces`` input pieces of ``piece`` samples, cumulative.
 
     soxr compensates its filter delay (output sample i corresponds to input time
     i / to_rate) but releases output in internal blocks, not sample by sample, so when a
     resampled sample becomes available is a property of soxr measured here once per rate
     pair and piece size (``tests/test_stream.py`` checks it with an impulse)."""
-    r = _Resampler(from_rate, to_rate, 1)
+    r = StreamResampler(from_rate, to_rate, 1)
     z = np.zeros((1, piece), np.float32)
     total, out = 0, []
     for _ in range(pieces):
@@ -369,8 +350,8 @@ class Stream:
         with self._lock:
             self._restart(0, np.zeros((self.channels, 0), np.float32))
             self._nfe = self.levels[0]
-            self._rs_in = _Resampler(self.sample_rate, CODEC_RATE, self.channels)
-            self._rs_out = _Resampler(CODEC_RATE, self.sample_rate, self.channels)
+            self._rs_in = StreamResampler(self.sample_rate, CODEC_RATE, self.channels)
+            self._rs_out = StreamResampler(CODEC_RATE, self.sample_rate, self.channels)
             self._in.fill(0)
             self._out.fill(0)
             self._in_write = 0  # host samples written by process
