@@ -40,6 +40,18 @@ def codec(model_dir: Path) -> Codec:
 
 
 @pytest.fixture(scope="session")
+def shipped_codec() -> Codec:
+    """The shipped model loaded (2 threads), for ``quality`` tests of its trained behaviour;
+    skips when it is not installed."""
+    from flowdec.model_files import SHIPPED_MODEL, models_root
+
+    shipped = models_root() / SHIPPED_MODEL
+    if not (shipped / "model_card.json").is_file():
+        pytest.skip("the shipped model is not installed (python/flowdec/models/flowdec-75)")
+    return Codec(shipped, threads=2)
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model folder with random weights: the shipped model's graphs (encoder, decoder,
     streaming decoder, postfilter), bitrates, latency and card schema at about 1 MB, built

@@ -1,10 +1,11 @@
 """Concurrent network calls from several threads joined into one batch (flowdec.batching),
-with the shipped model's real ONNX sessions."""
+with the real ONNX sessions of the tiny random model (the graphs of the shipped one)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from flowdec.codec import Codec
 
 
 @pytest.fixture(scope="module")
-def codec(model_dir: str) -> Codec:
-    return Codec(model_dir, threads=1)
+def codec(tiny_model_dir: Path) -> Codec:
+    return Codec(tiny_model_dir, threads=1)
 
 
 def run_threads(fns: list) -> list:  # type: ignore[type-arg]

@@ -14,6 +14,12 @@ from flowdec.codec import Bitstream, Codec
 
 
 @pytest.fixture(scope="module")
+def codec(tiny_codec: Codec) -> Codec:
+    """These tests need a model, not the shipped model's quality: the tiny random one."""
+    return tiny_codec
+
+
+@pytest.fixture(scope="module")
 def stream(codec: Codec) -> Bitstream:
     t = np.arange(24000) / 48000
     x = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)

@@ -1,7 +1,8 @@
 """flowdec.files: streaming encode/decode/round-trip/bounce of real files with a real model.
 
-The test model may be untrained (its postfilter output is loud noise), so these tests check
-behaviour — lengths, rates, channels, equality of paths, errors — never quality.
+They run on the tiny random model (its postfilter output is loud noise), so they check
+behaviour — lengths, rates, channels, equality of paths, errors — never quality; the two that
+need the shipped model's decoder are marked ``quality``.
 
 The chunked file path equals one-shot ``Codec`` exactly on the codec path; on the
 postfilter path (same seed) only the postfilter's window seams differ, asserted at a relative
@@ -50,6 +51,17 @@ from flowdec.files import (
 from flowdec.postfilter import Postfilter
 
 POSTFILTER_REL_RMS = 1e-3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir: Path) -> Path:
+    """These tests need a model, not the shipped model's quality: the tiny random one."""
+    return tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def codec(tiny_codec: Codec) -> Codec:
+    return tiny_codec
 
 
 def make_audio(rate: int, channels: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -340,11 +352,13 @@ decode ~1.0 GB (255 channels x 0.5 s with band gains), ~2.1 GB before it was bou
 
 
 @pytest.mark.slow
-def test_crafted_files_decode_in_bounded_memory(model_dir: Path, codec: Codec,
-                                                tmp_path: Path) -> None:
+@pytest.mark.quality  # the limit is sized to the shipped decoder's activations
+def test_crafted_files_decode_in_bounded_memory(shipped_codec: Codec, tmp_path: Path) -> None:
     """255 channels (the most a header can declare) decode under a fixed memory limit, in
     chunks cut to the channel count; an absurd original rate is refused before anything is
-    allocated (it used to take 6.8 GB)."""
+    allocated (it used to take 6.8 GB). The tiny model's activations would fit the limit
+    unbounded."""
+    codec, model_dir = shipped_codec, shipped_codec.folder
     crafted_fdc(codec, tmp_path / "many.fdc", channels=255, seconds=0.5, level_bands=24)
     crafted_fdc(codec, tmp_path / "fast.fdc", original_rate=10**8)
     script = (
@@ -539,11 +553,13 @@ def test_float_overs_are_not_clipping_and_enhance_says_no_codec(model_dir: Path,
     assert "output will keep" in message and "codec" not in message
 
 
-def test_integer_outputs_are_limited_not_clipped(codec: Codec, tmp_path: Path,
+@pytest.mark.quality  # the shipped decoder's overs on an input peaking at -0.1 dBFS
+def test_integer_outputs_are_limited_not_clipped(shipped_codec: Codec, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     """Decoded audio can peak above full scale (README, Limits). A float .wav keeps the
     overs; a .flac gets them held to the limiter's ceiling, with a warning, and is the .wav
     (to 24-bit rounding) away from them."""
+    codec = shipped_codec
     from flowdec.peak_limit import CEILING_DB
 
     x, rate = read_audio(example_clip())
