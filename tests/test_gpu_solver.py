@@ -60,11 +60,11 @@ def test_gpu_stream_matches_cpu_stream(model_dir: object) -> None:
     assert np.abs(outs[1] - outs[0]).max() <= 1e-3 * np.abs(outs[0]).max()
 
 
-def test_cpu_only_machine_says_so(model_dir: object) -> None:
+def test_cpu_only_machine_says_so(tiny_model_dir: object) -> None:
     """On a machine without onnxruntime's CUDA provider, device='cuda' is a clear error."""
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has the CUDA provider")
     from flowdec.codec import Codec
 
     with pytest.raises(DeviceError, match="onnxruntime-gpu"):
-        Codec(str(model_dir), device="cuda")
+        Codec(str(tiny_model_dir), device="cuda")
