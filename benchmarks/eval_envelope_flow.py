@@ -83,6 +83,8 @@ def main() -> None:
     p.add_argument("--variant", action="append", help="(repeatable) default nfe6")
     p.add_argument("--shipped", action="store_true", help="also the shipped postfilter, NFE 6")
     p.add_argument("--fad", action="store_true", help="also FAD (aiSFX) per domain")
+    p.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS,
+                   help="per-clip metrics (default all four; zimtohrli alone screens fast)")
     p.add_argument("--max-gain-db", type=float, default=24.0)
     p.add_argument("--cache", type=Path, default=Path("bench_out/codec_outputs"))
     p.add_argument("--plot", type=Path, help="folder for spectrogram PNGs")
@@ -92,7 +94,7 @@ def main() -> None:
     net, sigma, step = load_net(args.run)
     variants = {v: parse_variant(v) for v in (args.variant or ["nfe6"])}
     names = ["codec", *variants] + (["shipped postfilter nfe6"] if args.shipped else [])
-    use = [m for m in METRICS if M.available(m)] + (["fad"] if args.fad else [])
+    use = [m for m in args.metrics if M.available(m)] + (["fad"] if args.fad else [])
     codec = Codec(threads=1) if args.shipped else None
     rows: list[dict[str, Any]] = []
     emb: dict[str, dict[str, list[np.ndarray]]] = {n: {} for n in ["reference", *names]}

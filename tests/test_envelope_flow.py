@@ -130,3 +130,14 @@ def test_levels_cache_and_crops(tmp_path: pytest.TempPathFactory) -> None:
     assert sigma.shape == (px.shape[1],) and np.all(sigma >= 0.1)
     with pytest.raises(ValueError, match="longer than the pairs"):
         LevelCrops(px, py, 1000, 0.0, 0)
+
+
+def test_impose_jitter_adds_level_errors_of_about_the_requested_size() -> None:
+    x = _signal(0)
+    e = be.edges_for(64)
+    out = be.impose(x, x, 64, jitter_db=3.0, seed=1)
+    d = be.level_db(be.band_power(be.spectrum(out), e)) - be.level_db(
+        be.band_power(be.spectrum(x), e))
+    rms = float(np.sqrt((d[0, :, 4:-4] ** 2).mean()))
+    # overlapping frames average part of the independent per-frame errors away
+    assert 1.0 < rms < 3.0
