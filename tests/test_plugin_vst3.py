@@ -323,6 +323,8 @@ def test_no_backend_in_real_time_gives_the_fallback(env: Path) -> None:
     assert p.connected == 0.0
     p.fallback = "silence"
     assert np.abs(p(x, RATE, buffer_size=512)).max() == 0.0
+    del p
+    gc.collect()
 
 
 def _status(p: pedalboard.ExternalPlugin) -> str:
@@ -354,6 +356,8 @@ def test_backend_that_cannot_start_is_reported_and_renders_no_dry_audio(
     assert p.connected == 0.0
     log = env.parent / "state" / "flowdec" / "backend.log"
     assert "No module named flowdec (stub)" in log.read_text()
+    del p  # an instance keeps trying to start its backend: none outlives the test
+    gc.collect()
 
 
 def test_backend_killed_mid_stream(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

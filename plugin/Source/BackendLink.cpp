@@ -383,7 +383,15 @@ void BackendLink::spawnBackend() {
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);  // survives the host's process group
     pid_t pid = -1;
-    const int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
+    // The backend listens where this plugin connects, whatever the environment says now.
+    std::vector<std::string> envStrings;
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e)
+        if (std::strncmp(*e, "FLOWDEC_SOCKET=", 15) != 0) envStrings.emplace_back(*e);
+    envStrings.push_back("FLOWDEC_SOCKET=" + config_.socketPath);
+    std::vector<char*> envp;
+    for (std::string& e : envStrings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int rc = posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     if (logFd >= 0) ::close(logFd);

@@ -129,8 +129,9 @@ void FlowdecProcessor::timerCallback() {
     latencyParam->set(static_cast<float>(getLatencySamples()));
     const int s = stateLatency.exchange(-1);
     if (s >= 0) {
-        params.state.setProperty("backend_latency", s, nullptr);
-        params.state.setProperty("backend_latency_key", stateLatencyKey, nullptr);
+        const std::lock_guard<std::mutex> lock(rememberMutex);
+        rememberedLatency = s;
+        rememberedKey = preparedKey;
     }
     underrunParam->publish();
     connectedParam->publish();
@@ -205,9 +206,14 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     // saved with this rate, chunk and channel count remembers S: then a real-time host
     // waits only briefly (a late connection re-reports the latency, see adoptBackendLatency).
     const int maxS = kMaxBackendLatencySeconds * static_cast<int>(std::lround(sampleRate));
-    stateLatencyKey = juce::String(static_cast<int>(sampleRate)) + "/" + juce::String(chunk) + "/" + juce::String(channels);
-    const bool remembered = params.state.getProperty("backend_latency_key").toString() == stateLatencyKey;
-    const int rememberedS = std::clamp(static_cast<int>(params.state.getProperty("backend_latency", 0)), 0, maxS);
+    bool remembered = false;
+    int rememberedS = 0;
+    {
+        const std::lock_guard<std::mutex> lock(rememberMutex);
+        preparedKey = juce::String(static_cast<int>(sampleRate)) + "/" + juce::String(chunk) + "/" + juce::String(channels);
+        remembered = rememberedLatency >= 0 && rememberedKey == preparedKey;
+        rememberedS = std::clamp(rememberedLatency, 0, maxS);
+    }
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
     const int waitMs = connectTimeoutMs >= 0 ? connectTimeoutMs : (remembered && realtime ? 200 : 30000);
     if (shm.region.mapped()) link.waitConnected(waitMs);
@@ -476,12 +482,27 @@ void FlowdecProcessor::dumpTimings() {
 
 void FlowdecProcessor::getStateInformation(juce::MemoryBlock& dest) {
     auto state = params.copyState();
+    {
+        const std::lock_guard<std::mutex> lock(rememberMutex);
+        // (unchanged values stay as they are: a restored state saves back as it came)
+        if (rememberedLatency >= 0 && static_cast<int>(state.getProperty("backend_latency", -1)) != rememberedLatency)
+            state.setProperty("backend_latency", rememberedLatency, nullptr);
+        if (rememberedKey.isNotEmpty() && state.getProperty("backend_latency_key").toString() != rememberedKey)
+            state.setProperty("backend_latency_key", rememberedKey, nullptr);
+    }
     if (auto xml = state.createXml()) copyXmlToBinary(*xml, dest);
 }
 
 void FlowdecProcessor::setStateInformation(const void* data, int size) {
-    if (auto xml = getXmlFromBinary(data, size))
-        if (xml->hasTagName(params.state.getType())) params.replaceState(juce::ValueTree::fromXml(*xml));
+    auto xml = getXmlFromBinary(data, size);
+    if (!xml || !xml->hasTagName(params.state.getType())) return;
+    {
+        // Data from a project file: bounded where it is used (kMaxBackendLatencySeconds).
+        const std::lock_guard<std::mutex> lock(rememberMutex);
+        rememberedLatency = xml->hasAttribute("backend_latency") ? std::max(0, xml->getIntAttribute("backend_latency")) : -1;
+        rememberedKey = xml->getStringAttribute("backend_latency_key");
+    }
+    params.replaceState(juce::ValueTree::fromXml(*xml));
 }
 
 }  // namespace flowdec

@@ -8,6 +8,7 @@
 #include <juce_audio_processors/juce_audio_processors.h>
 
 #include <atomic>
+#include <mutex>
 #include <vector>
 
 #include "BackendLink.h"
@@ -151,8 +152,13 @@ private:
     std::atomic<int> backendLatency{0};  // S: the backend's stream latency
     std::atomic<int> wantedLatency{0};   // D + S; the timer reports it to the host
     std::uint64_t seenConnections = 0;   // audio thread: connections adopted so far
-    std::atomic<int> stateLatency{-1};   // S to remember in the host's state (timer writes it)
-    juce::String stateLatencyKey;        // rate/chunk/channels that S belongs to
+    std::atomic<int> stateLatency{-1};   // S learnt on the audio thread; the timer remembers it
+    // S as the host's state keeps it, for one rate/chunk/channels ("48000/1920/2"); guarded:
+    // prepareToPlay, the timer and the host's state calls run on different threads.
+    std::mutex rememberMutex;
+    int rememberedLatency = -1;
+    juce::String rememberedKey;
+    juce::String preparedKey;  // the key of the current preparation
     bool envRealtime = false;
     int offlineTimeoutMs = 10000;
     int connectTimeoutMs = -1;  // FLOWDEC_CONNECT_TIMEOUT_MS (debugging); -1: the defaults
