@@ -203,8 +203,17 @@ def main() -> None:
     ap.add_argument("--encoder-cost", type=int, nargs="*", default=None, metavar="FRAMES",
                     help="also time the encoder stages alone at these chunk lengths in codec "
                          "frames (none given: 1 3 6 12 24)")
+    ap.add_argument("--quantum", type=int, default=None,
+                    help="override the engine's chunk quantum (48 kHz samples; the engine's "
+                         "is 3840 = 80 ms): 1920 (40 ms, one gain block) works on the codec "
+                         "path only (the postfilter needs multiples of 768): what a smaller "
+                         "quantum would give, before the engine allows it")
     ap.add_argument("--out", default="bench_out/latency.json")
     a = ap.parse_args()
+    if a.quantum is not None:
+        import flowdec.stream
+
+        flowdec.stream.CHUNK_QUANTUM = a.quantum
     codec = Codec(a.model, threads=a.threads)
     head = ("encoder", "chunk_ms", "path", "channels", "block", "latency_ms", "impulse_ms",
             "worker_rtf", "process_us_p99", "process_us_max", "underrun_samples",
@@ -230,7 +239,8 @@ def main() -> None:
                         rows.append(r)
                         print(" | ".join(str(r[k]) for k in head), flush=True)
     result: dict[str, Any] = {"seconds": a.seconds, "model": str(codec.folder),
-                              "threads": a.threads, "cpus": os.cpu_count(), "rows": rows}
+                              "threads": a.threads, "cpus": os.cpu_count(),
+                              "quantum": a.quantum, "rows": rows}
     if a.encoder_cost is not None:
         result["encoder_cost"] = encoder_cost(codec, a.encoder_cost or [1, 3, 6, 12, 24])
     if a.codes:
