@@ -95,6 +95,11 @@ FlowdecProcessor::FlowdecProcessor()
 
 juce::AudioProcessorEditor* FlowdecProcessor::createEditor() { return new FlowdecEditor(*this); }
 
+void FlowdecProcessor::setIComponentHandler(Steinberg::FUnknown* handler) {
+    if (handler != nullptr) handler->addRef();
+    if (auto* old = componentHandler.exchange(handler)) old->release();
+}
+
 BackendStatus FlowdecProcessor::backendStatus() const {
     if (link.connected()) return kStatusConnected;
     return link.gaveUp() ? kStatusFailed : kStatusStarting;
@@ -148,6 +153,7 @@ FlowdecProcessor::~FlowdecProcessor() {
     }
     link.stop();
     dumpTimings();
+    if (auto* handler = componentHandler.exchange(nullptr)) handler->release();
 }
 
 bool FlowdecProcessor::isBusesLayoutSupported(const BusesLayout& layouts) const {

@@ -77,8 +77,9 @@ private:
 
 class FlowdecProcessor : public juce::AudioProcessor, public juce::VST3ClientExtensions, private juce::Timer {
 public:
-    // The VST3 host's IComponentHandler (JUCE's wrapper passes it; null elsewhere).
-    void setIComponentHandler(Steinberg::FUnknown* handler) override { componentHandler = handler; }
+    // The VST3 host's IComponentHandler (JUCE's wrapper passes it; null elsewhere), held with
+    // a reference so that it outlives a host that replaces it.
+    void setIComponentHandler(Steinberg::FUnknown* handler) override;
 
     FlowdecProcessor();
     ~FlowdecProcessor() override;
