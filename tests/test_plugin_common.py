@@ -25,6 +25,7 @@ PLUGIN_BUILD = Path(os.environ.get("FLOWDEC_PLUGIN_BUILD", REPO / "plugin" / "bu
 VST3 = PLUGIN_BUILD / "FlowdecPlugin_artefacts" / "Release" / "VST3" / "Flowdec.vst3"
 LV2 = PLUGIN_BUILD / "lv2" / "Flowdec.lv2"
 LV2HOST = PLUGIN_BUILD / "flowdec_lv2host"
+EDITOR_CHECK = PLUGIN_BUILD / "flowdec_editor_check"  # the editor's status line, no host
 LV2_URI = "urn:flowdec:plugin"
 NOT_BUILT = f"plugin not built: run plugin/build.sh (looked for {VST3})"
 

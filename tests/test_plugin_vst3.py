@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from test_plugin_common import (
+    EDITOR_CHECK,
     NOT_BUILT,
     RATE,
     VST3,
@@ -177,6 +178,31 @@ def test_cold_start_latency_is_right_from_the_first_block(
     del p
     gc.collect()
     wait_gone(env)
+
+
+def test_the_editor_says_why_the_backend_cannot_start_and_the_fix(
+        env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The editor's status line (the plugin's own editor, opened without a host or window by
+    plugin/tests/editor_check.cpp): the error with Python's last line from the backend's log,
+    the fix, and where the log is."""
+    if not EDITOR_CHECK.exists():
+        pytest.skip(NOT_BUILT)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    stub = bindir / "python3"
+    stub.write_text("#!/bin/sh\necho 'No module named flowdec (stub)' >&2\nexit 1\n")
+    stub.chmod(0o755)
+    monkeypatch.delenv("FLOWDEC_BACKEND_CMD")
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    res = subprocess.run([str(EDITOR_CHECK)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    status, text = res.stdout.split("\n", 1)
+    assert status == "status 2"  # failed
+    log = env.parent / "state" / "flowdec" / "backend.log"
+    for said in ("cannot start", "python3 -I -m flowdec serve` exited with 1",
+                 "No module named flowdec (stub)", "pip install flowdec", "FLOWDEC_BACKEND_CMD",
+                 str(log), "offline renders are silent"):
+        assert said in text, (said, text)
 
 
 def test_a_backend_that_connects_late_is_adopted_and_reported(

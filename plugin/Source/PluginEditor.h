@@ -13,6 +13,7 @@ public:
     explicit FlowdecEditor(FlowdecProcessor& p);
     ~FlowdecEditor() override;
     void resized() override;
+    juce::String statusText() const { return status.getText(); }  // what the user reads
 
 private:
     void timerCallback() override;
