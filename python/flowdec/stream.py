@@ -79,9 +79,10 @@ CHUNK_QUANTUM = 3840
 DEFAULT_CHUNK_MS = 160.0
 """Default chunk (7680 samples at 48 kHz): the latency/cost trade-off.
 
-Every chunk pays a fixed cost (the encoder recomputes its 0.3 s receptive field), so smaller
-chunks cost more per second of audio; 160 ms is the smallest that keeps NFE 6 real time with
-headroom on 2 cores (``benchmarks/bench_chunks.py``, numbers in benchmarks/README.md). Quality
+Every chunk pays a fixed cost (the postfilter recomputes its window context; the encoder
+did too before ``encoder_stream.onnx``), so smaller chunks cost more per second of audio;
+160 ms is the smallest that keeps NFE 6 real time with headroom on 2 cores
+(``benchmarks/bench_chunks.py``, ``bench_latency.py``; numbers in benchmarks/README.md). Quality
 does not depend on the chunk: the codec path is the same at any chunk, the postfilter's
 closeness to offline output is set by ``context``.
 """
