@@ -275,7 +275,7 @@ def test_matches_stream_in_a_chain(codec_backend: Path, block: int) -> None:
 def test_varying_blocks_and_prepare_mid_stream(codec_backend: Path) -> None:
     x = signal(1.5, seed=1)
     p = load()
-    sizes = [17, 64, 333, 4096, 1, 1000, 2048, 511]
+    sizes = [17, 64, 333, 4096, 1, 1000, 16384, 2048, 511]
     parts, i, k = [], 0, 0
     while i < x.shape[1]:
         n = sizes[k % len(sizes)]

@@ -178,13 +178,10 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     const int newMargin = marginSamples(sampleRate);
     // pedalboard calls prepareToPlay again mid-stream: keep everything when nothing changed.
     if (shm.region.mapped() && sampleRate == rate && ch == channels && newChunk == chunk && newMargin == margin) {
-        if (maxBlock <= blockAllowance) return;
-        // Offline, a chunk is complete before the block that plays it (any block size):
-        // larger blocks keep the stream and its latency. In real time they need more.
-        if (isNonRealtime()) {
-            growBlock(maxBlock);
-            return;
-        }
+        // Offline, a chunk is complete before the block that plays it whatever the block
+        // size, and processBlock works in pieces of the prepared size: larger blocks keep
+        // the stream and its latency. In real time they need a longer latency.
+        if (maxBlock <= blockAllowance || isNonRealtime()) return;
     }
 
     link.stop();
@@ -251,14 +248,6 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
             handler->restartComponent(Steinberg::Vst::kLatencyChanged);
     latencyParam->set(static_cast<float>(latency));
     reset();
-}
-
-// Larger host blocks in an offline render: reallocate the per-block buffers, leave the
-// stream, latency, dry line (it only needs the latency), connection and counters alone.
-void FlowdecProcessor::growBlock(int maxBlock) {
-    blockAllowance = maxBlock;
-    scratchIn.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
-    scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
 }
 
 // The backend (re)connected with a stream latency other than the one prepared (it was not

@@ -117,7 +117,6 @@ private:
     void pushInputChunk();
     bool resolveChunk(std::uint64_t index, bool realtime);
     void releaseChunk();
-    void growBlock(int maxBlock);
     void adoptBackendLatency();
     int chunkSamples(double sampleRate) const;
     int marginSamples(double sampleRate) const;
