@@ -24,12 +24,6 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "python" / "flowdec"
 ROOT = PACKAGE.parent
 
-# Library modules that still import the CLI or argparse (they build their own subcommand's
-# parser or load the codec through the CLI's helper). To be moved into flowdec.cli.
-KNOWN_CLI_USERS = {"flowdec.serve"}
-KNOWN_ARGPARSE_USERS = {"flowdec.serve"}
-# (module, imported private name) pairs still crossing a module boundary.
-KNOWN_PRIVATE_IMPORTS: set[tuple[str, str]] = set()
 # The training scripts' shared command-line options (run options, DDP set-up).
 TRAINING_OPTIONS = {"flowdec.train.loop"}
 
@@ -195,13 +189,14 @@ def test_inference_needs_no_torch() -> None:
 
 @pytest.mark.parametrize("rule", ["argparse", "cli", "private"])
 def test_layer_rules(rule: str) -> None:
+    """Only the command lines parse arguments; no library module imports the CLI; no module
+    imports another's private names."""
+    breaking: set[object]
     if rule == "argparse":
         breaking = {n for n, m in MODULES.items() if m.argparse and not _argparse_allowed(m)}
-        known: set[object] = set(KNOWN_ARGPARSE_USERS)
     elif rule == "cli":
         breaking = {n for n, m in MODULES.items()
                     if not _is_cli(n) and any(_is_cli(i) for i in m.imports)}
-        known = set(KNOWN_CLI_USERS)
     else:
         breaking = set()
         for n, m in MODULES.items():
@@ -210,9 +205,4 @@ def test_layer_rules(rule: str) -> None:
                 if name.startswith("_") and not name.startswith("__") and \
                         not source.startswith(n + ".") and source != n:
                     breaking.add((n, full))
-        known = set(KNOWN_PRIVATE_IMPORTS)
-    new = breaking - known
-    assert not new, f"{rule} rule broken by {sorted(map(str, new))}"
-    fixed = known - breaking
-    assert not fixed, f"{sorted(map(str, fixed))} now keep the {rule} rule: remove them from " \
-                      "the known exceptions in tests/test_layout.py"
+    assert not breaking, f"{rule} rule broken by {sorted(map(str, breaking))}"

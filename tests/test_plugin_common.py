@@ -79,7 +79,7 @@ def plugin_latency(chunk_ms: int, block: int, margin_ms: int = 30, rate: int = R
 
 def backend_cmd(sock: Path, engine: str = "delay:0", idle_exit: float = 0.0,
                 model: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "flowdec.serve", "--socket", str(sock), "--engine", engine,
+    cmd = [sys.executable, "-m", "flowdec", "serve", "--socket", str(sock), "--engine", engine,
            "--idle-exit", str(idle_exit), "--quiet", *extra]
     if model is not None:
         cmd += ["--model", model, "--threads", "1"]

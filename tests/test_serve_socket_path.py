@@ -90,7 +90,7 @@ def test_directory_writable_by_others_is_refused(tmp_path: Path) -> None:
 def test_a_file_at_the_socket_path_is_never_deleted(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
-    res = subprocess.run([sys.executable, "-m", "flowdec.serve", "--socket", "notes.txt",
+    res = subprocess.run([sys.executable, "-m", "flowdec", "serve", "--socket", "notes.txt",
                           "--engine", "delay:0", "--idle-exit", "1"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 1, res.stderr

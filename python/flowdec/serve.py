@@ -32,24 +32,20 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import errno
 import fcntl
 import logging
 import os
 import select
 import selectors
-import signal
 import socket
 import stat
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -796,89 +792,3 @@ class Backend:
             self.sel.unregister(client.sock)
         client.sock.close()
         client.stop()
-
-
-# -- CLI verb -----------------------------------------------------------------------------------
-def parse_engine(spec: str) -> int | None:
-    """``"stream"`` -> None (the codec); ``"delay:N"`` -> N samples."""
-    if spec == "stream":
-        return None
-    if spec.startswith("delay:") and spec[6:].isdigit():
-        return int(spec[6:])
-    raise argparse.ArgumentTypeError(f"engine must be 'stream' or 'delay:N', got {spec!r}")
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Register the ``serve`` verb."""
-    p = subparsers.add_parser(
-        "serve", help="run the shared backend for the flowdec VST3/LV2 plugin",
-        description="Serve flowdec plugin instances over a per-user Unix socket "
-                    f"(${SOCKET_ENV} or $XDG_RUNTIME_DIR/flowdec/backend.sock). "
-                    "The plugin starts this itself when no backend answers.")
-    p.add_argument("--socket", type=Path, default=None, help="socket path (default: see above)")
-    p.add_argument("--idle-exit", type=float, default=DEFAULT_IDLE_EXIT,
-                   help="exit after this many seconds without plugins (0: never; default 60)")
-    p.add_argument("--engine", type=parse_engine, default=None, metavar="stream|delay:N",
-                   help="'stream' (the codec, default) or 'delay:N' (a plain N-sample delay "
-                        "for diagnostics and IPC benchmarks)")
-    p.add_argument("--batch", choices=["auto", "on", "off"], default="auto",
-                   help="join the network calls of concurrent instances into one batch: "
-                        "'auto' (default) batches on a GPU only; on a CPU the instances' calls "
-                        "run in parallel on the cores instead, which measured faster")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the backend in the foreground; exit status 0, or 3 when one already runs."""
-    # Started by the plugin, stderr is its log file (plugin/README.md): lines say when and who.
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
-                        format="%(asctime)s flowdec serve[%(process)d]: %(message)s")
-    delay: int | None = args.engine
-
-    def engines() -> Engines:
-        if delay is not None:
-            return DelayEngines(delay)
-        from .cli import load_codec
-
-        mode = getattr(args, "batch", "auto")
-        return StreamEngines(load_codec(args), batch=None if mode == "auto" else mode == "on")
-
-    backend = Backend(engines, args.socket, args.idle_exit)
-    try:
-        backend.bind()
-    except BackendBusy as e:
-        _log.warning("%s", e)
-        return 3
-    except OSError as e:
-        _log.error("cannot listen on %s: %s", backend.path, e)
-        return 1
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        backend.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        backend.run()
-    finally:
-        backend.close()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m flowdec.serve``: the verb without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="flowdec serve")
-    sub = parser.add_subparsers(dest="verb", required=True)
-    add_parser(sub)
-    for action in sub.choices.values():
-        action.add_argument("--model", default=None, help="model folder or shipped name")
-        action.add_argument("--device", default="cpu", help="cpu or cuda")
-        action.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
-        action.add_argument("--quiet", action="store_true", help="log warnings only")
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    status: int = args.func(args)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

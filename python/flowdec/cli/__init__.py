@@ -46,7 +46,7 @@ from .common import DEFAULT_NFE, DEFAULT_SEED, MODEL_ENV, add_global_options, lo
 
 VERB_MODULES: tuple[str, ...] = ("flowdec.cli.files",
                                  "flowdec.cli.demo",
-                                 "flowdec.serve",
+                                 "flowdec.cli.serve",
                                  "flowdec.cli.eval",
                                  "flowdec.cli.live")
 """Modules whose ``add_parser(subparsers)`` registers verbs, in ``--help`` order."""
