@@ -8,7 +8,7 @@ distance per domain and the side information's cost, and writes JSON
         [--step-db 1.5] [--nfe 0] [--max-seconds 3]
 
 CLIP_DIR holds ``<domain>_<n>.wav`` clips (``python -m flowdec.train.valclips``). Per clip,
-channel 0 at 48 kHz. For each band count: band edges ERB-spaced (``flowdec.envelope``) on a
+channel 0 at 48 kHz. For each band count: band edges ERB-spaced (``flowdec.dsp.envelope``) on a
 plain STFT (n_fft 1536, hop 384), gain per band and block = 10·log10(E_clean / E_codec),
 rounded to ``--step-db`` and clamped to ±12 dB, applied per frame and bin by interpolating
 in time between block centres and in frequency between band centres (ERB rate). The cost
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from pedalboard.io import AudioFile
 
-from flowdec import features
 from flowdec.audio import resample
 from flowdec.codec import Codec
-from flowdec.envelope import band_edges, band_energy, erb_rate
+from flowdec.dsp import features
+from flowdec.dsp.envelope import band_edges, band_energy, erb_rate
 from flowdec.evaluation import metrics
 from results import save
 

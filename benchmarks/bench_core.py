@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from flowdec import features as ft
-from flowdec import reference as ref
-from flowdec import solver
+from flowdec.dsp import features as ft
+from flowdec.dsp import reference as ref
+from flowdec.dsp import solver
 from results import save
 
 SR = 48000

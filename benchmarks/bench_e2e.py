@@ -40,7 +40,7 @@ def best(fn: Callable[[], object], repeat: int) -> float:
 
 
 def model_folder(arg: str | None) -> Path:
-    from flowdec.model_files import resolve
+    from flowdec.model.files import resolve
 
     if arg:
         return Path(arg)
@@ -52,8 +52,8 @@ def model_folder(arg: str | None) -> Path:
 
 def bench_device(folder: Path, device: str, threads: int, seconds: float, repeat: int
                  ) -> list[dict[str, Any]]:
-    from flowdec import features, solver
     from flowdec.codec import Codec
+    from flowdec.dsp import features, solver
 
     codec = Codec(folder, device=device, threads=threads)
     rng = np.random.default_rng(0)

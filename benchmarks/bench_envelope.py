@@ -1,4 +1,4 @@
-"""Why the postfilter keeps the codec output's band envelope (``flowdec.envelope``): per
+"""Why the postfilter keeps the codec output's band envelope (``flowdec.dsp.envelope``): per
 frequency region, the level (dB, energy over all clips) and the error of the compressed
 STFT features (mean |Φ(out) − Φ(x)|², Φ as the postfilter's features, each clip at peak 1)
 of the codec output y and of the postfilter without the envelope stage (at several NFE: the
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from pedalboard.io import AudioFile
 
-from flowdec import features
 from flowdec.audio import resample
 from flowdec.codec import Codec
-from flowdec.envelope import band_energy
+from flowdec.dsp import features
+from flowdec.dsp.envelope import band_energy
 from flowdec.postfilter import Postfilter, stft_config
 from results import save
 

@@ -18,14 +18,14 @@ import numpy as np
 from pedalboard.io import AudioFile
 
 from flowdec.audio import CODEC_RATE
-from flowdec.bitstream import (
+from flowdec.codec import Codec, example_clip
+from flowdec.format.bitstream import (
     FILE_FRAMES_PER_GAIN,
     FILE_LEVEL_BANDS,
     LIVE_FRAMES_PER_GAIN,
     LIVE_FRAMES_PER_PACKET,
     write_fdc,
 )
-from flowdec.codec import Codec, example_clip
 from results import save
 
 SECONDS = 10.0

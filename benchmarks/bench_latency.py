@@ -10,10 +10,11 @@ worker real-time factor (model time / audio time), the caller's ``process`` time
 max, µs), under-run samples, dropped chunks and degradation steps. Prints a table and writes
 JSON (bench_out/latency.json).
 
-``--encoder stream`` runs the streaming encoder (:mod:`flowdec.stream_encoder`, each hop
-encoded once), ``plain`` the re-running :class:`flowdec.stages.EncoderStage`, ``model`` what
-the model's ``encoder_stage`` gives. ``--codes`` also counts the codes the streaming encoder
-moves against ``Codec.encode`` on the example clip.
+``--encoder stream`` runs the streaming encoder (:mod:`flowdec.pipeline.stream_encoder`,
+each hop encoded once), ``plain`` the re-running
+:class:`flowdec.pipeline.stages.EncoderStage`, ``model`` what the model's ``encoder_stage``
+gives. ``--codes`` also counts the codes the streaming encoder moves against
+``Codec.encode`` on the example clip.
 
     python benchmarks/bench_latency.py                       # 60 s per row, 36 rows
     python benchmarks/bench_latency.py --seconds 20 --chunks-ms 160 80 --encoders plain stream
@@ -30,15 +31,15 @@ import numpy as np
 from pedalboard.io import AudioFile
 
 from flowdec.audio import resample
-from flowdec.bitstream import LIVE_FRAMES_PER_GAIN
 from flowdec.codec import Codec, example_clip
-from flowdec.stages import EncoderStage
-from flowdec.stream import Stream
-from flowdec.stream_encoder import (
+from flowdec.format.bitstream import LIVE_FRAMES_PER_GAIN
+from flowdec.pipeline.stages import EncoderStage
+from flowdec.pipeline.stream_encoder import (
     StreamingEncoderStage,
     encode_offline,
     load_stream_encoder,
 )
+from flowdec.stream import Stream
 from results import save
 
 RATE = 48000

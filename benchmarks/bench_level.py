@@ -20,9 +20,9 @@ import pyloudnorm
 from pedalboard.io import AudioFile
 
 from flowdec.audio import resample
-from flowdec.bitstream import FILE_FRAMES_PER_GAIN, LIVE_FRAMES_PER_GAIN
 from flowdec.codec import Codec
 from flowdec.evaluation.metrics import mel_distance, visqol
+from flowdec.format.bitstream import FILE_FRAMES_PER_GAIN, LIVE_FRAMES_PER_GAIN
 from results import save
 
 VARIANTS = {"no gains": 0, "file gains (1 s)": FILE_FRAMES_PER_GAIN,

@@ -24,9 +24,9 @@ import numpy as np
 import soundfile as sf
 
 import flowdec
-from flowdec.bitstream import FILE_FRAMES_PER_GAIN, LIVE_FRAMES_PER_GAIN
 from flowdec.codec import Codec, example_clip
 from flowdec.files import decode_file, encode_file, enhance_file, roundtrip_file
+from flowdec.format.bitstream import FILE_FRAMES_PER_GAIN, LIVE_FRAMES_PER_GAIN
 from flowdec.postfilter import Postfilter
 
 Arrays = dict[str, np.ndarray]

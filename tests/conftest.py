@@ -25,7 +25,7 @@ def model_dir() -> Path:
     env = os.environ.get("FLOWDEC_TEST_MODEL")
     if env:
         return Path(env)
-    from flowdec.model_files import SHIPPED_MODEL, models_root
+    from flowdec.model.files import SHIPPED_MODEL, models_root
 
     shipped = models_root() / SHIPPED_MODEL
     if (shipped / "model_card.json").is_file():
@@ -43,7 +43,7 @@ def codec(model_dir: Path) -> Codec:
 def shipped_codec() -> Codec:
     """The shipped model loaded (2 threads), for ``quality`` tests of its trained behaviour;
     skips when it is not installed."""
-    from flowdec.model_files import SHIPPED_MODEL, models_root
+    from flowdec.model.files import SHIPPED_MODEL, models_root
 
     shipped = models_root() / SHIPPED_MODEL
     if not (shipped / "model_card.json").is_file():

@@ -1,4 +1,4 @@
-"""Band gains (flowdec.band_level): measurement against a one-shot numpy reference, exactness
+"""Band gains (flowdec.dsp.band_level): measurement against a one-shot numpy reference, exactness
 for any push pattern, identity at 0 dB, and the round trip through the codec and a file."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfilt
 
-from flowdec.band_level import (
+from flowdec.codec import Bitstream, Codec, example_clip
+from flowdec.dsp.band_level import (
     HOP,
     N_FFT,
     BandGainStage,
@@ -18,8 +19,7 @@ from flowdec.band_level import (
     BandLevelMeter,
     quantize_band_gains,
 )
-from flowdec.codec import Bitstream, Codec, example_clip
-from flowdec.envelope import band_edges
+from flowdec.dsp.envelope import band_edges
 from test_level import k_weighted_energy
 
 CODEC_HOP = 640

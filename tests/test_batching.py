@@ -1,4 +1,4 @@
-"""Concurrent network calls from several threads joined into one batch (flowdec.batching),
+"""Concurrent network calls from several threads joined into one batch (flowdec.model.batching),
 with the real ONNX sessions of the tiny random model (the graphs of the shipped one)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowdec.batching import Batcher
 from flowdec.codec import Codec
+from flowdec.model.batching import Batcher
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowdec.bitpack import pack_codes, packed_size, unpack_codes
-from flowdec.reference import pack_codes_ref, unpack_codes_ref
+from flowdec.dsp.reference import pack_codes_ref, unpack_codes_ref
+from flowdec.format.bitpack import pack_codes, packed_size, unpack_codes
 
 
 @settings(max_examples=200, deadline=None)

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowdec.band_level import BAND_STEP_DB
-from flowdec.bitstream import (
+from flowdec.dsp.band_level import BAND_STEP_DB
+from flowdec.format.bitstream import (
     FILE_FRAMES_PER_GAIN,
     FILE_FRAMES_PER_PACKET,
     FILE_LEVEL_BANDS,
@@ -559,7 +559,7 @@ class _FullDisk(io.BufferedWriter):
 def test_full_disk_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        frames: int) -> None:
     """The temporary file is removed even when closing it fails again (ENOSPC)."""
-    import flowdec.bitstream as bs
+    import flowdec.format.bitstream as bs
 
     def full_disk(path: Path, mode: str) -> _FullDisk:
         return _FullDisk(io.FileIO(path, mode.replace("b", "")), buffer_size=64)

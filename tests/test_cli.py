@@ -17,8 +17,8 @@ import pytest
 from pedalboard.io import AudioFile
 
 from flowdec import cli, files
-from flowdec.bitstream import HEADER_SIZE, FdcReader, encode_packet
 from flowdec.codec import Bitstream, Codec
+from flowdec.format.bitstream import HEADER_SIZE, FdcReader, encode_packet
 from flowdec.postfilter import Postfilter
 
 

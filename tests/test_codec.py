@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowdec.bitstream import BitstreamError
 from flowdec.codec import Bitstream, Codec
+from flowdec.format.bitstream import BitstreamError
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +99,15 @@ def test_decode_checks_its_arguments(codec: Codec, stream: Bitstream) -> None:
 
 def test_codec_imports_no_private_names() -> None:
     """codec.py used bitstream's private _check_codes/_check_gains/_check_band_gains."""
-    import flowdec.bitstream
     import flowdec.codec
+    import flowdec.format.bitstream
 
     tree = ast.parse(Path(flowdec.codec.__file__).read_text())
     private = [f"{node.module}.{a.name}" for node in ast.walk(tree)
                if isinstance(node, ast.ImportFrom) for a in node.names if a.name.startswith("_")]
     assert private == []
-    assert {"check_codes", "check_gains", "check_band_gains"} <= set(flowdec.bitstream.__all__)
+    assert {"check_codes", "check_gains", "check_band_gains"} <= set(
+        flowdec.format.bitstream.__all__)
 
 
 def test_nfe_or_seed_ask_for_the_postfilter(codec: Codec, stream: Bitstream,
@@ -142,9 +143,9 @@ def test_decode_keeps_the_shape_of_a_1d_input(codec: Codec, stream: Bitstream,
 # -- the one stage contract and the chains -------------------------------------------------------
 def _audio_stage(name: str) -> object:
     """A fresh audio → audio stage for a 1-channel stream of 3 s (its gains added)."""
-    from flowdec.band_level import BandGainStage
-    from flowdec.level import OutputLevel, PeakNormalizer
-    from flowdec.peak_limit import PeakLimiter
+    from flowdec.audio.limiter import PeakLimiter
+    from flowdec.dsp.band_level import BandGainStage
+    from flowdec.dsp.level import OutputLevel, PeakNormalizer
 
     rng = np.random.default_rng(3)
     if name == "bands":
@@ -161,10 +162,10 @@ def _audio_stage(name: str) -> object:
 
 
 def test_every_stage_follows_the_stage_contract(codec: Codec) -> None:
-    """Each stage is a :class:`~flowdec.stages.Stage`; the audio stages return exactly the
+    """Each stage is a :class:`~flowdec.pipeline.stages.Stage`; the audio stages return exactly the
     samples pushed (``finish`` needs no length) and the same bits for any push pattern; a
     reset stage starts over. The encoder and decoder stages and the chains, too."""
-    from flowdec.stages import Stage
+    from flowdec.pipeline.stages import Stage
 
     rng = np.random.default_rng(0)
     x = (0.5 * rng.standard_normal((1, 3 * 48000 - 123))).astype(np.float32)

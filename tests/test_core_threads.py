@@ -7,9 +7,9 @@ import threading
 
 import numpy as np
 
-from flowdec.bitpack import pack_codes
-from flowdec.features import analysis, get_num_threads, set_num_threads, synthesis
-from flowdec.solver import midpoint_solve
+from flowdec.dsp.features import analysis, get_num_threads, set_num_threads, synthesis
+from flowdec.dsp.solver import midpoint_solve
+from flowdec.format.bitpack import pack_codes
 
 
 def test_concurrent_calls_are_correct() -> None:

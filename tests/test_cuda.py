@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowdec import _core, cuda
-from flowdec import solver as cpu
+from flowdec import _core
+from flowdec.dsp import cuda
+from flowdec.dsp import solver as cpu
 
 needs_gpu = pytest.mark.skipif(not cuda.is_available(), reason="no CUDA GPU")
 

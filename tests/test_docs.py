@@ -33,7 +33,7 @@ MODULES = _modules()
 
 
 def test_examples_are_found() -> None:
-    assert {"flowdec.files", "flowdec.stream", "flowdec.level", "flowdec.bitstream"} <= \
+    assert {"flowdec.files", "flowdec.stream", "flowdec.dsp.level", "flowdec.format.bitstream"} <= \
         set(MODULES)
 
 

@@ -9,9 +9,9 @@ import pedalboard
 import pytest
 from pedalboard.io import AudioFile
 
-from flowdec.bitstream import LIVE_FRAMES_PER_GAIN
 from flowdec.codec import Codec
 from flowdec.effect import FlowDecEffect, Pipeline
+from flowdec.format.bitstream import LIVE_FRAMES_PER_GAIN
 
 TAIL = 8000  # end samples whose offline reference sees the end-of-file padding
 
@@ -141,7 +141,7 @@ def test_pipeline_file_is_written_as_the_verbs_write(codec: Codec, tmp_path: Pat
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """Pipeline.process_file used to keep a 16-bit input's format and hard-clip the overs
     without a word; it now has the flowdec verbs' writer (flowdec.files.process_file)."""
-    from flowdec.peak_limit import CEILING_DB
+    from flowdec.audio.limiter import CEILING_DB
 
     src = tmp_path / "in.wav"
     with AudioFile(str(src), "w", samplerate=44100, num_channels=1, bit_depth=16) as f:

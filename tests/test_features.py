@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowdec import _core
-from flowdec import features as ft
-from flowdec.features import STFTConfig, analysis, synthesis
-from flowdec.reference import hann_periodic, istft_ref, stft_ref
-from flowdec.stages import Stage
+from flowdec.dsp import features as ft
+from flowdec.dsp.features import STFTConfig, analysis, synthesis
+from flowdec.dsp.reference import hann_periodic, istft_ref, stft_ref
+from flowdec.pipeline.stages import Stage
 
 SR = 48000
 CFG = STFTConfig()

@@ -27,16 +27,6 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from flowdec.bitstream import (
-    FORMAT_VERSION,
-    MAGIC,
-    BitstreamError,
-    BitstreamWarning,
-    Packet,
-    encode_packet,
-    read_fdc,
-    write_fdc,
-)
 from flowdec.codec import Bitstream, Codec, example_clip
 from flowdec.files import (
     FlowdecError,
@@ -47,6 +37,16 @@ from flowdec.files import (
     enhance_file,
     roundtrip_file,
     stream_info,
+)
+from flowdec.format.bitstream import (
+    FORMAT_VERSION,
+    MAGIC,
+    BitstreamError,
+    BitstreamWarning,
+    Packet,
+    encode_packet,
+    read_fdc,
+    write_fdc,
 )
 from flowdec.postfilter import Postfilter
 
@@ -430,7 +430,7 @@ def test_full_disk_is_one_clear_error_and_bounce_goes_on(codec: Codec, tmp_path:
     with the next file (it used to stop on a raw RuntimeError)."""
     import pedalboard.io
 
-    import flowdec.bitstream
+    import flowdec.format.bitstream
 
     (tmp_path / "in").mkdir()
     src = write_audio(tmp_path / "in" / "a.wav", make_audio(48000, 1, 0.5), 48000)
@@ -438,7 +438,7 @@ def test_full_disk_is_one_clear_error_and_bounce_goes_on(codec: Codec, tmp_path:
     encode_file(codec, src, tmp_path / "x.fdc", progress=False)
     monkeypatch.setattr(pedalboard.io, "AudioFile", full_disk_for("a."))
     full = shutil.disk_usage(tmp_path)._replace(free=0)
-    monkeypatch.setattr("flowdec.audio_io.shutil.disk_usage", lambda path: full)
+    monkeypatch.setattr("flowdec.audio.io.shutil.disk_usage", lambda path: full)
     for fn, arg in ((decode_file, tmp_path / "x.fdc"), (roundtrip_file, src)):
         with pytest.raises(FlowdecError) as e:
             fn(codec, arg, tmp_path / "out" / "a.flac", postfilter=False, progress=False)
@@ -456,7 +456,7 @@ def test_full_disk_is_one_clear_error_and_bounce_goes_on(codec: Codec, tmp_path:
         raw.write = no_space  # type: ignore[method-assign]
         return io.BufferedWriter(raw, buffer_size=64)
 
-    monkeypatch.setattr(flowdec.bitstream, "open", full_disk, raising=False)
+    monkeypatch.setattr(flowdec.format.bitstream, "open", full_disk, raising=False)
     with pytest.raises(FlowdecError, match=r"y\.fdc: cannot write: the disk is full"):
         encode_file(codec, src, tmp_path / "out" / "y.fdc", progress=False)
     assert folder_files(tmp_path / "out") == ["b.wav"]
@@ -560,7 +560,7 @@ def test_integer_outputs_are_limited_not_clipped(shipped_codec: Codec, tmp_path:
     overs; a .flac gets them held to the limiter's ceiling, with a warning, and is the .wav
     (to 24-bit rounding) away from them."""
     codec = shipped_codec
-    from flowdec.peak_limit import CEILING_DB
+    from flowdec.audio.limiter import CEILING_DB
 
     x, rate = read_audio(example_clip())
     hot = write_audio(tmp_path / "hot.wav", (x[:, : 3 * rate] * (0.99 / np.abs(x).max())),
@@ -583,8 +583,8 @@ def test_process_file_writes_as_the_verbs_do(tmp_path: Path,
     """process_file (what Pipeline.process_file uses) has the verbs' writer: a 16-bit input
     processed into .flac gets its overs limited with a warning instead of hard-clipped;
     .wav is float and keeps them; the input is never replaced, an error leaves nothing."""
+    from flowdec.audio.limiter import CEILING_DB
     from flowdec.files import process_file
-    from flowdec.peak_limit import CEILING_DB
 
     src = tmp_path / "in.wav"
     with AudioFile(str(src), "w", 44100, 2, bit_depth=16) as f:

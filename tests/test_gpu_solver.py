@@ -9,12 +9,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import flowdec.cuda
-from flowdec import features, solver
-from flowdec.sessions import DeviceError
+import flowdec.dsp.cuda
+from flowdec.dsp import features, solver
+from flowdec.model.sessions import DeviceError
 
 needs_gpu = pytest.mark.skipif(
-    not (flowdec.cuda.is_available()
+    not (flowdec.dsp.cuda.is_available()
          and "CUDAExecutionProvider" in ort.get_available_providers()),
     reason="needs a CUDA GPU, flowdec built with CUDA, and onnxruntime-gpu",
 )
@@ -24,7 +24,7 @@ needs_gpu = pytest.mark.skipif(
 @needs_gpu
 def test_gpu_solve_matches_cpu(model_dir: object) -> None:
     from flowdec.codec import Codec
-    from flowdec.gpu import CudaSolver
+    from flowdec.model.gpu import CudaSolver
 
     cpu = Codec(str(model_dir), device="cpu", threads=2)
     gpu = Codec(str(model_dir), device="cuda")

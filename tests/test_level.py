@@ -1,4 +1,4 @@
-"""Level gains (flowdec.level): measurement against a time-domain reference, exactness for any
+"""Level gains (flowdec.dsp.level): measurement against a time-domain reference, exactness for any
 push pattern, the applied gain curve, and the round trip through the codec."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from flowdec.bitstream import GAIN_LIMIT_DB
 from flowdec.codec import Codec
-from flowdec.level import GainStage, LevelMeter, OutputLevel, PeakNormalizer, k_weights
+from flowdec.dsp.level import GainStage, LevelMeter, OutputLevel, PeakNormalizer, k_weights
+from flowdec.format.bitstream import GAIN_LIMIT_DB
 
 HOP = 640
 
@@ -97,7 +97,7 @@ def test_gain_stage_is_exact_for_any_push_pattern(seed: int) -> None:
 def test_gain_stage_scales_many_channels_in_slices() -> None:
     """A push of more samples than one slice (all channels together) gives what pushes of
     one frame each give; its float64 temporaries stay a slice's size."""
-    from flowdec.level import _SLICE
+    from flowdec.dsp.level import _SLICE
 
     rng = np.random.default_rng(3)
     y = rng.standard_normal((64, 3 * _SLICE // 64)).astype(np.float32)

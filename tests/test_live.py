@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from flowdec.bitstream import LIVE_FRAMES_PER_GAIN, read_fdc
 from flowdec.codec import Bitstream, Codec
+from flowdec.format.bitstream import LIVE_FRAMES_PER_GAIN, read_fdc
 from flowdec.live import LiveSession
 from flowdec.stream import Stream
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowdec.peak_limit import CEILING_DB, PeakLimiter, running_min
+from flowdec.audio.limiter import CEILING_DB, PeakLimiter, running_min
 
 CEIL = 10 ** (CEILING_DB / 20)
 

@@ -1,4 +1,4 @@
-"""The band envelope stage (``flowdec.envelope``) and the standalone ``flowdec.Postfilter``."""
+"""The band envelope stage (``flowdec.dsp.envelope``) and the standalone ``flowdec.Postfilter``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pedalboard.io import AudioFile
 
-from flowdec import features
 from flowdec.codec import Codec, example_clip
-from flowdec.envelope import Envelope, EnvelopeMatch, band_edges, erb_rate, match_envelope
-from flowdec.model_files import ModelError
+from flowdec.dsp import features
+from flowdec.dsp.envelope import Envelope, EnvelopeMatch, band_edges, erb_rate, match_envelope
+from flowdec.model.files import ModelError
 from flowdec.postfilter import Postfilter, PostfilterSolve
 
 RATE, N_FFT, ALPHA = 48000, 1536, 0.3

@@ -4,10 +4,10 @@ These run only with the model that ships in the package (``flowdec/models/flowde
 round trip at every bitrate keeps length, rate and channels, stays finite, and the codec
 path meets a measured quality floor that rises with bitrate, and its loudness (ITU-R BS.1770
 integrated loudness, computed here independently of flowdec) is within 1 dB of the input's —
-the issue's goal, met by the level gains the encoder transmits (``flowdec.level``; without
+the issue's goal, met by the level gains the encoder transmits (``flowdec.dsp.level``; without
 them the codec path loses 3.8–4.8 LU on this clip). The postfilter path keeps loudness the
 same way (its output level is matched per gain block) and meets the codec path's mel floor:
-with the band envelope stage (``flowdec.envelope``) its mel distance is 0.339 / 0.315 / 0.305
+with the band envelope stage (``flowdec.dsp.envelope``) its mel distance is 0.339 / 0.315 / 0.305
 / 0.298 against the codec path's 0.342 / 0.316 / 0.305 / 0.297 (0.41–0.42 without it).
 Floors are the shipped weights' measured values plus a margin (regression guards). See the
 measurements in docs/quality.md and the model card.
@@ -23,7 +23,7 @@ from scipy.signal import lfilter
 from flowdec.audio import resample
 from flowdec.codec import Codec, example_clip
 from flowdec.evaluation.metrics import mel_distance
-from flowdec.model_files import SHIPPED_MODEL, models_root
+from flowdec.model.files import SHIPPED_MODEL, models_root
 
 SHIPPED = models_root() / SHIPPED_MODEL
 pytestmark = [pytest.mark.quality,

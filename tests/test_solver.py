@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowdec import _core
-from flowdec import reference as ref
-from flowdec.solver import euler_step, midpoint_half_step, midpoint_solve, noise_init
+from flowdec.dsp import reference as ref
+from flowdec.dsp.solver import euler_step, midpoint_half_step, midpoint_solve, noise_init
 
 F = 769
 

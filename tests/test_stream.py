@@ -14,9 +14,14 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from flowdec.bitstream import LIVE_FRAMES_PER_GAIN, decode_header, decode_packet, encode_header
 from flowdec.codec import Codec
-from flowdec.sessions import DecoderStreamNet
+from flowdec.format.bitstream import (
+    LIVE_FRAMES_PER_GAIN,
+    decode_header,
+    decode_packet,
+    encode_header,
+)
+from flowdec.model.sessions import DecoderStreamNet
 from flowdec.stream import RECOVER_AFTER, Stream
 
 BLOCKS = [3, 17, 128, 441, 512, 1024, 8192, -1]  # -1: random varying sizes
@@ -535,7 +540,7 @@ def test_streaming_decoder_stage_equals_recomputing_stage(codec: Codec) -> None:
     """The model's streaming decoder (each frame decoded once, its context carried as
     network state) gives the recomputing stage's audio, in the same pieces at the same
     pushes, for any push pattern, chunk size and codebook count."""
-    from flowdec.stages import DecoderStage, StreamingDecoderStage
+    from flowdec.pipeline.stages import DecoderStage, StreamingDecoderStage
 
     assert codec.decoder_stream is not None
     rng = np.random.default_rng(5)

@@ -1,6 +1,6 @@
-"""The streaming encoder (flowdec.stream_encoder, encoder_stream.onnx): the same codes for any
-split of the input, bit for bit; the frames EncoderStage emits, at the same pushes; close to
-encoder.onnx; added to a model folder without changing its files or model id.
+"""The streaming encoder (flowdec.pipeline.stream_encoder, encoder_stream.onnx): the same
+codes for any split of the input, bit for bit; the frames EncoderStage emits, at the same
+pushes; close to encoder.onnx; added to a model folder without changing its files or model id.
 
 Measured on the shipped model and the example clip (6 s, stereo): 10 of 902 frames (1.1 %)
 pick another codeword than ``Codec.encode``'s encoder.onnx at some level — the same size of
@@ -18,8 +18,8 @@ from pedalboard.io import AudioFile
 
 from flowdec.audio import resample
 from flowdec.codec import Codec, example_clip
-from flowdec.stages import EncoderStage
-from flowdec.stream_encoder import (
+from flowdec.pipeline.stages import EncoderStage
+from flowdec.pipeline.stream_encoder import (
     STREAM_ENCODER,
     EncoderStreamNet,
     StreamingEncoderStage,
@@ -138,8 +138,8 @@ def test_every_path_encodes_with_it(codec: Codec, net: EncoderStreamNet,
                                     clip: np.ndarray) -> None:
     """The model's encoder stage is the streaming one, so the clip API (10-s chunks) and the
     streaming engine (a chunk at a time) give the codes of one call over the signal."""
-    from flowdec.bitstream import decode_packet
-    from flowdec.stages import Stage
+    from flowdec.format.bitstream import decode_packet
+    from flowdec.pipeline.stages import Stage
     from flowdec.stream import Stream
 
     stage = codec.encoder_stage(2, 4)
@@ -166,7 +166,7 @@ def test_add_stream_adds_the_encoder_without_changing_the_folder(tmp_path: Path)
     torch = pytest.importorskip("torch")
     import onnx
 
-    from flowdec.model_files import describe_files
+    from flowdec.model.files import describe_files
     from flowdec.train.codec_model import Codec as TorchCodec
     from flowdec.train.config import CodecConfig, CodecRun
     from flowdec.train.export import add_stream, export_codec

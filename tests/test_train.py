@@ -380,8 +380,8 @@ def test_streaming_decoder_is_exported_and_reads_the_decoders_weights(
 
     import onnx
 
-    from flowdec.model_files import ModelError
-    from flowdec.stages import DecoderStage
+    from flowdec.model.files import ModelError
+    from flowdec.pipeline.stages import DecoderStage
 
     m = onnx.load(str(exported / "decoder_stream.onnx"), load_external_data=False)
     assert m.graph.initializer

@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .audio import CODEC_RATE, as_audio, check_int, check_rate, fit_length, resample
-from .band_level import BAND_STEP_DB, BAND_STEP_RANGE
-from .bitstream import (
+from .dsp.band_level import BAND_STEP_DB, BAND_STEP_RANGE
+from .format.bitstream import (
     FILE_FRAMES_PER_GAIN,
     GAIN_LIMIT_DB,
     GAIN_STEP_DB,
@@ -55,9 +55,9 @@ class Bitstream:
 
     ``codes`` is ``[channels, n_codebooks, frames]`` uint16 at ``header.frame_rate``;
     ``gains_db`` the level gains ``[channels, header.gain_blocks(frames)]`` in dB (see
-    :mod:`flowdec.level`), or None for a stream without them; ``band_gains_db`` the band
+    :mod:`flowdec.dsp.level`), or None for a stream without them; ``band_gains_db`` the band
     gains ``[channels, header.gain_blocks(frames), header.level_bands]`` in dB (see
-    :mod:`flowdec.band_level`), or None for a stream without level bands. ``input_1d``: encoded
+    :mod:`flowdec.dsp.band_level`), or None for a stream without level bands. ``input_1d``: encoded
     from mono ``[samples]``, so :meth:`Codec.decode` returns ``[samples]`` too (files do not
     keep it: a loaded stream decodes to ``[channels, samples]``).
     """
@@ -118,11 +118,11 @@ class Codec(Model):
                frames_per_gain: int = FILE_FRAMES_PER_GAIN, level_bands: int = 0) -> Bitstream:
         """Encode ``[channels, samples]`` (or mono ``[samples]``) at ``sample_rate`` Hz.
 
-        ``frames_per_gain``: codec frames per level-gain block (see :mod:`flowdec.level`);
+        ``frames_per_gain``: codec frames per level-gain block (see :mod:`flowdec.dsp.level`);
         0 leaves the gains out (and skips the decoder run that measures them).
         ``level_bands``: also send band gains in that many ERB bands per gain block
-        (:mod:`flowdec.band_level`; :data:`~flowdec.bitstream.FILE_LEVEL_BANDS` = 24 costs
-        96 bit/s per channel); 0: none."""
+        (:mod:`flowdec.dsp.band_level`; :data:`~flowdec.format.bitstream.FILE_LEVEL_BANDS`
+        = 24 costs 96 bit/s per channel); 0: none."""
         a = as_audio(audio)
         sr = check_rate(sample_rate)
         n_q = self.card.codebooks_for(bitrate)
@@ -241,7 +241,7 @@ class Codec(Model):
         the defaults are the model's method).
 
         Raises ``TypeError`` when ``stream`` is not a :class:`Bitstream` and ``ValueError``
-        (:class:`~flowdec.bitstream.BitstreamError` for the stream's contents) for codes that
+        (:class:`~flowdec.format.bitstream.BitstreamError` for the stream's contents) for codes that
         are not integers ``[channels, n_codebooks, frames]`` within the codebooks, gains that
         are NaN or beyond what a stream carries, or a bad ``nfe`` or ``chunk_seconds``."""
         h, chunk = self._checked_stream(stream)
@@ -269,9 +269,9 @@ class Codec(Model):
                       envelope: bool = True) -> Iterator[np.ndarray]:
         """Yield 48 kHz audio ``[channels, n]`` for successive (codes, gains, band gains)
         chunks (bounded memory). With band gains, the plain decoder output first gets the
-        input's band balance (:class:`flowdec.band_level.BandGainStage`); with level gains,
+        input's band balance (:class:`flowdec.dsp.band_level.BandGainStage`); with level gains,
         each gain block of the output (plain or postfiltered) is then brought to the input's
-        loudness (:class:`flowdec.level.OutputLevel`). ``nfe``, ``seed``, ``postfilter``: as
+        loudness (:class:`flowdec.dsp.level.OutputLevel`). ``nfe``, ``seed``, ``postfilter``: as
         for :meth:`decode`."""
         chunk = self._chunk_frames(chunk_seconds)
         on, nfe, seed = self.postfilter_settings(postfilter, nfe, seed)
@@ -297,7 +297,7 @@ class Codec(Model):
         ``seed``, ``postfilter``: as for :meth:`decode`).
 
         ``frames_per_gain``, ``level_bands``: level side information (see :meth:`encode`); a
-        :class:`flowdec.Stream` uses :data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN` and no
+        :class:`flowdec.Stream` uses :data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_GAIN` and no
         level bands."""
         stream = self.encode(audio, sample_rate, bitrate, frames_per_gain=frames_per_gain,
                              level_bands=level_bands)

@@ -19,7 +19,7 @@ are written under a temporary name in the destination folder and renamed when co
 an error or Ctrl-C never leaves a partial file under the real name (an existing file is left
 untouched). The output format follows the extension: ``.wav`` is 32-bit float, ``.flac`` and
 ``.aiff`` 24-bit, ``.ogg``/``.mp3`` lossy. Decoded audio can peak above full scale; ``.wav``
-keeps such peaks, the other formats get them held below it by :mod:`flowdec.peak_limit`
+keeps such peaks, the other formats get them held below it by :mod:`flowdec.audio.limiter`
 (with a warning) instead of clipped.
 
 Problems the caller can fix are :class:`FlowdecError` with a one-line message; a clipping
@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from .audio import CODEC_RATE, StreamResampler
-from .audio_io import (
+from .audio.io import (
     AUDIO_EXTENSIONS,
     WRITE_EXTENSIONS,
     AudioReader,
@@ -64,7 +64,10 @@ from .audio_io import (
     visible_name,
     write_error,
 )
-from .bitstream import (
+from .codec import Codec, CodeChunk
+from .dsp.solver import SOLVERS
+from .errors import FlowdecError, FlowdecWarning, one_line
+from .format.bitstream import (
     FILE_FRAMES_PER_GAIN,
     FORMAT_VERSION,
     BitstreamError,
@@ -72,13 +75,10 @@ from .bitstream import (
     FdcWriter,
     StreamHeader,
 )
-from .codec import Codec, CodeChunk
-from .errors import FlowdecError, FlowdecWarning, one_line
 from .model import check_stream
-from .model_files import CodecCard, ModelError, load_cards, resolve
+from .model.files import CodecCard, ModelError, load_cards, resolve
+from .model.sessions import DeviceError
 from .postfilter import DEFAULT_NFE, DEFAULT_SEED, Postfilter
-from .sessions import DeviceError
-from .solver import SOLVERS
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -321,7 +321,7 @@ def encode_file(codec: Codec, in_path: PathLike, out_path: PathLike, bitrate: fl
     Args:
         bitrate: kbit/s per channel, one of ``codec.bitrates`` (3, 4.5, 6, 7.5).
         level_bands: also send band gains in this many ERB bands per second
-            (:mod:`flowdec.band_level`; 24 costs 96 bit/s per channel); 0: none.
+            (:mod:`flowdec.dsp.band_level`; 24 costs 96 bit/s per channel); 0: none.
 
     Raises:
         FlowdecError: missing/unreadable/empty input, NaN samples, unknown bitrate, write error.
@@ -358,7 +358,7 @@ def decode_file(codec: Codec, in_path: PathLike, out_path: PathLike, nfe: int | 
 
     The output format follows ``out_path``'s extension (.wav float32, .flac 24-bit, ...).
     A truncated file decodes up to its last complete packet, with a
-    :class:`flowdec.bitstream.BitstreamWarning`.
+    :class:`flowdec.format.bitstream.BitstreamWarning`.
 
     Args:
         nfe: postfilter network evaluations (even for the midpoint solver; None: 6).

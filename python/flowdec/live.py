@@ -359,7 +359,7 @@ class LiveSession:
 
         ``on_status`` is called from this (the calling) thread every ``interval`` seconds.
         """
-        from .bitstream import FdcWriter
+        from .format.bitstream import FdcWriter
         from .stream import Stream
 
         packets: collections.deque[bytes] = collections.deque()
@@ -412,7 +412,7 @@ class LiveSession:
                 n_packets += 1
                 n_bytes += len(p)
                 if writer is not None:
-                    from .bitstream import decode_packet
+                    from .format.bitstream import decode_packet
 
                     packet = decode_packet(header, p)[0]
                     writer.write(packet.codes, packet.gains_db)
@@ -425,7 +425,7 @@ class LiveSession:
             if self.packets_file is not None:
                 writer = FdcWriter(_prepare(self.packets_file, (".fdc",)), header)
             if self.output_file is not None:
-                from .audio_io import WRITE_EXTENSIONS, AudioWriter
+                from .audio.io import WRITE_EXTENSIONS, AudioWriter
 
                 out_file = AudioWriter(_prepare(self.output_file, WRITE_EXTENSIONS), sr, c)
             dev = self._open_device(stream, source, sink)
@@ -560,7 +560,7 @@ class LiveSession:
 
 
 def _prepare(path: Path, allowed: tuple[str, ...]) -> Path:
-    from .audio_io import prepare_output
+    from .audio.io import prepare_output
     from .errors import FlowdecError
 
     try:
@@ -570,7 +570,7 @@ def _prepare(path: Path, allowed: tuple[str, ...]) -> Path:
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    from .audio_io import AudioReader
+    from .audio.io import AudioReader
     from .errors import FlowdecError
 
     try:

@@ -19,12 +19,12 @@ import os
 import numpy as np
 import numpy.typing as npt
 
-from . import features, solver
 from .audio import CODEC_RATE, as_audio, check_rate, fit_length, resample
-from .chain import DecodeChain
-from .model_files import ModelError, PostfilterCard, load_cards, resolve
-from .sessions import PostfilterNet
-from .stages import PostfilterStage
+from .dsp import features, solver
+from .model.files import ModelError, PostfilterCard, load_cards, resolve
+from .model.sessions import PostfilterNet
+from .pipeline.chain import DecodeChain
+from .pipeline.stages import PostfilterStage
 
 SIGMAS = ("band", "global")
 DEFAULT_NFE = 6
@@ -46,7 +46,7 @@ def stft_config(card: PostfilterCard) -> features.STFTConfig:
 
 
 class PostfilterSolve:
-    """The postfilter's ODE solve for a :class:`~flowdec.stages.PostfilterStage`:
+    """The postfilter's ODE solve for a :class:`~flowdec.pipeline.stages.PostfilterStage`:
     ``solve(Y [C, 2, F, N], frame_offset) → X̂``, the noise keyed by global STFT frame
     ``frame_offset + frame_origin``.
 
@@ -56,7 +56,8 @@ class PostfilterSolve:
     ``frame_origin`` when it restarts after dropped chunks.
 
     ``sigma``: "band" (the per-band σ_y curve) or "global" (one σ_y, an ablation);
-    ``device``: "cuda" keeps the solver's buffers on the GPU (:class:`flowdec.gpu.CudaSolver`).
+    ``device``: "cuda" keeps the solver's buffers on the GPU
+    (:class:`flowdec.model.gpu.CudaSolver`).
     """
 
     def __init__(self, net: PostfilterNet, card: PostfilterCard, device: str, nfe: int,
@@ -72,7 +73,7 @@ class PostfilterSolve:
                                   [card.sigma_y_global] * len(card.sigma_y), np.float32)
         self.gpu = None
         if device == "cuda":
-            from .gpu import CudaSolver
+            from .model.gpu import CudaSolver
 
             self.gpu = CudaSolver(net.session, self.sigma_y)
 
@@ -109,7 +110,7 @@ def postfilter_stage(net: PostfilterNet, card: PostfilterCard, device: str, chan
     ``chunk_frames`` and ``context`` are STFT frames of ``card.hop``; ``nfe``, ``seed``,
     ``solver_name``, ``sigma``, ``device``: the solve (:class:`PostfilterSolve`, the stage's
     ``solve`` attribute); ``envelope``: keep the codec output's band envelope when the card
-    asks for it (:mod:`flowdec.envelope`)."""
+    asks for it (:mod:`flowdec.dsp.envelope`)."""
     solve = PostfilterSolve(net, card, device, nfe, seed, solver_name, sigma)
     cfg = stft_config(card)
     return PostfilterStage(lambda x: features.analysis(x, cfg),

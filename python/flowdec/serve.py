@@ -16,7 +16,7 @@ is never on the audio path.
 The model is loaded once (one :class:`~flowdec.codec.Codec`, one set of ONNX sessions) and
 shared by every instance; each instance gets its own :class:`flowdec.Stream` state and its own
 thread. On a GPU the network calls of instances working at the same time are joined into one
-batch per call (:mod:`flowdec.batching`): one inference call serves every instance with
+batch per call (:mod:`flowdec.model.batching`): one inference call serves every instance with
 matching settings. On a CPU the instances' calls run in parallel instead (``--batch`` chooses;
 ``benchmarks/bench_plugin.py`` measures both).
 
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from . import _core
-from .batching import Batcher
+from .model.batching import Batcher
 
 if TYPE_CHECKING:
     from .codec import Codec

@@ -2,7 +2,7 @@
 
 :class:`Stream` implements ``prepare(sample_rate, max_block, channels)``,
 ``process(block) -> block``, ``reset()`` and ``latency_samples`` around the model's encode
-and decode chains (:mod:`flowdec.chain`: encoder → plain decoder → [postfilter] → output
+and decode chains (:mod:`flowdec.pipeline.chain`: encoder → plain decoder → [postfilter] → output
 level); it only schedules them (rings, resampling, the worker, degradation, statistics).
 
 How it works:
@@ -31,8 +31,8 @@ How it works:
   time. ``worker=False`` does the work inside
   ``process`` (deterministic: used by tests, pedalboard effects and offline bounces).
 
-Level gains (:mod:`flowdec.level`): each chunk is whole 40 ms gain blocks
-(:data:`~flowdec.bitstream.LIVE_FRAMES_PER_GAIN`), so the engine measures the decoder's
+Level gains (:mod:`flowdec.dsp.level`): each chunk is whole 40 ms gain blocks
+(:data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_GAIN`), so the engine measures the decoder's
 loudness loss on the chunk and gives the output (plain or postfiltered) the input's loudness
 per block without extra latency; the packets carry the same gains.
 
@@ -65,7 +65,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .audio import CODEC_RATE, MAX_CHANNELS, StreamResampler, as_audio, check_int, check_rate
-from .bitstream import (
+from .format.bitstream import (
     LIVE_FRAMES_PER_GAIN,
     LIVE_FRAMES_PER_PACKET,
     Packet,
@@ -198,9 +198,9 @@ class Stream:
         context: postfilter window context in STFT frames each side (more = closer to offline,
             more work and latency).
         on_packet: called from the worker with each ``.fdc`` packet (bytes) of
-            :data:`~flowdec.bitstream.LIVE_FRAMES_PER_PACKET` frames the encoder produced, with
-            their level gains (a packet leaves once its gains are measured); the matching
-            header is :attr:`header` (after ``prepare``).
+            :data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_PACKET` frames the encoder
+            produced, with their level gains (a packet leaves once its gains are measured);
+            the matching header is :attr:`header` (after ``prepare``).
 
     Latency (host samples) = one chunk + lookahead + resampler delays (availability) + one
     chunk + ``max_block`` (margin): :attr:`latency_samples` (with the shipped model, the
@@ -601,9 +601,10 @@ class Stream:
 
 
 class LivePackets:
-    """The live ``.fdc`` packets of a stream: :data:`~flowdec.bitstream.LIVE_FRAMES_PER_PACKET`
-    frames each, with their level gains. Codes lead their gains (the gains wait for the
-    decoder), so a packet goes to ``send`` once the gains of all its frames are known."""
+    """The live ``.fdc`` packets of a stream:
+    :data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_PACKET` frames each, with their level
+    gains. Codes lead their gains (the gains wait for the decoder), so a packet goes to
+    ``send`` once the gains of all its frames are known."""
 
     def __init__(self, header: StreamHeader, send: Callable[[bytes], None]) -> None:
         self.header, self.send = header, send

@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..bitstream import BitstreamError
     from ..errors import FlowdecError
-    from ..model_files import ModelError
-    from ..sessions import DeviceError
+    from ..format.bitstream import BitstreamError
+    from ..model.files import ModelError
+    from ..model.sessions import DeviceError
 
     try:
         status: Any = args.func(args)

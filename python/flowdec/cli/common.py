@@ -24,8 +24,8 @@ def load_codec(args: argparse.Namespace) -> Codec:
     """The :class:`~flowdec.codec.Codec` selected by ``--model``, ``--device``, ``--threads``."""
     from ..codec import Codec
     from ..errors import FlowdecError
-    from ..model_files import ModelError
-    from ..sessions import DeviceError
+    from ..model.files import ModelError
+    from ..model.sessions import DeviceError
 
     try:
         return Codec(args.model or os.environ.get(MODEL_ENV) or None, args.device, args.threads)

@@ -130,9 +130,9 @@ def _bounce(args: argparse.Namespace) -> int:
 def _enhance(args: argparse.Namespace) -> int:
     from ..errors import FlowdecError
     from ..files import enhance_file
-    from ..model_files import ModelError
+    from ..model.files import ModelError
+    from ..model.sessions import DeviceError
     from ..postfilter import Postfilter
-    from ..sessions import DeviceError
 
     try:
         pf = Postfilter(args.model or os.environ.get(MODEL_ENV) or None, args.device,

@@ -8,9 +8,9 @@ on the mono downmix) and every bitrate ``b`` (kbit/s per channel):
 - with ``ablations``: ``flowdec-nfe6-euler`` (Euler solver), ``flowdec-nfe6-global``
   (one global σ_y instead of the per-band curve) and, for a card with an envelope stage,
   ``flowdec-nfe6-noenv`` (the solver's output without the codec output's band envelope,
-  :mod:`flowdec.envelope`);
+  :mod:`flowdec.dsp.envelope`);
 - with ``level_bands`` (e.g. ``(24,)``): ``ndac-bandsB`` and ``flowdec-nfeN-bandsB``, the
-  same with B band gains in the bitstream (:mod:`flowdec.band_level`);
+  same with B band gains in the bitstream (:mod:`flowdec.dsp.band_level`);
 - ``opus``: opusenc at ``b`` and at ``2b`` kbit/s (hard CBR, see :mod:`.opus`).
 
 "actual kbit/s" of the codec settings counts the level and band gains too (per channel).

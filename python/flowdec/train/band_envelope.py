@@ -2,7 +2,7 @@
 
 The codec's audible error is mostly its time-frequency envelope (issue 18's oracle
 measurements, ``benchmarks/bench_envelope_oracle.py``): these helpers measure that envelope
-— the mean power per bin in ERB-spaced bands (:func:`flowdec.envelope.band_edges`) of each
+— the mean power per bin in ERB-spaced bands (:func:`flowdec.dsp.envelope.band_edges`) of each
 STFT frame (n_fft 1536, hop 384 = 8 ms, Hann, uncompressed) — and impose another one on a
 signal by per-band, per-frame gains on its STFT. The envelope flow
 (:mod:`flowdec.train.envelope_flow`) samples band levels in these units.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .. import features
-from ..envelope import band_edges
+from ..dsp import features
+from ..dsp.envelope import band_edges
 
 SAMPLE_RATE = 48000
 STFT = features.STFTConfig(n_fft=1536, hop=384, alpha=1.0, beta=1.0)

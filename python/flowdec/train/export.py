@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..model_files import STREAM_DECODER, describe_files, files_id
+from ..model.files import STREAM_DECODER, describe_files, files_id
 from .codec_model import Codec, ExportDecoder, ExportEncoder, StreamDecoder, load_codec
 from .config import CodecConfig, CodecRun
 from .postfilter_model import ENVELOPE, INPUT_LEVEL, PEAK_TOP_DBFS, PostfilterConfig, PostfilterNet
@@ -237,7 +237,7 @@ def export_stream(model: Codec, out: Path, only_missing: bool = False) -> list[P
     """Write the streaming decoder and the streaming encoder of ``model`` into ``out`` (next
     to its decoder.onnx and encoder.onnx, whose weights they read); ``only_missing``: leave
     those already there as they are. Returns the files written."""
-    from ..stream_encoder import STREAM_ENCODER
+    from ..pipeline.stream_encoder import STREAM_ENCODER
     from .codec_model import StreamEncoder
 
     written = []
@@ -404,7 +404,8 @@ def export_codec(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         "bits_per_code": (m.codebook_size - 1).bit_length(),
         "bitrates_kbps": {str(n): m.bitrate_kbps(n) for n in m.bitrates_codebooks},
         "lookahead_frames": m.lookahead_frames,
-        "receptive_field_frames": {  # codec frames of context (as flowdec.stages uses them)
+        # codec frames of context (as flowdec.pipeline.stages uses them)
+        "receptive_field_frames": {
             "encoder_past": m.enc_blocks * (m.kernel - 1) - m.enc_lookahead_blocks + 1,
             "encoder_future": m.enc_lookahead_blocks,
             "decoder_past": m.dec_blocks * (m.kernel - 1) - m.dec_lookahead_blocks,
@@ -467,12 +468,12 @@ def export_postfilter(run_dir: str | os.PathLike[str], out_dir: str | os.PathLik
         "input_level": dict(INPUT_LEVEL, why="inputs are presented at the top of the training "
                             f"peak range [{conf['train'].get('min_peak_dbfs', -18.0)}, "
                             f"{PEAK_TOP_DBFS}] dBFS by a peak follower with one frame of "
-                            "look-ahead (flowdec.level.PeakNormalizer) and scaled back after"),
+                            "look-ahead (flowdec.dsp.level.PeakNormalizer) and scaled back after"),
         "envelope": dict(ENVELOPE, why="the network gets its output's band levels wrong (see "
                          "benchmarks/bench_envelope.py: the top octave too low, the bands "
                          "below 6 kHz too high against the codec output, at any NFE): each "
                          "solved frame gets the codec output's band energies "
-                         "(flowdec.envelope)"),
+                         "(flowdec.dsp.envelope)"),
         "parameters": sum(p.numel() for p in net.parameters()),
         "config": conf["net"],
         "training": {
@@ -567,8 +568,8 @@ def check_release(folder: Path, codec_run: str | os.PathLike[str]) -> list[str]:
     from .. import Codec, Postfilter
     from ..audio import resample
     from ..codec import example_clip
-    from ..model_files import check_files
-    from ..stages import DecoderStage
+    from ..model.files import check_files
+    from ..pipeline.stages import DecoderStage
     from .codec_model import ExportDecoder, ExportEncoder
 
     done = []
@@ -669,13 +670,13 @@ def random_model(out_dir: str | os.PathLike[str], codec: CodecConfig | None = No
 
 
 def _check_stream_encoder(codec: Any, x: Any, codes_plain: Any) -> str:
-    """The streaming encoder (``flowdec.stream_encoder``) gives the codes of one call over
+    """The streaming encoder (``flowdec.pipeline.stream_encoder``) gives the codes of one call over
     the whole clip ``x`` [1, T] for several splits, and agrees with ``encoder.onnx``'s codes
     ``codes_plain`` on at least 98 % of them (near-ties may flip under another summation
     order; not more)."""
     import numpy as np
 
-    from ..stream_encoder import (
+    from ..pipeline.stream_encoder import (
         STREAM_ENCODER,
         StreamingEncoderStage,
         encode_offline,

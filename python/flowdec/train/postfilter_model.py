@@ -39,7 +39,7 @@ INPUT_LEVEL = {"peak_dbfs": PEAK_TOP_DBFS, "release_db_per_s": 20.0, "floor_dbfs
 ENVELOPE = {"bands": 64, "max_gain_db": 24.0, "keep_below_hz": 1500.0}
 """The card's ``envelope``: after the ODE solve each frame gets the codec output's energy in
 about 64 ERB-spaced bands, and the codec output's own bins below 1.5 kHz, where the network's
-output is further from the clean signal than the codec's (:mod:`flowdec.envelope`)."""
+output is further from the clean signal than the codec's (:mod:`flowdec.dsp.envelope`)."""
 
 
 @dataclass
@@ -176,7 +176,7 @@ class PostfilterNet(nn.Module):
 
 
 def stft_features(x: torch.Tensor, cfg: PostfilterConfig) -> torch.Tensor:
-    """Φ in torch (same definition as flowdec.features.analysis): [B, T] → [B, 2, F, N]."""
+    """Φ in torch (same definition as flowdec.dsp.features.analysis): [B, T] → [B, 2, F, N]."""
     win = torch.hann_window(cfg.n_fft, device=x.device)
     s = torch.stft(x, cfg.n_fft, cfg.hop, window=win, center=True, pad_mode="constant",
                    return_complex=True)

@@ -8,7 +8,7 @@ loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and 
 random peak level in [``min_peak_dbfs``, ``postfilter_model.PEAK_TOP_DBFS``] ([−18, 0] dBFS
 by default; ``--min-peak-dbfs``). The runtime presents its input
 at the top of that range with a peak follower that looks one frame ahead (the card's
-``input_level``, :class:`flowdec.level.PeakNormalizer`): no whole-file normalisation, which
+``input_level``, :class:`flowdec.dsp.level.PeakNormalizer`): no whole-file normalisation, which
 would break chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
 are made on the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``;
 faster on a CPU: the codec runs once per pair, not in every step). Resumes from RUN/checkpoint.pt.

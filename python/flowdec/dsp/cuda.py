@@ -94,13 +94,13 @@ def _require() -> None:
 def noise_init(
     Y: object, sigma_y: object, seed: int, out: object, frame_offset: int = 0, stream: int = 0
 ) -> None:
-    """out = Y + σ_y[f]·z on the GPU; z is bit-identical to :func:`flowdec.solver.noise_init`.
+    """out = Y + σ_y[f]·z on the GPU; z is bit-identical to :func:`flowdec.dsp.solver.noise_init`.
 
     Parameters
     ----------
     Y, out : device ``[B, 2, F, N]`` float32 (may be the same buffer).
     sigma_y : device ``[F]`` float32.
-    seed, frame_offset : as in :func:`flowdec.solver.noise_init`.
+    seed, frame_offset : as in :func:`flowdec.dsp.solver.noise_init`.
     stream : ``cudaStream_t`` as an int.
     """
     _require()

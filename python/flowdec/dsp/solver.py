@@ -3,7 +3,7 @@
 Arrays are features ``[B, 2, F, N]`` float32 (re, im channels; F bins; N frames of hop
 384 samples). Noise comes from a counter-based RNG (Philox4x32-10 + Box–Muller) keyed by
 ``(seed, b, f, frame_offset + n)``: the same seed gives the same noise on CPU, on GPU
-(:mod:`flowdec.cuda`) and in :func:`flowdec.reference.randn_complex_ref`, and a chunk
+(:mod:`flowdec.dsp.cuda`) and in :func:`flowdec.dsp.reference.randn_complex_ref`, and a chunk
 starting at frame ``frame_offset`` gets exactly the noise of those frames of the whole
 signal.
 """

@@ -1,18 +1,18 @@
-"""The encode chain and the decode chain: the stages of :mod:`flowdec.stages` in the one
+"""The encode chain and the decode chain: the stages of :mod:`flowdec.pipeline.stages` in the one
 order every path uses (clips, files, streams, the postfilter alone, the effect, the plugin
 backend). :class:`flowdec.model.Model` builds them from a loaded model.
 
 - :class:`EncodeChain`: 48 kHz audio → encoder → codes; with level side information, the
-  plain decoder runs alongside to measure the level gains (:class:`flowdec.level.LevelMeter`)
-  and band gains (:class:`flowdec.band_level.BandLevelMeter`), on its output with the band
+  plain decoder runs alongside to measure the level gains (:class:`flowdec.dsp.level.LevelMeter`)
+  and band gains (:class:`flowdec.dsp.band_level.BandLevelMeter`), on its output with the band
   gains applied, as the decoder will see it.
 - :class:`DecodeChain`: codes → decoder → band gains → postfilter → output level. A round
   trip that already decoded for its meters (:class:`flowdec.Stream`) builds it without the
   decoder and pushes that output; the postfilter alone (``Postfilter.enhance``) is the chain
   with only the postfilter.
 
-Both follow :class:`flowdec.stages.Stage`: ``push``, ``finish`` (the stream ends at what was
-pushed), ``reset`` and ``latency`` (the sum of their stages' look-aheads, in samples at
+Both follow :class:`flowdec.pipeline.stages.Stage`: ``push``, ``finish`` (the stream ends at
+what was pushed), ``reset`` and ``latency`` (the sum of their stages' look-aheads, in samples at
 48 kHz).
 
 Example:
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .band_level import BandGainStage, BandLevelMeter
-from .level import LevelMeter, OutputLevel
+from ..dsp.band_level import BandGainStage, BandLevelMeter
+from ..dsp.level import LevelMeter, OutputLevel
 from .stages import PostfilterStage, Stage
 
 

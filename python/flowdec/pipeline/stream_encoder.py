@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_files import CodecCard
-from .sessions import make_session
+from ..model.files import CodecCard
+from ..model.sessions import make_session
 from .stages import UNKNOWN_END, EncoderStage
 
 RUN_FRAMES = 750
@@ -80,7 +80,7 @@ def load_stream_encoder(folder: Path, device: str = "cpu", threads: int | None =
 
 
 class StreamingEncoderStage:
-    """:class:`~flowdec.stages.EncoderStage` with the streaming encoder: 48 kHz audio
+    """:class:`~flowdec.pipeline.stages.EncoderStage` with the streaming encoder: 48 kHz audio
     [C, n] → codes [C, n_q, k] (int64), each hop encoded once.
 
     ``push`` returns whole pieces of ``chunk`` frames once the audio they need (``future``

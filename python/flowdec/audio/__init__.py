@@ -90,7 +90,7 @@ class StreamResampler:
     """Chunked resampling with the same output as :func:`resample` on the whole signal
     (up to soxr's chunking tolerance); identity when rates match.
 
-    Follows the stage contract (:class:`flowdec.stages.Stage`): ``push(block)`` returns the
+    Follows the stage contract (:class:`flowdec.pipeline.stages.Stage`): ``push(block)`` returns the
     output soxr has released, ``finish()`` the rest (the stream's length is what was
     pushed), ``reset()`` starts a new stream. Its input is in samples at ``from_rate`` and
     its output at ``to_rate``, and it has no ``latency`` attribute: soxr compensates its

@@ -2,7 +2,7 @@
 postfilter.
 
 Every path — a short clip in one go, a long file in chunks with bounded memory, a live stream
-— pushes audio or codes through these stages (assembled by :mod:`flowdec.chain`); only the
+— pushes audio or codes through these stages (assembled by :mod:`flowdec.pipeline.chain`); only the
 chunk size differs. Sample ``i`` of a stage's output always corresponds to sample ``i`` of
 its input (the stages add no delay of their own; what they need is *availability*: a stage
 can emit output only once the future context it needs has arrived, its :attr:`Stage.latency`).
@@ -34,10 +34,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .audio import CODEC_RATE
-from .envelope import EnvelopeMatch
-from .level import PeakNormalizer
-from .model_files import CodecCard, PostfilterCard
+from ..audio import CODEC_RATE
+from ..dsp.envelope import EnvelopeMatch
+from ..dsp.level import PeakNormalizer
+from ..model.files import CodecCard, PostfilterCard
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -45,8 +45,8 @@ ArrayFn = Callable[[np.ndarray], np.ndarray]
 @runtime_checkable
 class Stage(Protocol):
     """The contract of every stage: encoder, decoder, postfilter, band and output level,
-    peak limiter, and the decode chain built of them (:mod:`flowdec.chain`; the encode chain
-    has the same calls and returns codes with their gains).
+    peak limiter, and the decode chain built of them (:mod:`flowdec.pipeline.chain`; the
+    encode chain has the same calls and returns codes with their gains).
 
     Unit: samples (at 48 kHz, the codec rate; the peak limiter runs at its file's rate). A
     code frame stands for ``hop`` samples. ``push(block)`` takes any amount of input
@@ -58,7 +58,7 @@ class Stage(Protocol):
 
     Example:
         >>> import numpy as np
-        >>> from flowdec.peak_limit import PeakLimiter
+        >>> from flowdec.audio.limiter import PeakLimiter
         >>> lim = PeakLimiter(channels=1, sample_rate=48000)
         >>> isinstance(lim, Stage), lim.latency                 # 5 ms of look-ahead
         (True, 240)
@@ -81,7 +81,7 @@ class Stage(Protocol):
 
 
 class StreamNet(Protocol):
-    """A streaming network (:mod:`flowdec.sessions`): ``net(x, first, end, state) →
+    """A streaming network (:mod:`flowdec.model.sessions`): ``net(x, first, end, state) →
     (y, state)``."""
 
     def initial_state(self, batch: int) -> list[np.ndarray]: ...
@@ -306,10 +306,10 @@ class PostfilterStage:
     Output samples [h·n0, h·n1) come from a window of frames [n0 − 2 − L, n1 + 2 + R + X/h)
     with L = R = ``context`` frames; the first X = 2·h samples of each chunk are cross-faded
     with the previous chunk's tail. When the card gives an ``input_level``, y is presented at
-    that level (:class:`flowdec.level.PeakNormalizer`: its gains look one frame ahead at
+    that level (:class:`flowdec.dsp.level.PeakNormalizer`: its gains look one frame ahead at
     most, so chunking does not change them) and the output is scaled back. When it gives an
     ``envelope`` (and ``envelope`` is true), each solved frame gets y's band envelope
-    (:mod:`flowdec.envelope`; per frame, so chunking does not change it either), twice: on the
+    (:mod:`flowdec.dsp.envelope`; per frame, so chunking does not change it either), twice: on the
     solver's frames, then on the STFT of the signal they synthesise.
     """
 

@@ -1,6 +1,6 @@
 """Band levels: per gain block and ERB band, the encoder measures, the decoder restores.
 
-The broadband level gains (:mod:`flowdec.level`) give each block the input's loudness, but
+The broadband level gains (:mod:`flowdec.dsp.level`) give each block the input's loudness, but
 the codec's spectral balance is off by several dB per band on much material. So files also
 carry, per gain block (1 s), channel and ERB-spaced band, a coarse gain that brings the
 plain decoder output's level in that band to the input's, in :data:`BAND_STEP_DB` steps
@@ -87,7 +87,7 @@ def _window() -> npt.NDArray[np.float64]:
 
 
 class BandLayout:
-    """The ``bands`` ERB-spaced bands of the analysis (:func:`flowdec.envelope.band_edges`
+    """The ``bands`` ERB-spaced bands of the analysis (:func:`flowdec.dsp.envelope.band_edges`
     at :data:`N_FFT`, 48 kHz) and the per-bin interpolation of band gains."""
 
     def __init__(self, bands: int) -> None:

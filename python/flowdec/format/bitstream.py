@@ -52,8 +52,8 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-from flowdec.band_level import BAND_STEP_DB, BAND_STEP_RANGE, quantize_band_gains
-from flowdec.bitpack import pack_codes, unpack_codes
+from flowdec.dsp.band_level import BAND_STEP_DB, BAND_STEP_RANGE, quantize_band_gains
+from flowdec.format.bitpack import pack_codes, unpack_codes
 
 __all__ = [
     "FILE_FRAMES_PER_GAIN",
@@ -106,7 +106,7 @@ FILE_FRAMES_PER_GAIN = 75
 """Frames per level-gain block in files: 1 s at 75 frames/s (8 bit/s per channel)."""
 FILE_LEVEL_BANDS = 24
 """ERB bands for band gains in files when asked for (``--level-bands 24``; files have none by
-default): 96 bit/s per channel (:mod:`flowdec.band_level`)."""
+default): 96 bit/s per channel (:mod:`flowdec.dsp.band_level`)."""
 LIVE_FRAMES_PER_GAIN = 3
 """Frames per level-gain block for streams: 40 ms, a divisor of every streaming chunk."""
 GAIN_STEP_DB = 0.25
@@ -194,13 +194,13 @@ class StreamHeader:
         0 = the stream carries no gains (all of version 1). Each block has one gain per
         channel, in dB: the loudness correction the encoder measured for the plain decoder
         output (K-weighted input energy / decoded energy over the block, see
-        :mod:`flowdec.level`).
+        :mod:`flowdec.dsp.level`).
         :data:`FILE_FRAMES_PER_GAIN` (75, 1 s) for files, :data:`LIVE_FRAMES_PER_GAIN`
         (3, 40 ms) for streams.
-    level_bands : ERB bands of the band gains (:mod:`flowdec.band_level`), 0 = none (all of
+    level_bands : ERB bands of the band gains (:mod:`flowdec.dsp.band_level`), 0 = none (all of
         versions 1 and 2, and the live path); needs gains. Each gain block then also has,
         per channel and band, the level correction the encoder measured for the plain
-        decoder output in :data:`~flowdec.band_level.BAND_STEP_DB` steps. Opt-in for files
+        decoder output in :data:`~flowdec.dsp.band_level.BAND_STEP_DB` steps. Opt-in for files
         (:data:`FILE_LEVEL_BANDS` = 24 suggested).
 
     Example
@@ -290,7 +290,7 @@ class Packet:
     gains_db : ``[channels, header.gain_blocks(frames)]`` float32 level gains in dB
         (multiples of :data:`GAIN_STEP_DB`), or None when the header has no gains.
     band_gains_db : ``[channels, header.gain_blocks(frames), header.level_bands]`` float32
-        band gains in dB (multiples of :data:`~flowdec.band_level.BAND_STEP_DB`), or None
+        band gains in dB (multiples of :data:`~flowdec.dsp.band_level.BAND_STEP_DB`), or None
         when the header has no level bands.
 
     Example

@@ -3,7 +3,7 @@
 :class:`Model` is what every path shares — :class:`flowdec.Codec` (the clip API, a
 :class:`Model` with ``encode``/``decode``), :class:`flowdec.Stream`, the file verbs, the
 effect and the plugin backend all build their stages and chains here, so each is built in
-one place (:mod:`flowdec.chain`).
+one place (:mod:`flowdec.pipeline.chain`).
 
 Example:
     >>> from flowdec.model import Model
@@ -16,18 +16,27 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 
-from . import features
-from .audio import check_rate
-from .band_level import BandGainStage
-from .batching import Batcher, BatchingSession
-from .bitstream import (
+from ..audio import check_rate
+from ..dsp import features
+from ..dsp.band_level import BandGainStage
+from ..format.bitstream import (
     FILE_FRAMES_PER_GAIN,
     FILE_FRAMES_PER_PACKET,
     BitstreamError,
     StreamHeader,
 )
-from .chain import DecodeChain, EncodeChain
-from .model_files import (
+from ..pipeline.chain import DecodeChain, EncodeChain
+from ..pipeline.stages import DecoderStage, EncoderStage, PostfilterStage, StreamingDecoderStage
+from ..pipeline.stream_encoder import StreamingEncoderStage, load_stream_encoder
+from ..postfilter import (
+    DEFAULT_CONTEXT,
+    DEFAULT_NFE,
+    DEFAULT_SEED,
+    postfilter_stage,
+    stft_config,
+)
+from .batching import Batcher, BatchingSession
+from .files import (
     STREAM_DECODER,
     CodecCard,
     ModelError,
@@ -36,16 +45,7 @@ from .model_files import (
     load_cards,
     resolve,
 )
-from .postfilter import (
-    DEFAULT_CONTEXT,
-    DEFAULT_NFE,
-    DEFAULT_SEED,
-    postfilter_stage,
-    stft_config,
-)
 from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
-from .stages import DecoderStage, EncoderStage, PostfilterStage, StreamingDecoderStage
-from .stream_encoder import StreamingEncoderStage, load_stream_encoder
 
 MAX_PACKET_SECONDS = 60.0
 """Longest packet a stream may declare (flowdec writes 8-s packets to files, 0.2-s ones
@@ -87,7 +87,7 @@ class Model:
 
     def share_batches(self, batcher: Batcher) -> None:
         """Route every network call through ``batcher``: concurrent calls from its participant
-        threads with matching shapes run as one batch (see :mod:`flowdec.batching`)."""
+        threads with matching shapes run as one batch (see :mod:`flowdec.model.batching`)."""
         for net in (self.encoder, self.encoder_stream, self.decoder, self.decoder_stream,
                     self.postfilter_net):
             if net is not None and not isinstance(net.session, BatchingSession):
@@ -149,7 +149,7 @@ class Model:
                       ) -> EncoderStage | StreamingEncoderStage:
         """48 kHz audio → codes in pieces of ``chunk_frames`` frames (None: all that is final
         at each push): with the model's streaming encoder when it has one (each hop encoded
-        once, the same codes for any split; :mod:`flowdec.stream_encoder`), else by
+        once, the same codes for any split; :mod:`flowdec.pipeline.stream_encoder`), else by
         re-running the encoder over each chunk's context."""
         if self.encoder_stream is not None:
             return StreamingEncoderStage(self.encoder_stream, self.card, channels, chunk_frames)
@@ -188,8 +188,8 @@ class Model:
                      frames_per_gain: int = 0, level_bands: int = 0) -> EncodeChain:
         """48 kHz audio → codes, with the level gains (``frames_per_gain`` > 0) and band
         gains (``level_bands`` > 0) measured by the plain decoder run alongside
-        (:class:`flowdec.chain.EncodeChain`). ``chunk_frames``: codec frames per network run
-        (None: one run per push)."""
+        (:class:`flowdec.pipeline.chain.EncodeChain`). ``chunk_frames``: codec frames per
+        network run (None: one run per push)."""
         dec = (self.decoder_stage(channels, n_codebooks, chunk_frames)
                if frames_per_gain else None)
         return EncodeChain(self.encoder_stage(channels, chunk_frames), dec, channels,
@@ -201,7 +201,7 @@ class Model:
                      solver_name: str = "midpoint", sigma: str = "band",
                      envelope: bool = True, context: int = DEFAULT_CONTEXT,
                      post_chunk_frames: int | None = None) -> DecodeChain:
-        """Codes → 48 kHz audio (:class:`flowdec.chain.DecodeChain`): the decoder
+        """Codes → 48 kHz audio (:class:`flowdec.pipeline.chain.DecodeChain`): the decoder
         (``decoder=False``: the chain takes its output), band gains (``level_bands``),
         the postfilter (``postfilter``; ``post_chunk_frames`` and ``context`` in STFT frames,
         None: the codec chunk), the output level (``frames_per_gain``)."""
@@ -243,7 +243,7 @@ class Model:
             ...                  n_codebooks=8)
             >>> codec.check_stream(h, "x.fdc")
             Traceback (most recent call last):
-            flowdec.bitstream.BitstreamError: x.fdc: header is corrupt (original rate ...
+            flowdec.format.bitstream.BitstreamError: x.fdc: header is corrupt (original rate ...
         """
         check_stream(header, self.card, name)
 
@@ -251,7 +251,7 @@ class Model:
 def check_stream(header: StreamHeader, card: CodecCard, name: str = "the stream") -> None:
     """Refuse a stream encoded by another model (:class:`ModelError`, one line that
     names the model it needs and how to load it), or whose header does not fit the
-    model's card or flowdec's limits (:class:`~flowdec.bitstream.BitstreamError`: the
+    model's card or flowdec's limits (:class:`~flowdec.format.bitstream.BitstreamError`: the
     file is damaged or was not written by flowdec): codec rate, frame rate and bits per
     code as the card says, at most the card's codebooks, an original rate flowdec
     encodes (8 to 768 kHz), packets of at most :data:`MAX_PACKET_SECONDS` and gain

@@ -206,7 +206,7 @@ def synthesis(X: npt.ArrayLike, length: int, cfg: STFTConfig = DEFAULT) -> np.nd
 class StreamingAnalysis:
     """Φ on a stream: push samples, get the frames that are complete.
 
-    Follows the stage contract (:class:`flowdec.stages.Stage`: ``push`` / ``finish()`` /
+    Follows the stage contract (:class:`flowdec.pipeline.stages.Stage`: ``push`` / ``finish()`` /
     ``reset()`` / ``latency``) with samples in and frames out: frame ``n`` stands for the
     window centred on sample ``n*hop``. It needs samples up to ``n*hop + n_fft//2``, so
     :attr:`latency` is ``n_fft//2`` samples. The frames returned by all :meth:`push` calls
@@ -285,7 +285,7 @@ class StreamingAnalysis:
 class StreamingSynthesis:
     """Φ⁻¹ on a stream: push frames, get the samples no later frame can change.
 
-    Follows the stage contract (:class:`flowdec.stages.Stage`) with frames in and samples
+    Follows the stage contract (:class:`flowdec.pipeline.stages.Stage`) with frames in and samples
     out. Frames do not fix the signal's length (``T`` samples give ``T // hop + 1`` frames
     for any ``T`` in a range of ``hop``), so the stream's ``length`` in samples is given at
     construction, normally the ``T`` given to :func:`analysis`; ``None`` ends the stream at

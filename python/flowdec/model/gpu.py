@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from . import cuda
+from ..dsp import cuda
 from .sessions import DeviceError
 
 

@@ -31,7 +31,8 @@ __all__ = [
 
 
 def pack_codes_ref(codes: npt.ArrayLike, bits: int) -> bytes:
-    """LSB-first packing of integer codes (reference for :func:`flowdec.bitpack.pack_codes`)."""
+    """LSB-first packing of integer codes (reference for
+    :func:`flowdec.format.bitpack.pack_codes`)."""
     arr = np.asarray(codes).reshape(-1).astype(np.uint64)
     if arr.size == 0:
         return b""
@@ -183,7 +184,7 @@ def midpoint_solve_ref(
     frame_offset: int = 0,
     solver: str = "midpoint",
 ) -> np.ndarray:
-    """The midpoint (or Euler) solve of :func:`flowdec.solver.midpoint_solve` in numpy."""
+    """The midpoint (or Euler) solve of :func:`flowdec.dsp.solver.midpoint_solve` in numpy."""
     feats = np.asarray(Y, dtype=np.float32)
     X = noise_init_ref(feats, sigma_y, seed, frame_offset)
     if solver == "euler":

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .envelope import Envelope
+from ..dsp.envelope import Envelope
 
 SHIPPED_MODEL = "flowdec-75"
 STREAM_DECODER = "decoder_stream.onnx"
@@ -29,7 +29,7 @@ class ModelError(RuntimeError):
 
 
 def models_root() -> Path:
-    return Path(__file__).resolve().parent / "models"
+    return Path(__file__).resolve().parent.parent / "models"
 
 
 def resolve(model: str | os.PathLike[str] | None) -> Path:
@@ -154,17 +154,17 @@ class PostfilterCard:
     # unevaluated postfilter runs only when asked for.
     recommended: bool = False
     # The level the network was trained at: inputs are presented at this peak level by a
-    # peak follower with one frame of look-ahead (flowdec.level.PeakNormalizer); None
+    # peak follower with one frame of look-ahead (flowdec.dsp.level.PeakNormalizer); None
     # (absent): as they come.
     input_level: InputLevel | None = None
     # The output's band envelope is kept to the codec output's after the ODE solve
-    # (flowdec.envelope); None (absent): the solver's output as it is.
+    # (flowdec.dsp.envelope); None (absent): the solver's output as it is.
     envelope: Envelope | None = None
 
 
 @dataclass(frozen=True)
 class InputLevel:
-    """``input_level`` of a postfilter card (see :class:`flowdec.level.PeakNormalizer`)."""
+    """``input_level`` of a postfilter card (see :class:`flowdec.dsp.level.PeakNormalizer`)."""
 
     peak_dbfs: float
     release_db_per_s: float

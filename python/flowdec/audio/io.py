@@ -5,7 +5,7 @@ accepts; a reader refuses what it cannot read with one line and warns about trun
 clipped input. A writer writes under a hidden temporary name in the destination folder and
 renames it when complete, so an error, Ctrl-C or a full disk never leaves a partial file
 under the real name. ``.wav`` is 32-bit float and keeps peaks above full scale; ``.flac``
-and ``.aiff`` (24-bit) and the lossy formats go through :mod:`flowdec.peak_limit`.
+and ``.aiff`` (24-bit) and the lossy formats go through :mod:`flowdec.audio.limiter`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .audio import check_rate
-from .bitstream import MAGIC
-from .errors import FlowdecError, FlowdecWarning, one_line
-from .peak_limit import CEILING_DB, PeakLimiter
+from ..errors import FlowdecError, FlowdecWarning, one_line
+from ..format.bitstream import MAGIC
+from . import check_rate
+from .limiter import CEILING_DB, PeakLimiter
 
 log = logging.getLogger("flowdec")
 

@@ -10,7 +10,7 @@ runs the plain decoder on its own codes and measures, per **gain block** of
 over the block's frames (x the 48 kHz input, y the plain decoder output, K the K-weighting
 of ITU-R BS.1770 — the loudness meters' weighting — applied per frame in the frequency
 domain, ε a −100 dBFS floor per sample so silence gives 0 dB). The gains travel in the packets
-(:mod:`flowdec.bitstream`, one signed byte per block in 0.25 dB steps). The decoder's last
+(:mod:`flowdec.format.bitstream`, one signed byte per block in 0.25 dB steps). The decoder's last
 stage (:class:`OutputLevel`) gives each block of its output the input's loudness: the
 transmitted gain, plus — when the postfilter ran — the measured ratio of the plain output to
 the postfiltered one (:class:`GainStage` applies the result with short ramps).
@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from .bitstream import quantize_gains
+from ..format.bitstream import quantize_gains
 
 if TYPE_CHECKING:
-    from .stages import Stage
+    from ..pipeline.stages import Stage
 
 FLOOR = 1e-10
 """Energy floor per sample (−100 dBFS) added to both sides of the ratio."""

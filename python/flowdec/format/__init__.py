@@ -1,0 +1,1 @@
+"""The ``.fdc`` bitstream: header, packets, code packing."""
