@@ -12,7 +12,8 @@ STFT (:func:`band_envelope.apply_gains`).
 
 The network is a stack of dilated 1-D convolutions over frames with the bands as channels
 (every band sees every other), FiLM on t; it looks ``lookahead`` frames ahead (its first
-convolution is centred, the rest causal), so a streaming runtime can run it frame by frame.
+convolution is centred, the first ``lookahead_blocks`` blocks too, the rest causal: in all
+``lookahead_frames``), so a streaming runtime can run it with that much delay.
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ class EnvelopeFlowConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8, 1, 2, 4, 8)
     kernel: int = 3
     lookahead: int = 1  # frames the first convolution sees ahead (centred kernel 3)
+    lookahead_blocks: int = 0  # the first this many blocks are centred, not causal
     t_embed: int = 32
     sigma: list[float] = field(default_factory=list)  # per band, flow units
+
+    @property
+    def lookahead_frames(self) -> int:
+        half = (self.kernel - 1) // 2
+        return self.lookahead + sum(half * d for d in self.dilations[: self.lookahead_blocks])
 
     @property
     def n_bands(self) -> int:
@@ -51,9 +58,10 @@ def to_units(level_db: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
 
 
 class _Block(nn.Module):
-    def __init__(self, c: int, kernel: int, dilation: int, t_dim: int) -> None:
+    def __init__(self, c: int, kernel: int, dilation: int, t_dim: int, centred: bool) -> None:
         super().__init__()
-        self.pad = (kernel - 1) * dilation  # causal: all padding in the past
+        pad = (kernel - 1) * dilation  # causal: all padding in the past
+        self.pad = (pad // 2, pad - pad // 2) if centred else (pad, 0)
         self.conv = nn.Conv1d(c, c, kernel, dilation=dilation)
         self.film = nn.Linear(t_dim, 2 * c)
         self.mix = nn.Conv1d(c, c, 1)
@@ -61,7 +69,7 @@ class _Block(nn.Module):
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         u = F.layer_norm(h.transpose(1, 2), (h.shape[1],)).transpose(1, 2)
-        u = self.conv(F.pad(u, (self.pad, 0)))
+        u = self.conv(F.pad(u, self.pad))
         a, b = self.film(temb)[:, :, None].chunk(2, dim=1)
         u = F.gelu(u * (1 + a) + b)
         return h + self.scale * self.mix(u)
@@ -78,8 +86,9 @@ class EnvelopeFlowNet(nn.Module):
         self.t_mlp = nn.Sequential(nn.Linear(cfg.t_embed, 4 * cfg.t_embed), nn.GELU(),
                                    nn.Linear(4 * cfg.t_embed, 4 * cfg.t_embed))
         self.inp = nn.Conv1d(3 * k, c, 2 * cfg.lookahead + 1)
-        self.blocks = nn.ModuleList(_Block(c, cfg.kernel, d, 4 * cfg.t_embed)
-                                    for d in cfg.dilations)
+        self.blocks = nn.ModuleList(_Block(c, cfg.kernel, d, 4 * cfg.t_embed,
+                                           i < cfg.lookahead_blocks)
+                                    for i, d in enumerate(cfg.dilations))
         self.out = nn.Conv1d(c, k, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

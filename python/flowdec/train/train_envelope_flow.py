@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--levels", help="band-power cache (default RUN/levels; made if missing)")
     p.add_argument("--channels", type=int, help="network width (new runs only)")
     p.add_argument("--bands", type=int, help="ERB bands (new runs only; default 64)")
+    p.add_argument("--lookahead-blocks", type=int,
+                   help="new runs: centred (non-causal) blocks at the start (default 0)")
     p.add_argument("--sigma-scale", type=float, default=1.0,
                    help="new runs: multiply the estimated per-band σ by this")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             net_cfg.channels = args.channels
         if args.bands:
             net_cfg.bands = args.bands
+        if args.lookahead_blocks:
+            net_cfg.lookahead_blocks = args.lookahead_blocks
         tr = EnvelopeFlowTrain()
     for name in ("batch", "threads", "validate_every", "total_steps"):
         v = getattr(args, name)
