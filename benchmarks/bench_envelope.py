@@ -24,7 +24,8 @@ from flowdec.audio import resample
 from flowdec.codec import Codec
 from flowdec.dsp import features
 from flowdec.dsp.envelope import band_energy
-from flowdec.postfilter import Postfilter, stft_config
+from flowdec.pipeline.postfilter import stft_config
+from flowdec.postfilter import Postfilter
 from results import save
 
 REGIONS_HZ = (0, 1500, 3000, 6000, 12000, 24001)

@@ -404,8 +404,8 @@ def test_solver_asks_for_the_postfilter_and_settings_without_it_say_so(
 def test_the_default_seed_is_0_everywhere(model_dir: Path, codec: Codec, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """decode/roundtrip/enhance picked a random seed, demo/live/the effect 0: now 0 in all."""
-    from flowdec import postfilter
     from flowdec.effect import FlowDecEffect
+    from flowdec.pipeline import postfilter
     from flowdec.stream import Stream
 
     assert (cli.DEFAULT_NFE, cli.DEFAULT_SEED) == (postfilter.DEFAULT_NFE, postfilter.DEFAULT_SEED)

@@ -204,7 +204,7 @@ def test_every_stage_follows_the_stage_contract(codec: Codec) -> None:
 def test_chains_give_the_clip_api_output(codec: Codec) -> None:
     """The model's encode chain and decode chain, pushed by hand in odd pieces, give
     ``Codec.encode`` / ``Codec.decode``'s codes and audio at 48 kHz: there is one chain."""
-    from flowdec.model import Model
+    from flowdec.pipeline.model import Model
 
     assert isinstance(codec, Model)
     rng = np.random.default_rng(1)

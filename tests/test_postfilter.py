@@ -13,7 +13,8 @@ from flowdec.codec import Codec, example_clip
 from flowdec.dsp import features
 from flowdec.dsp.envelope import Envelope, EnvelopeMatch, band_edges, erb_rate, match_envelope
 from flowdec.model.files import ModelError
-from flowdec.postfilter import Postfilter, PostfilterSolve
+from flowdec.pipeline.postfilter import PostfilterSolve
+from flowdec.postfilter import Postfilter
 
 RATE, N_FFT, ALPHA = 48000, 1536, 0.3
 
@@ -200,7 +201,7 @@ def test_no_evaluations_skip_the_envelope(pf: Postfilter, decoded: np.ndarray) -
 def test_many_channels_are_evaluated_in_groups(pf: Postfilter) -> None:
     """A window of many channels goes through the network in groups of channels (bounded
     activations, whatever the channel count) and gives what one evaluation of all gives."""
-    from flowdec.postfilter import SOLVE_CHANNEL_FRAMES
+    from flowdec.pipeline.postfilter import SOLVE_CHANNEL_FRAMES
 
     batches: list[tuple[int, int]] = []
 

@@ -35,7 +35,7 @@ from .format.bitstream import (
     read_fdc_gains,
     write_fdc,
 )
-from .model import MAX_GAIN_BLOCK_SECONDS, MAX_PACKET_SECONDS, Model
+from .pipeline.model import MAX_GAIN_BLOCK_SECONDS, MAX_PACKET_SECONDS, Model
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "MAX_GAIN_BLOCK_SECONDS", "MAX_PACKET_SECONDS", "Bitstream",
            "Codec", "CodeChunk", "example_clip"]
@@ -97,7 +97,7 @@ def _as_float(value: object) -> float:
 
 
 class Codec(Model):
-    """The clip API on a loaded :class:`~flowdec.model.Model` (its sessions, cards, stages
+    """The clip API on a loaded :class:`~flowdec.pipeline.model.Model` (its sessions, cards, stages
     and chains): :meth:`encode` and :meth:`decode` whole clips, :meth:`encode_chunks` and
     :meth:`decode_chunks` for long signals in bounded memory.
 
@@ -237,8 +237,8 @@ class Codec(Model):
         ``postfilter``: True/False, or None: on when ``nfe`` or ``seed`` is given, else as
         the model recommends (:meth:`use_postfilter`). ``nfe`` None: 6, ``seed`` None: 0.
         ``sigma`` and ``envelope``: postfilter options
-        (:class:`flowdec.postfilter.PostfilterSolve`, :func:`flowdec.postfilter.postfilter_stage`;
-        the defaults are the model's method).
+        (:class:`flowdec.pipeline.postfilter.PostfilterSolve`,
+        :func:`flowdec.pipeline.postfilter.postfilter_stage`; the defaults are the model's method).
 
         Raises ``TypeError`` when ``stream`` is not a :class:`Bitstream` and ``ValueError``
         (:class:`~flowdec.format.bitstream.BitstreamError` for the stream's contents) for codes that

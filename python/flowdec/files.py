@@ -75,10 +75,11 @@ from .format.bitstream import (
     FdcWriter,
     StreamHeader,
 )
-from .model import check_stream
 from .model.files import CodecCard, ModelError, load_cards, resolve
 from .model.sessions import DeviceError
-from .postfilter import DEFAULT_NFE, DEFAULT_SEED, Postfilter
+from .pipeline.model import check_stream
+from .pipeline.postfilter import DEFAULT_NFE, DEFAULT_SEED
+from .postfilter import Postfilter
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -440,7 +441,7 @@ def enhance_file(postfilter: Postfilter, in_path: PathLike, out_path: PathLike,
     ``--no-postfilter``, or by another program), streaming in chunks; the output keeps the
     input's rate, channels and length. Equals :meth:`flowdec.Postfilter.enhance` on the whole
     clip within the postfilter stage's seam tolerance (same ``seed``). ``nfe`` None: 6,
-    ``seed`` None: 0 (:data:`~flowdec.postfilter.DEFAULT_NFE`, ``DEFAULT_SEED``).
+    ``seed`` None: 0 (:data:`~flowdec.pipeline.postfilter.DEFAULT_NFE`, ``DEFAULT_SEED``).
 
     Example:
         >>> enhance_file(Postfilter.load(), "plain.wav", "enhanced.wav", seed=1)  # doctest: +SKIP

@@ -72,7 +72,7 @@ from .format.bitstream import (
     StreamHeader,
     encode_packet,
 )
-from .model import Model
+from .pipeline.model import Model
 
 CHUNK_QUANTUM = 3840
 """Chunks are multiples of this many samples at 48 kHz (80 ms)."""
@@ -183,15 +183,15 @@ class Stream:
     """Streaming codec round trip with fixed, exact latency (see the module docstring).
 
     Args:
-        codec: a loaded model (:class:`flowdec.Codec`, or any :class:`flowdec.model.Model`):
-            the stream runs its chains.
+        codec: a loaded model (:class:`flowdec.Codec`, or any
+            :class:`flowdec.pipeline.model.Model`): the stream runs its chains.
         bitrate: kbit/s per channel (one the model lists).
         nfe: postfilter network evaluations (even; degraded to 4, 2 under load; None: 6).
         postfilter: run the postfilter (else the plain decoder output); None: on when ``nfe``
             or ``seed`` is given, else as the model card recommends
             (:meth:`Codec.use_postfilter`, the rule of every entry point).
         seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible;
-            None: :data:`~flowdec.postfilter.DEFAULT_SEED`).
+            None: :data:`~flowdec.pipeline.postfilter.DEFAULT_SEED`).
         chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 80 ms.
         worker: process on a worker thread (real time) or inside ``process`` (deterministic).
         degrade: allow the worker to degrade under load (no effect with ``worker=False``).

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 MODEL_ENV = "FLOWDEC_MODEL"
 """Environment variable giving the default for ``--model``."""
 DEFAULT_NFE, DEFAULT_SEED = 6, 0
-"""Copies of :data:`flowdec.postfilter.DEFAULT_NFE` and ``DEFAULT_SEED`` for the help texts
+"""Copies of :data:`flowdec.pipeline.postfilter.DEFAULT_NFE` and ``DEFAULT_SEED`` for the help texts
 (importing that module would slow ``--help``; a test keeps them equal)."""
 
 _log = logging.getLogger("flowdec")

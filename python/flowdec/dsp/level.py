@@ -43,8 +43,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from ..format.bitstream import quantize_gains
-
 if TYPE_CHECKING:
     from ..pipeline.stages import Stage
 
@@ -60,6 +58,25 @@ Gains = npt.NDArray[np.float32]
 _K_SHELF = ([1.53512485958697, -2.69169618940638, 1.19839281085285],
             [1.0, -1.69065929318241, 0.73248077421585])
 _K_HIGHPASS = ([1.0, -2.0, 1.0], [1.0, -1.99004745483398, 0.99007225036621])
+
+
+GAIN_STEP_DB = 0.25
+"""Gains are stored as signed bytes in steps of this many dB."""
+GAIN_LIMIT_DB = 127 * GAIN_STEP_DB
+"""Largest stored gain magnitude (31.75 dB); the encoder clamps to it."""
+
+
+def quantize_gains(gains_db: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """The gains a decoder will see for ``gains_db``: signed steps of :data:`GAIN_STEP_DB`,
+    rounded and clamped to ±:data:`GAIN_LIMIT_DB`, as a ``.fdc`` file stores them.
+
+    Example:
+        >>> quantize_gains([2.13, -50.0]).tolist()
+        [2.25, -31.75]
+    """
+    g = np.asarray(gains_db, np.float64)
+    steps = np.clip(np.rint(g / GAIN_STEP_DB), -127, 127).astype(np.int8)
+    return (steps.astype(np.float32) * GAIN_STEP_DB).reshape(g.shape)
 
 
 def k_weights(n: int) -> npt.NDArray[np.float64]:

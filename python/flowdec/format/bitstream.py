@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowdec.dsp.band_level import BAND_STEP_DB, BAND_STEP_RANGE, quantize_band_gains
+from flowdec.dsp.level import GAIN_LIMIT_DB, GAIN_STEP_DB, quantize_gains
 from flowdec.format.bitpack import pack_codes, unpack_codes
 
 __all__ = [
@@ -84,7 +85,6 @@ __all__ = [
     "encode_packet",
     "packet_size",
     "gain_bytes",
-    "quantize_gains",
     "read_fdc",
     "read_fdc_gains",
     "write_fdc",
@@ -109,10 +109,6 @@ FILE_LEVEL_BANDS = 24
 default): 96 bit/s per channel (:mod:`flowdec.dsp.band_level`)."""
 LIVE_FRAMES_PER_GAIN = 3
 """Frames per level-gain block for streams: 40 ms, a divisor of every streaming chunk."""
-GAIN_STEP_DB = 0.25
-"""Gains are stored as signed bytes in steps of this many dB."""
-GAIN_LIMIT_DB = 127 * GAIN_STEP_DB
-"""Largest stored gain magnitude (31.75 dB); the encoder clamps to it."""
 
 # header: magic, version, header length | model id, sample rate, original rate, original
 # length, frame rate num/den, total frames, frames per packet, channels, codebooks, bits,
@@ -481,19 +477,6 @@ def gain_bytes(gains_db: npt.ArrayLike) -> bytes:
     """
     q = np.clip(np.rint(np.asarray(gains_db, np.float64) / GAIN_STEP_DB), -127, 127)
     return q.astype(np.int8).tobytes()
-
-
-def quantize_gains(gains_db: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """The gains a decoder will see for ``gains_db`` (rounded to the stored steps).
-
-    Example
-    -------
-    >>> quantize_gains([2.13, -50.0]).tolist()
-    [2.25, -31.75]
-    """
-    g = np.asarray(gains_db, np.float64)
-    q = np.frombuffer(gain_bytes(g), np.int8).astype(np.float32) * GAIN_STEP_DB
-    return q.reshape(g.shape)
 
 
 def _check_db(gains: object, have: bool, want: tuple[int, ...], axes: str, absent: str,

@@ -1,6 +1,6 @@
 """The encode chain and the decode chain: the stages of :mod:`flowdec.pipeline.stages` in the one
 order every path uses (clips, files, streams, the postfilter alone, the effect, the plugin
-backend). :class:`flowdec.model.Model` builds them from a loaded model.
+backend). :class:`flowdec.pipeline.model.Model` builds them from a loaded model.
 
 - :class:`EncodeChain`: 48 kHz audio → encoder → codes; with level side information, the
   plain decoder runs alongside to measure the level gains (:class:`flowdec.dsp.level.LevelMeter`)

@@ -6,7 +6,7 @@ effect and the plugin backend all build their stages and chains here, so each is
 one place (:mod:`flowdec.pipeline.chain`).
 
 Example:
-    >>> from flowdec.model import Model
+    >>> from flowdec.pipeline.model import Model
     >>> m = Model()                                             # the shipped model
     >>> chain = m.decode_chain(channels=2, n_codebooks=8, chunk_frames=750)
 """
@@ -25,18 +25,8 @@ from ..format.bitstream import (
     BitstreamError,
     StreamHeader,
 )
-from ..pipeline.chain import DecodeChain, EncodeChain
-from ..pipeline.stages import DecoderStage, EncoderStage, PostfilterStage, StreamingDecoderStage
-from ..pipeline.stream_encoder import StreamingEncoderStage, load_stream_encoder
-from ..postfilter import (
-    DEFAULT_CONTEXT,
-    DEFAULT_NFE,
-    DEFAULT_SEED,
-    postfilter_stage,
-    stft_config,
-)
-from .batching import Batcher, BatchingSession
-from .files import (
+from ..model.batching import Batcher, BatchingSession
+from ..model.files import (
     STREAM_DECODER,
     CodecCard,
     ModelError,
@@ -45,7 +35,17 @@ from .files import (
     load_cards,
     resolve,
 )
-from .sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
+from ..model.sessions import DecoderNet, DecoderStreamNet, EncoderNet, PostfilterNet
+from .chain import DecodeChain, EncodeChain
+from .postfilter import (
+    DEFAULT_CONTEXT,
+    DEFAULT_NFE,
+    DEFAULT_SEED,
+    postfilter_stage,
+    stft_config,
+)
+from .stages import DecoderStage, EncoderStage, PostfilterStage, StreamingDecoderStage
+from .stream_encoder import StreamingEncoderStage, load_stream_encoder
 
 MAX_PACKET_SECONDS = 60.0
 """Longest packet a stream may declare (flowdec writes 8-s packets to files, 0.2-s ones
@@ -139,8 +139,8 @@ class Model:
     def postfilter_settings(self, postfilter: bool | None, nfe: int | None = None,
                             seed: int | None = None) -> tuple[bool, int, int]:
         """``(runs, nfe, seed)``: :meth:`use_postfilter`, and the settings with
-        :data:`~flowdec.postfilter.DEFAULT_NFE` and :data:`~flowdec.postfilter.DEFAULT_SEED`
-        for those not given."""
+        :data:`~flowdec.pipeline.postfilter.DEFAULT_NFE` and
+        :data:`~flowdec.pipeline.postfilter.DEFAULT_SEED` for those not given."""
         return (self.use_postfilter(postfilter, nfe, seed),
                 DEFAULT_NFE if nfe is None else nfe, DEFAULT_SEED if seed is None else seed)
 
@@ -177,7 +177,7 @@ class Model:
     def postfilter_stage(self, channels: int, chunk_frames: int, nfe: int, seed: int,
                          solver_name: str = "midpoint", context: int = DEFAULT_CONTEXT,
                          sigma: str = "band", envelope: bool = True) -> PostfilterStage:
-        """The postfilter stage (:func:`flowdec.postfilter.postfilter_stage`)."""
+        """The postfilter stage (:func:`flowdec.pipeline.postfilter.postfilter_stage`)."""
         card = self.postfilter_card()
         assert self.postfilter_net is not None
         return postfilter_stage(self.postfilter_net, card, self.device, channels, chunk_frames,

@@ -291,7 +291,7 @@ class StreamingDecoderStage:
 
 class SolveFn(Protocol):
     """solve(Y [C, 2, F, N], frame_offset) → X̂ [C, 2, F, N] (the postfilter's ODE solve,
-    :class:`flowdec.postfilter.PostfilterSolve`): ``nfe`` evaluations (0: Y itself), the
+    :class:`flowdec.pipeline.postfilter.PostfilterSolve`): ``nfe`` evaluations (0: Y itself), the
     noise keyed by global frame ``frame_offset + frame_origin``."""
 
     nfe: int

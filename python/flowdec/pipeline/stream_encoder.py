@@ -11,7 +11,7 @@ Exactness: the streaming graph computes every frame with the same arithmetic wha
 number of frames per call (``codec_model.StreamEncoder``), so its codes do not depend on
 how the audio is pushed, bit for bit, and equal the codes of one call over the whole signal
 (:func:`encode_offline`). Every path gets its encoder from
-:meth:`flowdec.model.Model.encoder_stage` (clip API and files in 10-s chunks, the streaming
+:meth:`flowdec.pipeline.model.Model.encoder_stage` (clip API and files in 10-s chunks, the streaming
 engine a chunk at a time), so offline and live codes are the same. They are not
 bit-identical to ``encoder.onnx``'s: the two graphs sum in different orders, and a frame
 whose best codeword wins by a float rounding can pick another one (then the later levels of
