@@ -16,8 +16,12 @@ each hop encoded once), ``plain`` the re-running
 gives. ``--codes`` also counts the codes the streaming encoder moves against
 ``Codec.encode`` on the example clip.
 
-    python benchmarks/bench_latency.py                       # 60 s per row, 36 rows
+    python benchmarks/bench_latency.py                       # defaults: 60 s per row, 12 rows
     python benchmarks/bench_latency.py --seconds 20 --chunks-ms 160 80 --encoders plain stream
+
+Without ``--chunks-ms`` each path runs at the stream's default chunk (40 ms on the codec path,
+160 ms with the postfilter); a chunk is rounded up to what the path allows (40 ms multiples on
+the codec path, 80 ms with the postfilter).
 """
 
 from __future__ import annotations
@@ -193,7 +197,8 @@ def main() -> None:
     ap.add_argument("--channels", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--paths", nargs="+", default=["codec", "postfilter"],
                     choices=["codec", "postfilter"])
-    ap.add_argument("--chunks-ms", type=float, nargs="+", default=[160.0, 80.0])
+    ap.add_argument("--chunks-ms", type=float, nargs="+", default=None,
+                    help="chunk lengths to run (default: each path's default chunk)")
     ap.add_argument("--encoders", nargs="+", default=["stream"],
                     choices=["plain", "stream", "model"])
     ap.add_argument("--nfe", type=int, default=6)
@@ -204,17 +209,8 @@ def main() -> None:
     ap.add_argument("--encoder-cost", type=int, nargs="*", default=None, metavar="FRAMES",
                     help="also time the encoder stages alone at these chunk lengths in codec "
                          "frames (none given: 1 3 6 12 24)")
-    ap.add_argument("--quantum", type=int, default=None,
-                    help="override the engine's chunk quantum (48 kHz samples; the engine's "
-                         "is 3840 = 80 ms): 1920 (40 ms, one gain block) works on the codec "
-                         "path only (the postfilter needs multiples of 768): what a smaller "
-                         "quantum would give, before the engine allows it")
     ap.add_argument("--out", default="bench_out/latency.json")
     a = ap.parse_args()
-    if a.quantum is not None:
-        import flowdec.stream
-
-        flowdec.stream.CHUNK_QUANTUM = a.quantum
     codec = Codec(a.model, threads=a.threads)
     head = ("encoder", "chunk_ms", "path", "channels", "block", "latency_ms", "impulse_ms",
             "worker_rtf", "process_us_p99", "process_us_max", "underrun_samples",
@@ -223,14 +219,15 @@ def main() -> None:
     print(" | ".join(head), flush=True)
     for enc in a.encoders:
         use_encoder(codec, enc)
-        for chunk in a.chunks_ms:
+        for chunk in a.chunks_ms or [None]:
             for path in a.paths:
                 post = path == "postfilter"
                 settings = {"chunk_ms": chunk, "postfilter": post,
                             "nfe": a.nfe if post else None}
+                chunk_ms = Stream(codec, worker=False, **settings).chunk * 1000 / RATE
                 for channels in a.channels:
                     for block in a.blocks:
-                        r = {"encoder": enc, "chunk_ms": chunk, "path": path,
+                        r = {"encoder": enc, "chunk_ms": chunk_ms, "path": path,
                              "channels": channels, "block": block}
                         lag = impulse_latency(codec, block, channels, **settings)
                         r["impulse_samples"] = lag
@@ -241,7 +238,7 @@ def main() -> None:
                         print(" | ".join(str(r[k]) for k in head), flush=True)
     result: dict[str, Any] = {"seconds": a.seconds, "model": str(codec.folder),
                               "threads": a.threads, "cpus": os.cpu_count(),
-                              "quantum": a.quantum, "rows": rows}
+                              "rows": rows}
     if a.encoder_cost is not None:
         result["encoder_cost"] = encoder_cost(codec, a.encoder_cost or [1, 3, 6, 12, 24])
     if a.codes:

@@ -22,7 +22,13 @@ from flowdec.format.bitstream import (
     encode_header,
 )
 from flowdec.model.sessions import DecoderStreamNet
-from flowdec.stream import RECOVER_AFTER, Stream
+from flowdec.stream import (
+    CHUNK_QUANTUM,
+    POSTFILTER_CHUNK_QUANTUM,
+    RECOVER_AFTER,
+    Stream,
+    processing_margin,
+)
 
 BLOCKS = [3, 17, 128, 441, 512, 1024, 8192, -1]  # -1: random varying sizes
 TAIL = 8000  # host samples at the end whose offline reference sees the end-of-file padding
@@ -142,6 +148,68 @@ def test_latency_measured_with_impulse(codec: Codec, sr: int) -> None:
               for d in range(lat - 50, lat + 51)]
     assert int(np.argmax(scores)) + lat - 50 == lat
     assert lat > s.chunk * sr // 48000  # at least one chunk
+
+
+def _impulse_lag(codec: Codec, s: Stream, block: int, channels: int = 1) -> int:
+    """The lag that best aligns the stream's output (``worker=False``) for an impulse with
+    the offline round trip of the same impulse, searched over everything it returned."""
+    sr = s.sample_rate
+    n = sr // 2
+    x = np.zeros((channels, n), np.float32)
+    x[:, n // 3] = 0.7
+    ref = codec.roundtrip(x, sr, s.bitrate, postfilter=s.postfilter, nfe=s.nfe, seed=s.seed,
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN)[0]
+    full = np.pad(x, ((0, 0), (0, 2 * s.latency_samples)))
+    y = np.concatenate([s.process(full[:, i : i + block])
+                        for i in range(0, full.shape[1] - block + 1, block)], axis=1)[0]
+    size = 1 << int(np.ceil(np.log2(y.size + ref.size)))
+    xc = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(ref, size)), size)
+    return int(np.argmax(xc[: y.size]))
+
+
+@pytest.mark.parametrize("block", [64, 256, 1024])
+def test_default_codec_path_latency_within_150_ms(shipped_codec: Codec, block: int) -> None:
+    """The default codec path at 48 kHz (40-ms chunks) delays audio by at most 150 ms for host
+    blocks up to 1024 samples, and an impulse comes out exactly ``latency_samples`` late."""
+    s = Stream(shipped_codec, postfilter=False, worker=False)
+    s.prepare(48000, block, 1)
+    assert s.chunk == 1920
+    assert s.latency_samples <= 7200, s.latency_samples
+    assert _impulse_lag(shipped_codec, s, block) == s.latency_samples
+
+
+def test_chunk_quanta(codec: Codec) -> None:
+    """Codec-path chunks are whole 40-ms gain blocks; with the postfilter, whole 80 ms."""
+    assert Stream(codec, postfilter=False).chunk == CHUNK_QUANTUM == 1920
+    assert Stream(codec, postfilter=False, chunk_ms=50).chunk == 2 * CHUNK_QUANTUM
+    assert Stream(codec, postfilter=True, chunk_ms=40).chunk == POSTFILTER_CHUNK_QUANTUM
+    assert Stream(codec, postfilter=True).chunk == 2 * POSTFILTER_CHUNK_QUANTUM  # 160 ms
+
+
+@pytest.mark.parametrize("chunk", [1920, 1764, 7680])
+def test_processing_margin_leaves_the_worker_time(chunk: int) -> None:
+    """A chunk made ready in one ``process`` call is read ``margin`` samples of its input
+    later: simulated over every alignment of chunk ends against host blocks, the calls in
+    between span at least one chunk for fixed-size blocks and over half a chunk for blocks of
+    random sizes up to ``max_block``."""
+    rng = np.random.default_rng(0)
+    for max_block in [1, 64, 256, 441, 1000, 1024, 1919, 1920, 2048, 4096]:
+        margin = processing_margin(chunk, max_block)
+        for sizes in ("fixed", "varying"):
+            if sizes == "fixed":
+                ends = np.arange(max_block, 40 * chunk + 8 * max_block, max_block)
+            else:
+                ends = np.cumsum(rng.integers(1, max_block + 1, 80 * chunk // max_block + 64))
+            least = None
+            for ready in range(chunk, 30 * chunk, 37):  # input count that makes a chunk ready
+                trigger = ends[np.searchsorted(ends, ready)]  # first call with that input
+                # its first output sample, at input index ready - 1 + margin, is read by the
+                # first call ending past it
+                read = ends[np.searchsorted(ends, ready + margin, side="left")]
+                least = read - trigger if least is None else min(least, read - trigger)
+            assert least is not None
+            assert least >= (chunk if sizes == "fixed" else chunk // 2 + 1), \
+                (max_block, sizes, least)
 
 
 def test_latency_independent_of_mode(codec: Codec) -> None:

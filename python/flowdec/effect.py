@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from .audio import as_audio, check_int, check_rate
 from .codec import Codec
-from .stream import DEFAULT_CHUNK_MS, DEFAULT_CONTEXT, MAX_BLOCK_LIMIT, Stream
+from .stream import DEFAULT_CONTEXT, MAX_BLOCK_LIMIT, Stream
 
 
 def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
@@ -54,7 +54,7 @@ class FlowDecEffect:
     def __init__(self, bitrate: float = 6.0, nfe: int | None = None,
                  postfilter: bool | None = None, seed: int | None = None,
                  model: str | os.PathLike[str] | None = None, codec: Codec | None = None,
-                 chunk_ms: float = DEFAULT_CHUNK_MS, context: int = DEFAULT_CONTEXT) -> None:
+                 chunk_ms: float | None = None, context: int = DEFAULT_CONTEXT) -> None:
         self.codec = codec if codec is not None else Codec.load(model)
         self.stream = Stream(self.codec, bitrate=bitrate, nfe=nfe, postfilter=postfilter,
                              seed=seed, chunk_ms=chunk_ms, worker=False, degrade=False,

@@ -18,10 +18,11 @@ engine latency: ``out[n + latency_samples] ≈ in[n]``), and a file output is wr
 temporary name and renamed when the session ends. Two files need no audio backend at all.
 
 Latency (what the status line shows): the engine's fixed latency
-(:attr:`Stream.latency_samples`: about 0.40 s at 48 kHz without the postfilter, 0.49 s with it,
-``--chunk-ms 160``, ``--block 512``) plus the input and output latencies the audio backend
-reports for the open devices. ``--chunk-ms 80`` lowers it by about 0.16 s at the cost of more
-worker overhead per second (more under-runs on a loaded machine).
+(:attr:`Stream.latency_samples`, default chunks, ``--block 512`` at 48 kHz: 149 ms without
+the postfilter (40-ms chunks), 0.49 s with it (160-ms chunks)) plus the input and output
+latencies the audio backend reports for the open devices. ``--chunk-ms 80`` lowers the
+postfilter path's by about 0.16 s at the cost of more worker overhead per second (more
+under-runs on a loaded machine).
 
 Stopping: ``--duration S`` (exactly ``S × rate`` output samples), the end of an input file, or
 Ctrl-C — the normal way to end a session from devices: the stream is closed, files are
@@ -296,8 +297,6 @@ class LiveSession:
                  channels: int | None = None, block: int = DEFAULT_BLOCK,
                  duration: float | None = None, clock: PaceClock | None = None) -> None:
         from .audio import check_rate
-        from .stream import DEFAULT_CHUNK_MS
-
         if duration is not None and not duration > 0:
             raise LiveError(f"--duration: expected a positive number of seconds, got {duration}")
         if not 1 <= block <= 8192:
@@ -308,7 +307,7 @@ class LiveSession:
         self.packets_file = Path(packets_file) if packets_file is not None else None
         self.bitrate = bitrate
         self.postfilter, self.nfe, self.seed = codec.postfilter_settings(postfilter, nfe, seed)
-        self.chunk_ms = DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms
+        self.chunk_ms = chunk_ms  # None: the Stream's default for the path
         self.block, self.duration = block, duration
         self.clock = clock if clock is not None else PaceClock()
         self.sd: Any = None

@@ -11,8 +11,10 @@ How it works:
   :data:`RESAMPLE_PIECE` host samples, so the result never depends on the host's block
   sizes, and back to the host rate after processing (soxr streams are delay-compensated:
   the resamplers only add *availability* delay, which is included in the latency).
-- The model works on chunks of ``chunk`` samples at 48 kHz (a multiple of 3840 =
-  lcm(codec hop 640, 2 × STFT hop 384)). Chunk ``k`` produces output samples
+- The model works on chunks of ``chunk`` samples at 48 kHz: whole 40-ms level-gain blocks
+  (a multiple of :data:`CHUNK_QUANTUM` = 1920) on the codec path, a multiple of
+  :data:`POSTFILTER_CHUNK_QUANTUM` = 3840 = lcm(codec hop 640, 2 × STFT hop 384) with the
+  postfilter. Chunk ``k`` produces output samples
   ``[k·chunk, (k+1)·chunk)`` once input up to ``(k+1)·chunk + lookahead`` has arrived;
   ``lookahead`` is the chains' latency (their stages' look-ahead: encoder, decoder,
   postfilter window + cross-fade), rounded to codec frames. Each stage runs exactly once per
@@ -20,8 +22,12 @@ How it works:
 - The output is preloaded with ``latency_samples`` of silence and every output sample is
   written at ``its index + latency_samples``: a late worker leaves gaps (zeros, counted as
   under-runs) but never shifts timing. ``latency = availability delay (one chunk + lookahead
-  + resamplers, :func:`availability`) + one chunk + one host block`` (processing margin), in
-  host samples; it is the same with and without the worker thread.
+  + resamplers, :func:`availability`) + margin`` in host samples, the same with and without
+  the worker thread. The processing margin (:func:`processing_margin`) is one chunk rounded
+  up to whole host blocks (one chunk + one host block when blocks are a chunk or longer): a
+  chunk made ready by one ``process`` call is read no earlier than ``margin`` host samples
+  later, so with host blocks of a fixed size the worker has at least one chunk of time for
+  each chunk, and with blocks of varying size (up to ``max_block``) at least half a chunk.
 - ``worker=True``: ``process`` only copies into an input ring and out of an output ring and
   wakes the worker thread; the worker pulls whole chunks. When it falls behind it degrades one
   step per late chunk — fewer postfilter steps (NFE 6 → 4 → 2), then the plain decoder output
@@ -74,17 +80,28 @@ from .format.bitstream import (
 )
 from .pipeline.model import Model
 
-CHUNK_QUANTUM = 3840
-"""Chunks are multiples of this many samples at 48 kHz (80 ms)."""
-DEFAULT_CHUNK_MS = 160.0
-"""Default chunk (7680 samples at 48 kHz): the latency/cost trade-off.
+CHUNK_QUANTUM = 1920
+"""Codec-path chunks are multiples of this many samples at 48 kHz (40 ms: one level-gain
+block of :data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_GAIN` codec frames)."""
+POSTFILTER_CHUNK_QUANTUM = 3840
+"""Postfilter-path chunks are multiples of this many samples at 48 kHz (80 ms: whole codec
+frames, gain blocks and pairs of postfilter STFT hops)."""
+DEFAULT_CHUNK_MS = 40.0
+"""Default codec-path chunk (1920 samples at 48 kHz): the latency/cost trade-off.
 
-Every chunk pays a fixed cost (the postfilter recomputes its window context; the encoder
-did too before ``encoder_stream.onnx``), so smaller chunks cost more per second of audio;
-160 ms is the smallest that keeps NFE 6 real time with headroom on 2 cores
-(``benchmarks/bench_chunks.py``, ``bench_latency.py``; numbers in benchmarks/README.md). Quality
-does not depend on the chunk: the codec path is the same at any chunk, the postfilter's
-closeness to offline output is set by ``context``.
+The streaming encoder (``encoder_stream.onnx``) encodes each hop once, so small chunks cost
+little more than large ones on the codec path: at 40 ms the latency is under 150 ms at 48 kHz
+for host blocks up to 1024 samples with the worker well inside real time on 2 cores
+(``benchmarks/bench_latency.py``; numbers in benchmarks/README.md). The codec path's output
+is the same at any chunk.
+"""
+DEFAULT_POSTFILTER_CHUNK_MS = 160.0
+"""Default chunk with the postfilter (7680 samples at 48 kHz).
+
+The postfilter recomputes its window context each chunk, so smaller chunks cost more per
+second of audio; 160 ms is the smallest that keeps NFE 6 real time with headroom on 2 cores
+(``benchmarks/bench_chunks.py``, ``bench_latency.py``). Its closeness to offline output is
+set by ``context``, not by the chunk.
 """
 DEFAULT_CONTEXT = 4
 """Default postfilter window context in STFT frames (hop 384) on each side of a chunk."""
@@ -146,6 +163,20 @@ def resampler_release(from_rate: int, to_rate: int, piece: int, pieces: int
     return tuple(out)
 
 
+def processing_margin(chunk_host: int, max_block: int) -> int:
+    """Host samples of latency beyond :func:`availability` that give the worker time to run a
+    chunk: one chunk rounded up to whole host blocks when blocks are shorter than a chunk,
+    else one chunk + one block.
+
+    A chunk becomes ready in the ``process`` call that brings its last input; its first output
+    sample is read ``margin`` samples after that input. With blocks of a fixed size the calls
+    in between span at least one chunk (the margin is whole blocks, or a block beyond a
+    chunk); with varying sizes up to ``max_block``, at least ``margin - max_block + 1`` host
+    samples, which is more than half a chunk."""
+    c, b = chunk_host, max_block
+    return -(-c // b) * b if b < c else c + b
+
+
 def availability(host_rate: int, chunk: int, lookahead: int, piece: int) -> int:
     """Worst-case host samples between an input sample's arrival and its output being ready,
     for synchronous processing: chunks of ``chunk`` samples at 48 kHz that run once the
@@ -192,7 +223,9 @@ class Stream:
             (:meth:`Codec.use_postfilter`, the rule of every entry point).
         seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible;
             None: :data:`~flowdec.pipeline.postfilter.DEFAULT_SEED`).
-        chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 80 ms.
+        chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 40 ms (codec path)
+            or 80 ms (postfilter); None: :data:`DEFAULT_CHUNK_MS` (40) on the codec path,
+            :data:`DEFAULT_POSTFILTER_CHUNK_MS` (160) with the postfilter.
         worker: process on a worker thread (real time) or inside ``process`` (deterministic).
         degrade: allow the worker to degrade under load (no effect with ``worker=False``).
         context: postfilter window context in STFT frames each side (more = closer to offline,
@@ -202,15 +235,15 @@ class Stream:
             produced, with their level gains (a packet leaves once its gains are measured);
             the matching header is :attr:`header` (after ``prepare``).
 
-    Latency (host samples) = one chunk + lookahead + resampler delays (availability) + one
-    chunk + ``max_block`` (margin): :attr:`latency_samples` (with the shipped model, the
-    defaults and ``max_block=512`` at 48 kHz, about 0.5 s with the postfilter and 0.4 s
-    without).
+    Latency (host samples) = one chunk + lookahead + resampler delays (availability) + the
+    processing margin (:func:`processing_margin`): :attr:`latency_samples` (with the shipped
+    model and the defaults at 48 kHz: 147–149 ms on the codec path for host blocks of 64 to
+    1024 samples, about 0.5 s with the postfilter).
     """
 
     def __init__(self, codec: Model, bitrate: float = 6.0, nfe: int | None = None,
                  postfilter: bool | None = None,
-                 seed: int | None = None, chunk_ms: float = DEFAULT_CHUNK_MS,
+                 seed: int | None = None, chunk_ms: float | None = None,
                  worker: bool = True, degrade: bool = True, context: int = DEFAULT_CONTEXT,
                  on_packet: Callable[[bytes], None] | None = None) -> None:
         postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
@@ -222,7 +255,9 @@ class Stream:
         self.bitrate = bitrate
         self.n_q = codec.card.codebooks_for(bitrate)
         self.nfe, self.postfilter, self.seed = nfe, postfilter, seed
-        q = CHUNK_QUANTUM
+        q = POSTFILTER_CHUNK_QUANTUM if postfilter else CHUNK_QUANTUM
+        if chunk_ms is None:
+            chunk_ms = DEFAULT_POSTFILTER_CHUNK_MS if postfilter else DEFAULT_CHUNK_MS
         self.chunk = max(q, math.ceil(chunk_ms * CODEC_RATE / 1000 / q - 1e-9) * q)
         self.worker, self.degrade, self.context = worker, degrade, context
         self.on_packet = on_packet
@@ -254,7 +289,8 @@ class Stream:
         self.piece = 1 if sr == CODEC_RATE else RESAMPLE_PIECE
         self.chunk_host = -(-self.chunk * sr // CODEC_RATE)
         self.availability = availability(sr, self.chunk, self.lookahead, self.piece)
-        self.latency = self.availability + self.chunk_host + self.max_block
+        self.margin = processing_margin(self.chunk_host, self.max_block)
+        self.latency = self.availability + self.margin
         self.header = self.codec.header(channels, sr, 0, self.n_q,
                                         frames_per_packet=LIVE_FRAMES_PER_PACKET,
                                         frames_per_gain=LIVE_FRAMES_PER_GAIN)
@@ -551,11 +587,12 @@ class Stream:
         return start48 * self.sample_rate // CODEC_RATE + self.latency - self._out_read
 
     def _adapt(self, ready: bool, slack: int) -> None:
-        """One step cheaper when the next chunk is waiting and less than a chunk of the
-        margin is left; one step back after :data:`RECOVER_AFTER` chunks with the worker idle.
-        The cheapest step is the plain decoder: dropping a chunk that could still be on time
-        (a single hiccup of more than one host block) would cost a whole chunk of audio."""
-        if ready and slack < self.chunk_host:
+        """One step cheaper when the next chunk is waiting and less of the margin is left
+        than an on-time chunk has (``margin - max_block``, at least half a chunk); one step
+        back after :data:`RECOVER_AFTER` chunks with the worker idle. The cheapest step is the
+        plain decoder: dropping a chunk that could still be on time (a single hiccup of more
+        than one host block) would cost a whole chunk of audio."""
+        if ready and slack < self.margin - self.max_block:
             self._on_time = 0
             if self._level < len(self.levels) - 1:
                 self._level += 1

@@ -43,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     nfe_seed_options(p)
     postfilter_option(p)
     p.add_argument("--chunk-ms", type=float, default=None, metavar="MS",
-                   help="model chunk in ms, a multiple of 80 (default 160): lower = less "
+                   help="model chunk in ms, a multiple of 40 (80 with the postfilter; default "
+                        "40, 160 with the postfilter): lower = less "
                         "latency, more overhead")
     p.add_argument("--block", type=int, default=DEFAULT_BLOCK, metavar="N",
                    help=f"samples per audio callback (default {DEFAULT_BLOCK})")
