@@ -1,5 +1,5 @@
 """Cost of the streaming engine per chunk size: the latency/cost trade-off behind
-``flowdec.stream.DEFAULT_CHUNK_MS``. Runs a :class:`flowdec.Stream` synchronously
+``flowdec.stream.DEFAULT_POSTFILTER_CHUNK_MS``. Runs a :class:`flowdec.Stream` synchronously
 (``worker=False``) over 4 s of stereo noise for each chunk size, codec path and NFE 6; prints
 RTF and latency, writes bench_out/chunks.json.
 
