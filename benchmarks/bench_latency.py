@@ -44,6 +44,7 @@ from flowdec.pipeline.stream_encoder import (
     load_stream_encoder,
 )
 from flowdec.stream import Stream
+from pacing import process_in_real_time
 from results import save
 
 RATE = 48000
@@ -106,23 +107,10 @@ def run(codec: Codec, block: int, channels: int, seconds: float,
     s = Stream(codec, worker=True, degrade=True, **settings)
     s.prepare(RATE, block, channels)
     x = music(min(seconds, 20.0), channels)
-    out = np.empty((channels, block), np.float32)
-    times = []
-    total = int(seconds * RATE) // block * block
-    t0 = time.perf_counter()
-    done = 0
-    while done < total:
-        i = done % (x.shape[1] - block)
-        c0 = time.perf_counter()
-        s.process(x[:, i : i + block], out)
-        times.append(time.perf_counter() - c0)
-        done += block
-        wait = t0 + done / RATE - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
+    times = process_in_real_time(s, x, block, seconds, RATE)
     s.close()
     st = s.stats
-    us = np.asarray(times) * 1e6
+    us = times * 1e6
     return {
         "latency_ms": round(1000 * s.latency_samples / RATE, 1),
         "latency_samples": s.latency_samples,

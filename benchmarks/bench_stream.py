@@ -22,6 +22,7 @@ import numpy as np
 
 from flowdec.codec import Codec
 from flowdec.stream import Stream
+from pacing import process_in_real_time
 from results import save
 
 
@@ -32,22 +33,10 @@ def run(codec: Codec, block: int, chunk_ms: float, seconds: float, sr: int, post
     s.prepare(sr, block, 1)
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal((1, sr))).astype(np.float32)
-    out = np.empty((1, block), np.float32)
-    times = []
-    t0 = time.perf_counter()
-    done = 0
-    while done < seconds * sr:
-        i = done % (sr - block)
-        c0 = time.perf_counter()
-        s.process(x[:, i : i + block], out)
-        times.append(time.perf_counter() - c0)
-        done += block
-        wait = t0 + done / sr - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
+    times = process_in_real_time(s, x, block, seconds, sr)
     s.close()
     st = s.stats
-    us = np.asarray(times) * 1e6
+    us = times * 1e6
     return {
         "block": block, "chunk_ms": s.chunk / 48, "sample_rate": sr,
         "postfilter": f"nfe{nfe}" if postfilter else "off",
