@@ -13,8 +13,10 @@
 //     before the Hello: the backend maps memory a client owns, and a client that shrank it
 //     afterwards would turn every access into a SIGBUS. The backend refuses unsealed ones
 //     (check_region_fd) and doorbells that are not eventfds.
-//   * The backend answers with a Reply (status, latency in samples, a message) and keeps the
-//     socket open: its hang-up is how the plugin learns the backend is gone.
+//   * The backend answers with a Reply (status, a message, and its stream latency in samples
+//     for each processing path: the codec alone and with the postfilter; the plugin reports
+//     the one of the path in use) and keeps the socket open: its hang-up is how the plugin
+//     learns the backend is gone.
 //
 // Shared memory: [Control][input ring: slots x (SlotHeader + channels*chunk floats)][output ring]
 //   Rings are lock-free single-producer/single-consumer: head is written only by the
@@ -22,8 +24,10 @@
 //   Every chunk carries its block counter (index): the plugin asks for output chunk j and
 //   discards older ones, so a late backend leaves gaps (dry fill) but never shifts timing.
 //
-// Versioning: the first 8 bytes of Hello and Reply (magic, version) never change. A peer
-// speaking another version gets a Reply with status kStatusVersion and a readable message.
+// Versioning: the first 8 bytes of Hello and Reply (magic, version) never change, nor does
+// where a Reply's status and message start (bytes 8 and 16). A peer speaking another version
+// gets a Reply with status kStatusVersion and a message it can read.
+// Version 2: the Reply carries the postfilter path's latency too (version 1: one latency).
 #pragma once
 
 #include <fcntl.h>
@@ -42,7 +46,7 @@ namespace flowdec {
 namespace protocol {
 
 constexpr std::uint32_t kMagic = 0x43454446u;  // "FDEC" little-endian
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 constexpr std::uint32_t kMaxChannels = 16;
 constexpr std::uint32_t kMaxChunkFrames = 1u << 16;
 constexpr std::uint32_t kMaxSlots = 1024;
@@ -252,14 +256,19 @@ struct Hello {
 };
 static_assert(sizeof(Hello) == 72, "Hello layout is part of the protocol");
 
+// Latencies: the backend's stream latency at the plugin's rate, chunk and channel count, for
+// each path (constant per path; a model without a postfilter gives the codec's for both).
 struct Reply {
     std::uint32_t magic;    // kMagic   (stable across versions)
     std::uint32_t version;  // kVersion (stable across versions)
-    std::int32_t status;    // kStatus*
-    std::uint32_t latency_samples;  // backend stream latency at the plugin's rate (constant)
-    char message[240];      // NUL-terminated, human-readable
+    std::int32_t status;    // kStatus* (stable across versions)
+    std::uint32_t latency_samples;             // the codec path (postfilter off)
+    char message[236];                         // NUL-terminated, human-readable (stable offset)
+    std::uint32_t latency_postfilter_samples;  // the postfilter path
 };
 static_assert(sizeof(Reply) == 256, "Reply layout is part of the protocol");
+static_assert(offsetof(Reply, status) == 8 && offsetof(Reply, message) == 16,
+              "a refusal's status and message stay where every version reads them");
 
 inline Hello make_hello(std::uint32_t channels, std::uint32_t sample_rate, std::uint32_t chunk_frames,
                         std::uint32_t slots, std::uint32_t max_block, std::uint32_t pid,
@@ -278,12 +287,14 @@ inline Hello make_hello(std::uint32_t channels, std::uint32_t sample_rate, std::
     return h;
 }
 
-inline Reply make_reply(std::int32_t status, std::uint32_t latency, const std::string& message) {
+inline Reply make_reply(std::int32_t status, std::uint32_t latency, std::uint32_t latency_postfilter,
+                        const std::string& message) {
     Reply r{};
     r.magic = kMagic;
     r.version = kVersion;
     r.status = status;
     r.latency_samples = latency;
+    r.latency_postfilter_samples = latency_postfilter;
     std::strncpy(r.message, message.c_str(), sizeof(r.message) - 1);
     return r;
 }

@@ -261,8 +261,9 @@ py::bytes py_make_hello(std::uint32_t channels, std::uint32_t sample_rate, std::
     return to_bytes(&h, sizeof(h));
 }
 
-py::bytes py_make_reply(std::int32_t status, std::uint32_t latency, const std::string& message) {
-    const pr::Reply r = pr::make_reply(status, latency, message);
+py::bytes py_make_reply(std::int32_t status, std::uint32_t latency, std::uint32_t latency_postfilter,
+                        const std::string& message) {
+    const pr::Reply r = pr::make_reply(status, latency, latency_postfilter, message);
     return to_bytes(&r, sizeof(r));
 }
 
@@ -273,7 +274,8 @@ py::tuple py_parse_reply(const py::bytes& data) {
     std::memcpy(&r, view.data(), sizeof(r));
     if (r.magic != pr::kMagic) raise_value("data", "reply has a bad magic");
     r.message[sizeof(r.message) - 1] = '\0';
-    return py::make_tuple(r.version, r.status, r.latency_samples, std::string(r.message));
+    return py::make_tuple(r.version, r.status, r.latency_samples, r.latency_postfilter_samples,
+                          std::string(r.message));
 }
 
 }  // namespace
@@ -295,9 +297,11 @@ void register_protocol(py::module_& m) {
           py::arg("client") = "", py::arg("version") = pr::kVersion,
           "A Hello message as the plugin sends it (version overridable for tests).");
     m.def("protocol_make_reply", &py_make_reply, py::arg("status"), py::arg("latency_samples"),
-          py::arg("message"), "A Reply message as the backend sends it.");
+          py::arg("latency_postfilter_samples"), py::arg("message"),
+          "A Reply message as the backend sends it: the stream latency of the codec path and of "
+          "the postfilter path.");
     m.def("protocol_parse_reply", &py_parse_reply, py::arg("data"),
-          "(version, status, latency_samples, message) of a Reply.");
+          "(version, status, latency_samples, latency_postfilter_samples, message) of a Reply.");
     py::class_<Channel>(m, "ProtocolChannel",
                         "One plugin instance's shared-memory region: input and output chunk rings.")
         .def(py::init<int, const py::bytes&>(), py::arg("fd"), py::arg("hello"),

@@ -64,17 +64,22 @@ def stream_reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
     return out[:, lat:lat + x.shape[1]]
 
 
-def backend_latency(chunk: int, channels: int = 2, rate: int = RATE) -> int:
-    """S, the stream latency the codec backend reports for the plugin's chunk (its own code)."""
+def backend_latency(chunk: int, channels: int = 2, rate: int = RATE,
+                    postfilter: bool = False) -> int:
+    """S, the stream latency the codec backend reports for the plugin's chunk on one path
+    (its own code: flowdec.Stream's latency for that path)."""
     from flowdec.serve import StreamEngines
 
-    return StreamEngines(codec(model_path())).latency(rate, chunk, channels)
+    return StreamEngines(codec(model_path())).latency(rate, chunk, channels).of(postfilter)
 
 
-def plugin_latency(chunk_ms: int, block: int, margin_ms: int = 30, rate: int = RATE) -> int:
-    """What the plugin reports: chunk + largest host block + margin + the backend's S."""
+def plugin_latency(chunk_ms: int, block: int, margin_ms: int = 30, rate: int = RATE,
+                   postfilter: bool = False, channels: int = 2) -> int:
+    """What the plugin reports: chunk + largest host block + margin + the backend's S of the
+    path in use."""
     chunk = round(rate * chunk_ms / 1000)
-    return chunk + block + round(rate * margin_ms / 1000) + backend_latency(chunk, rate=rate)
+    return chunk + block + round(rate * margin_ms / 1000) + backend_latency(
+        chunk, channels=channels, rate=rate, postfilter=postfilter)
 
 
 def backend_cmd(sock: Path, engine: str = "delay:0", idle_exit: float = 0.0,
@@ -143,12 +148,15 @@ class PyClient:
             if not part:
                 break
             reply += part
-        self.version, self.status, self.latency, self.message = _core.protocol_parse_reply(reply)
+        (self.version, self.status, self.latency, self.latency_postfilter,
+         self.message) = _core.protocol_parse_reply(reply)
         self.buf = np.zeros((channels, chunk), np.float32)
 
-    def roundtrip(self, index: int, block: np.ndarray, epoch: int = 1) -> np.ndarray | None:
+    def roundtrip(self, index: int, block: np.ndarray, epoch: int = 1,
+                  postfilter: bool = True) -> np.ndarray | None:
         """Send one chunk and wait for its output (None after a minute: a hang guard)."""
-        assert self.ch.push_input(index, epoch, np.ascontiguousarray(block, np.float32))
+        assert self.ch.push_input(index, epoch, np.ascontiguousarray(block, np.float32),
+                                  postfilter=postfilter)
         os.eventfd_write(self.in_fd, 1)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -42,9 +42,13 @@ def host_env(sock: Path) -> dict[str, str]:
                 FLOWDEC_FORCE_REALTIME="0", XDG_STATE_HOME=str(sock.parent / "state"))
 
 
-def run_host(sock: Path, frames: int = 48000) -> list[str]:
-    r = subprocess.run([str(LV2HOST), str(LV2), LV2_URI, str(frames), "512"],
-                       env=host_env(sock), capture_output=True, text=True, timeout=120)
+def run_host(sock: Path, frames: int = 48000, settings: tuple[str, ...] = ()) -> list[str]:
+    """Run the lilv test host: ["ok", frames, peak_in, peak_out, latency, latency after the
+    first block]. ``settings``: "symbol=value" before activation, "symbol=value@frame" from
+    that frame on."""
+    r = subprocess.run([str(LV2HOST), str(LV2), LV2_URI, str(frames), "512", str(RATE),
+                        *settings], env=host_env(sock), capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     line = r.stdout.strip().splitlines()[-1].split()
     assert line[0] == "ok", r.stdout
@@ -55,7 +59,7 @@ def test_lv2_loads_and_processes(sockdir: Path) -> None:
     sock = sockdir / "b.sock"
     proc = start_backend(sock, engine="delay:0")
     try:
-        _ok, frames, peak_in, peak_out, latency = run_host(sock)
+        _ok, frames, peak_in, peak_out, latency, _first = run_host(sock)
         assert int(frames) == 48000
         assert float(peak_in) == pytest.approx(0.5, abs=1e-3)
         assert float(peak_out) == pytest.approx(0.5, abs=1e-2)  # the delayed sine came back
@@ -65,8 +69,30 @@ def test_lv2_loads_and_processes(sockdir: Path) -> None:
 
 
 def test_lv2_without_backend_outputs_dry_in_real_time(sockdir: Path) -> None:
-    _ok, _frames, _pin, peak_out, _lat = run_host(sockdir / "none.sock")
+    _ok, _frames, _pin, peak_out, _lat, _first = run_host(sockdir / "none.sock")
     assert float(peak_out) == pytest.approx(0.5, abs=1e-2)
+
+
+def test_lv2_latency_port_follows_the_postfilter(sockdir: Path) -> None:
+    """The latency port reports the latency of the path in use from the block it takes
+    effect in: the codec path's by default, the postfilter path's when the `postfilter`
+    control is on at activation or switched on mid-run (real codec backend)."""
+    model = model_path()
+    if model is None:
+        pytest.skip("no model: set FLOWDEC_TEST_MODEL")
+    codec_path, post_path = plugin_latency(40, 512), plugin_latency(40, 512, postfilter=True)
+    assert codec_path < post_path
+    sock = sockdir / "b.sock"
+    proc = start_backend(sock, engine="stream", model=model)
+    try:
+        line = run_host(sock, 8192, ("postfilter=0", "postfilter=1@4096"))
+        assert (int(line[5]), int(line[4])) == (codec_path, post_path)
+        line = run_host(sock, 4096, ("postfilter=1",))
+        assert (int(line[5]), int(line[4])) == (post_path, post_path)
+        line = run_host(sock, 4096)  # the card's default: off
+        assert (int(line[5]), int(line[4])) == (codec_path, codec_path)
+    finally:
+        stop(proc)
 
 
 def test_lv2_ports_need_no_host_features() -> None:

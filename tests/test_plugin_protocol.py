@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,9 +58,27 @@ def test_hello_checks() -> None:
     assert _core.protocol_check_hello(bad)[0] == _core.PROTOCOL_STATUS_MALFORMED
 
 
+def test_reply_carries_the_latency_of_both_paths() -> None:
+    """Version 2's Reply: status, the stream latency of the codec path and of the postfilter
+    path, and a message, in 256 bytes. Status and message stay at bytes 8 and 16, where a
+    peer of any version reads a refusal."""
+    assert _core.PROTOCOL_VERSION == 2
+    r = _core.protocol_make_reply(_core.PROTOCOL_STATUS_OK, 5119, 10239, "flowdec backend")
+    assert len(r) == _core.PROTOCOL_REPLY_BYTES == 256
+    assert struct.unpack_from("=IIiI", r) == (_core.PROTOCOL_MAGIC, 2, 0, 5119)
+    assert r[16:].split(b"\0")[0] == b"flowdec backend"
+    assert struct.unpack_from("=I", r, 252) == (10239,)
+    assert _core.protocol_parse_reply(r) == (2, 0, 5119, 10239, "flowdec backend")
+    cut = _core.protocol_make_reply(_core.PROTOCOL_STATUS_BACKEND, 0, 7, "x" * 300)
+    assert _core.protocol_parse_reply(cut)[3:] == (7, "x" * 235)  # the message never spills
+    with pytest.raises(ValueError, match="255 bytes"):
+        _core.protocol_parse_reply(r[:-1])
+
+
 def test_backend_serves_in_order_with_counter(backend: Path) -> None:
     c = PyClient(backend, channels=2, chunk=480)
-    assert c.status == _core.PROTOCOL_STATUS_OK and c.latency == 100
+    assert c.status == _core.PROTOCOL_STATUS_OK
+    assert (c.latency, c.latency_postfilter) == (100, 100)  # a delay: the same on both paths
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 480 * 6)).astype(np.float32)
     outs = []
@@ -92,7 +111,7 @@ def test_malformed_handshake_refused(backend: Path) -> None:
     s.connect(str(backend))
     s.sendall(b"GET / HTTP/1.0\r\n\r\n")
     reply = s.recv(_core.PROTOCOL_REPLY_BYTES, socket.MSG_WAITALL)
-    _v, status, _lat, msg = _core.protocol_parse_reply(reply)
+    _v, status, _lat, _lat_post, msg = _core.protocol_parse_reply(reply)
     assert status == _core.PROTOCOL_STATUS_MALFORMED and "malformed" in msg
     s.close()
     # A correct Hello without the file descriptors.
@@ -100,7 +119,7 @@ def test_malformed_handshake_refused(backend: Path) -> None:
     s.settimeout(10)
     s.connect(str(backend))
     s.sendall(_core.protocol_make_hello(2, 48000, 1920, 16))
-    _v, status, _lat, msg = _core.protocol_parse_reply(
+    _v, status, _lat, _lat_post, msg = _core.protocol_parse_reply(
         s.recv(_core.PROTOCOL_REPLY_BYTES, socket.MSG_WAITALL))
     assert status == _core.PROTOCOL_STATUS_BAD_SHM and "file descriptors" in msg
     s.close()

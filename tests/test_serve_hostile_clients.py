@@ -53,7 +53,7 @@ def read_reply(s: socket.socket) -> tuple[int, str] | None:
         if not part:
             return None
         data += part
-    _v, status, _lat, msg = _core.protocol_parse_reply(data)
+    _v, status, _lat, _lat_post, msg = _core.protocol_parse_reply(data)
     return status, msg
 
 
@@ -304,7 +304,7 @@ def test_good_client_streams_through_every_hostile_client(
 def test_chunk_settings_are_bounded() -> None:
     """A chunk header asking for 2**32 - 1 postfilter evaluations gets at most MAX_NFE
     (the stream would otherwise build a list of two billion solver levels)."""
-    from flowdec.serve import MAX_NFE, Client, DelayEngines, Engine, Settings
+    from flowdec.serve import MAX_NFE, Client, DelayEngines, Engine, Latencies, Settings
 
     asked: list[Settings] = []
 
@@ -316,7 +316,7 @@ def test_chunk_settings_are_bounded() -> None:
     plugin = _core.ProtocolChannel.create(*HELLO)
     a, b = socket.socketpair()
     fds = [os.dup(plugin.fd), eventfd(), eventfd()]
-    client = Client(a, _core.protocol_make_hello(*HELLO), fds, 0, "test")
+    client = Client(a, _core.protocol_make_hello(*HELLO), fds, Latencies(0, 0), "test")
     x = np.zeros((HELLO[0], HELLO[2]), np.float32)
     assert plugin.push_input(0, 1, x, nfe=2**32 - 1, postfilter=True)
     assert client.serve(Recording(0)) == 1

@@ -313,7 +313,8 @@ bool BackendLink::handshake(int fd) {
         setError("backend speaks protocol version " + std::to_string(reply.version));
         return false;
     }
-    latency_.store(reply.latency_samples, std::memory_order_relaxed);
+    latencies_.store(std::uint64_t{reply.latency_samples} | std::uint64_t{reply.latency_postfilter_samples} << 32,
+                     std::memory_order_relaxed);
     return true;
 }
 

@@ -17,6 +17,13 @@
 
 namespace flowdec {
 
+// The backend's stream latency (samples) of each processing path, from its handshake.
+struct PathLatencies {
+    std::uint32_t codec = 0;       // the codec alone (postfilter off)
+    std::uint32_t postfilter = 0;  // with the postfilter
+    std::uint32_t of(bool post) const { return post ? postfilter : codec; }
+};
+
 // The per-user socket path, same rules as flowdec.serve.socket_path().
 std::string backendSocketPath();
 // The argv that starts a backend, run without a shell from "/": FLOWDEC_BACKEND_CMD split into
@@ -70,7 +77,11 @@ public:
     bool waitConnected(int timeoutMs);
 
     bool connected() const { return connected_.load(std::memory_order_acquire); }
-    std::uint32_t latency() const { return latency_.load(std::memory_order_relaxed); }
+    // Both in one word, so that a reconnection never shows half of another backend's pair.
+    PathLatencies latencies() const {
+        const std::uint64_t v = latencies_.load(std::memory_order_relaxed);
+        return {static_cast<std::uint32_t>(v), static_cast<std::uint32_t>(v >> 32)};
+    }
     bool everConnected() const { return everConnected_.load(std::memory_order_relaxed); }
     // The start command failed (or none is set) and nothing answers: not worth waiting for.
     bool gaveUp() const { return gaveUp_.load(std::memory_order_relaxed); }
@@ -95,7 +106,7 @@ private:
     std::atomic<bool> connected_{false};
     std::atomic<bool> everConnected_{false};
     std::atomic<bool> gaveUp_{false};  // the start command failed and nothing answers
-    std::atomic<std::uint32_t> latency_{0};
+    std::atomic<std::uint64_t> latencies_{0};  // codec | postfilter << 32
     std::atomic<std::uint64_t> connections_{0};
     mutable std::mutex mutex_;
     std::condition_variable cv_;

@@ -115,7 +115,8 @@ struct Instance {
                     std::memcpy(out + done, view.getReadPointer(c), sizeof(float) * static_cast<std::size_t>(m));
             done += static_cast<std::uint32_t>(m);
         }
-        if (ports[kLatency]) *ports[kLatency] = static_cast<float>(proc->getLatencySamples());
+        // the latency of this very block (the postfilter switched in it restarts the stream)
+        if (ports[kLatency]) *ports[kLatency] = static_cast<float>(proc->latencyInUse());
         if (ports[kStatus]) *ports[kStatus] = static_cast<float>(proc->backendStatus());
         if (ports[kUnderruns]) *ports[kUnderruns] = static_cast<float>(proc->underrunCount());
     }

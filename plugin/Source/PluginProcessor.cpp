@@ -127,15 +127,17 @@ void FlowdecProcessor::timerCallback() {
     connectedParam->set(connected ? 1.0f : 0.0f);
     statusParam->set(static_cast<float>(backendStatus()));
     underrunParam->set(static_cast<float>(underrunsShown.load(std::memory_order_relaxed)));
-    // The latency changed after prepareToPlay (the backend connected late with its own):
-    // tell the host (JUCE's VST3 wrapper asks it to restart; it re-reads the latency).
+    // The latency changed after prepareToPlay (the backend connected late with its own, or
+    // the postfilter was switched): tell the host (JUCE's VST3 wrapper asks it to restart;
+    // it re-reads the latency).
     const int want = wantedLatency.load();
     if (want > 0 && want != getLatencySamples()) setLatencySamples(want);
     latencyParam->set(static_cast<float>(getLatencySamples()));
-    const int s = stateLatency.exchange(-1);
-    if (s >= 0) {
+    const std::uint64_t learnt = stateLatencies.exchange(kNoLatencies);
+    if (learnt != kNoLatencies) {
         const std::lock_guard<std::mutex> lock(rememberMutex);
-        rememberedLatency = s;
+        rememberedCodecLatency = static_cast<int>(learnt & 0xffffffffu);
+        rememberedPostfilterLatency = static_cast<int>(learnt >> 32);
         rememberedKey = preparedKey;
     }
     underrunParam->publish();
@@ -181,7 +183,12 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
         // Offline, a chunk is complete before the block that plays it whatever the block
         // size, and processBlock works in pieces of the prepared size: larger blocks keep
         // the stream and its latency. In real time they need a longer latency.
-        if (maxBlock <= blockAllowance || isNonRealtime()) return;
+        if (maxBlock <= blockAllowance || isNonRealtime()) {
+            // The postfilter may have been switched since the last block (pedalboard sets it
+            // before a render): the host reads that path's latency before the first block.
+            if (followPostfilter()) reportLatencyNow();
+            return;
+        }
     }
 
     link.stop();
@@ -204,26 +211,34 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     cfg.command = defaultBackendCommand();  // never from the saved state: a project file is data
     cfg.maxBlock = static_cast<std::uint32_t>(blockAllowance);
     if (shm.region.mapped()) link.start(&shm, cfg);
-    // S, the backend's stream latency, must be right from the first block: the backend tells
-    // it in its handshake, so wait for it here (a cold start loads the model). A project
-    // saved with this rate, chunk and channel count remembers S: then a real-time host
-    // waits only briefly (a late connection re-reports the latency, see adoptBackendLatency).
+    // S, the backend's stream latency of the path in use, must be right from the first block:
+    // the backend tells both paths' in its handshake, so wait for it here (a cold start loads
+    // the model). A project saved with this rate, chunk and channel count remembers both:
+    // then a real-time host waits only briefly (a late connection re-reports the latency,
+    // see adoptBackendLatency).
     const int maxS = kMaxBackendLatencySeconds * static_cast<int>(std::lround(sampleRate));
     bool remembered = false;
-    int rememberedS = 0;
+    PathLatencies rememberedS;
     {
         const std::lock_guard<std::mutex> lock(rememberMutex);
         preparedKey = juce::String(static_cast<int>(sampleRate)) + "/" + juce::String(chunk) + "/" + juce::String(channels);
-        remembered = rememberedLatency >= 0 && rememberedKey == preparedKey;
-        rememberedS = std::clamp(rememberedLatency, 0, maxS);
+        remembered = rememberedCodecLatency >= 0 && rememberedPostfilterLatency >= 0 && rememberedKey == preparedKey;
+        rememberedS = {static_cast<std::uint32_t>(std::clamp(rememberedCodecLatency, 0, maxS)),
+                       static_cast<std::uint32_t>(std::clamp(rememberedPostfilterLatency, 0, maxS))};
     }
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
     const int waitMs = connectTimeoutMs >= 0 ? connectTimeoutMs : (remembered && realtime ? 200 : 30000);
     if (shm.region.mapped()) link.waitConnected(waitMs);
     seenConnections = link.connections();
-    const int s = std::clamp(link.connected() ? static_cast<int>(link.latency()) : (remembered ? rememberedS : 0), 0, maxS);
+    const PathLatencies known = link.connected() ? link.latencies() : remembered ? rememberedS : PathLatencies{};
+    codecLatency = std::clamp(static_cast<int>(std::min<std::uint32_t>(known.codec, INT32_MAX)), 0, maxS);
+    postfilterLatency = std::clamp(static_cast<int>(std::min<std::uint32_t>(known.postfilter, INT32_MAX)), 0, maxS);
+    if (link.connected())
+        stateLatencies = static_cast<std::uint64_t>(codecLatency) | static_cast<std::uint64_t>(postfilterLatency) << 32;
+    // The path the host's `postfilter` parameter asks for now (set before a render).
+    postfilterPath = pPostfilter->load() > 0.5f;
+    const int s = pathLatency(postfilterPath);
     backendLatency = s;
-    if (link.connected()) stateLatency = s;
 
     // Dry delay line long enough for any S a backend may report later.
     dryCap = bufferLatency + maxS + 1;
@@ -233,35 +248,60 @@ void FlowdecProcessor::prepareToPlay(double sampleRate, int maxBlock) {
     scratchOut.assign(static_cast<std::size_t>(channels) * blockAllowance, 0.0f);
     const int latency = bufferLatency + s;
     if (envInt("FLOWDEC_VERBOSE", 0))
-        std::fprintf(stderr, "flowdec plugin: prepared %d Hz, %d ch, blocks <= %d: latency %d (buffer %d + backend %d%s)\n",
+        std::fprintf(stderr, "flowdec plugin: prepared %d Hz, %d ch, blocks <= %d: latency %d (buffer %d + backend %d, %s path%s)\n",
                      static_cast<int>(sampleRate), channels, blockAllowance, latency, bufferLatency, s,
+                     postfilterPath ? "postfilter" : "codec",
                      link.connected() ? "" : remembered ? ", remembered" : ", not connected yet");
     wantedLatency = latency;
+    reportLatencyNow();
+    reset();
+}
+
+// Tell the host the latency in use (wantedLatency) from prepareToPlay. JUCE's VST3 wrapper
+// tells the host through its own message thread, later; a host that reads the latency right
+// after activating the plugin (pedalboard, which pumps no message loop) would render this
+// first block with the previous latency. So tell the host now, on the thread that activates
+// the plugin (as the VST3 rules ask: the host's).
+void FlowdecProcessor::reportLatencyNow() {
+    const int latency = wantedLatency.load();
     const bool changed = latency != getLatencySamples();
     setLatencySamples(latency);
-    // JUCE's VST3 wrapper tells the host through its own message thread, later; a host that
-    // reads the latency right after activating the plugin (pedalboard, which pumps no
-    // message loop) would render this first block with the previous latency. So tell the
-    // host now, on the thread that activates the plugin (as the VST3 rules ask: the host's).
     if (changed)
         if (auto* handler = static_cast<Steinberg::Vst::IComponentHandler*>(componentHandler.load()))
             handler->restartComponent(Steinberg::Vst::kLatencyChanged);
     latencyParam->set(static_cast<float>(latency));
-    reset();
 }
 
-// The backend (re)connected with a stream latency other than the one prepared (it was not
+// The backend (re)connected with stream latencies other than the ones prepared (it was not
 // running yet, or a new one runs another model): take the new S, restart the stream at the
 // next chunk and ask the host to re-read the latency (the timer reports it).
 void FlowdecProcessor::adoptBackendLatency() {
     seenConnections = link.connections();
     const int maxS = kMaxBackendLatencySeconds * static_cast<int>(std::lround(rate));
-    const int s = std::clamp(static_cast<int>(link.latency()), 0, maxS);
-    stateLatency = s;
+    const PathLatencies got = link.latencies();
+    codecLatency = std::clamp(static_cast<int>(std::min<std::uint32_t>(got.codec, INT32_MAX)), 0, maxS);
+    postfilterLatency = std::clamp(static_cast<int>(std::min<std::uint32_t>(got.postfilter, INT32_MAX)), 0, maxS);
+    stateLatencies = static_cast<std::uint64_t>(codecLatency) | static_cast<std::uint64_t>(postfilterLatency) << 32;
+    const int s = pathLatency(postfilterPath);
     if (s == backendLatency.load()) return;
     backendLatency = s;
     wantedLatency = bufferLatency + s;
     reset();
+}
+
+// Follow the `postfilter` parameter: the stream runs one path, and the latency in use is that
+// path's S. A switch to a path of another S restarts the stream (the dry line realigns) and
+// asks the host to re-read the latency; true then. Audio thread, or prepareToPlay.
+bool FlowdecProcessor::followPostfilter() {
+    const bool post = pPostfilter->load() > 0.5f;
+    if (post == postfilterPath) return false;
+    postfilterPath = post;  // the chunks sent from now on carry it
+    const int s = pathLatency(post);
+    if (s == backendLatency.load()) return false;
+    backendLatency = s;
+    wantedLatency = bufferLatency + s;
+    reset();
+    return true;
 }
 
 void FlowdecProcessor::reset() {
@@ -292,7 +332,7 @@ void FlowdecProcessor::pushInputChunk() {
     s->epoch = epoch;
     s->bitrate = pBitrate->load();
     s->nfe = static_cast<std::uint32_t>(pNfe->load());
-    s->flags = pPostfilter->load() > 0.5f ? protocol::kFlagPostfilter : 0u;
+    s->flags = postfilterPath ? protocol::kFlagPostfilter : 0u;
     s->seed = static_cast<std::uint64_t>(pSeed->load());
     s->status = 0;
     std::memcpy(protocol::Region::samples(s), acc.data(), acc.size() * sizeof(float));
@@ -435,6 +475,7 @@ void FlowdecProcessor::processBlock(juce::AudioBuffer<float>& buffer, juce::Midi
     if (!shm.region.mapped() || channels == 0) return;
     const bool realtime = (pRealtime->load() > 0.5f) || envRealtime || !isNonRealtime();
     if (link.connected() && link.connections() != seenConnections) adoptBackendLatency();
+    followPostfilter();
     if (!realtime && !link.connected() && link.gaveUp() && !toldNoBackend) {
         toldNoBackend = true;  // once per preparation: an offline render without the codec
         std::fprintf(stderr, "flowdec plugin: offline render WITHOUT the codec (silence): %s\n",
@@ -480,8 +521,11 @@ void FlowdecProcessor::getStateInformation(juce::MemoryBlock& dest) {
     {
         const std::lock_guard<std::mutex> lock(rememberMutex);
         // (unchanged values stay as they are: a restored state saves back as it came)
-        if (rememberedLatency >= 0 && static_cast<int>(state.getProperty("backend_latency", -1)) != rememberedLatency)
-            state.setProperty("backend_latency", rememberedLatency, nullptr);
+        if (rememberedCodecLatency >= 0 && static_cast<int>(state.getProperty("backend_latency", -1)) != rememberedCodecLatency)
+            state.setProperty("backend_latency", rememberedCodecLatency, nullptr);
+        if (rememberedPostfilterLatency >= 0 &&
+            static_cast<int>(state.getProperty("backend_latency_postfilter", -1)) != rememberedPostfilterLatency)
+            state.setProperty("backend_latency_postfilter", rememberedPostfilterLatency, nullptr);
         if (rememberedKey.isNotEmpty() && state.getProperty("backend_latency_key").toString() != rememberedKey)
             state.setProperty("backend_latency_key", rememberedKey, nullptr);
     }
@@ -494,7 +538,10 @@ void FlowdecProcessor::setStateInformation(const void* data, int size) {
     {
         // Data from a project file: bounded where it is used (kMaxBackendLatencySeconds).
         const std::lock_guard<std::mutex> lock(rememberMutex);
-        rememberedLatency = xml->hasAttribute("backend_latency") ? std::max(0, xml->getIntAttribute("backend_latency")) : -1;
+        // Both paths' S, or nothing (a state of an older plugin kept one S, of the padded path).
+        const bool both = xml->hasAttribute("backend_latency") && xml->hasAttribute("backend_latency_postfilter");
+        rememberedCodecLatency = both ? std::max(0, xml->getIntAttribute("backend_latency")) : -1;
+        rememberedPostfilterLatency = both ? std::max(0, xml->getIntAttribute("backend_latency_postfilter")) : -1;
         rememberedKey = xml->getStringAttribute("backend_latency_key");
     }
     params.replaceState(juce::ValueTree::fromXml(*xml));

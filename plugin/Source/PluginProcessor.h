@@ -1,5 +1,6 @@
 // flowdec plugin: streams audio in fixed chunks to the shared flowdec backend and plays back
-// its output `latency` samples later. processBlock never waits, allocates or locks in
+// its output `latency` samples later: the chunk, host block and margin, plus the backend's
+// stream latency of the path in use (codec alone, or with the postfilter). processBlock never waits, allocates or locks in
 // real-time use; when a chunk is late or the backend is absent it plays the dry signal
 // delayed by the same latency (or silence) and counts an under-run. An offline render waits
 // for the backend instead, and renders silence (never dry audio) when it has none.
@@ -109,6 +110,9 @@ public:
     // What a user should read: the state, and when the backend cannot start, why and the fix.
     juce::String statusMessage() const;
     std::uint64_t underrunCount() const { return underrunsShown.load(std::memory_order_relaxed); }
+    // The latency the output is aligned to now (any thread). getLatencySamples() follows it
+    // through the message thread; the LV2 wrapper's latency port reads this one directly.
+    int latencyInUse() const { return wantedLatency.load(std::memory_order_relaxed); }
 
     juce::AudioProcessorValueTreeState params;
 
@@ -118,6 +122,9 @@ private:
     bool resolveChunk(std::uint64_t index, bool realtime);
     void releaseChunk();
     void adoptBackendLatency();
+    bool followPostfilter();
+    void reportLatencyNow();
+    int pathLatency(bool post) const { return post ? postfilterLatency : codecLatency; }
     int chunkSamples(double sampleRate) const;
     int marginSamples(double sampleRate) const;
     void dumpTimings();
@@ -149,14 +156,21 @@ private:
     int margin = 0;      // samples of model time allowed in real time
     int blockAllowance = 0;
     int bufferLatency = 0;  // D: chunk + largest host block + margin
-    std::atomic<int> backendLatency{0};  // S: the backend's stream latency
+    // S of each path, as the backend (or the saved state) told: audio thread and prepareToPlay.
+    int codecLatency = 0;
+    int postfilterLatency = 0;
+    bool postfilterPath = false;         // the path the stream runs (the chunks' flag)
+    std::atomic<int> backendLatency{0};  // S: the backend's stream latency of that path
     std::atomic<int> wantedLatency{0};   // D + S; the timer reports it to the host
     std::uint64_t seenConnections = 0;   // audio thread: connections adopted so far
-    std::atomic<int> stateLatency{-1};   // S learnt on the audio thread; the timer remembers it
-    // S as the host's state keeps it, for one rate/chunk/channels ("48000/1920/2"); guarded:
-    // prepareToPlay, the timer and the host's state calls run on different threads.
+    // Both S learnt on the audio thread (codec | postfilter << 32); the timer remembers them.
+    static constexpr std::uint64_t kNoLatencies = UINT64_MAX;
+    std::atomic<std::uint64_t> stateLatencies{kNoLatencies};
+    // Both S as the host's state keeps them, for one rate/chunk/channels ("48000/1920/2");
+    // guarded: prepareToPlay, the timer and the host's state calls run on different threads.
     std::mutex rememberMutex;
-    int rememberedLatency = -1;
+    int rememberedCodecLatency = -1;
+    int rememberedPostfilterLatency = -1;
     juce::String rememberedKey;
     juce::String preparedKey;  // the key of the current preparation
     bool envRealtime = false;

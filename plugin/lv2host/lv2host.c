@@ -1,7 +1,11 @@
 /* A tiny LV2 host (lilv) for tests: loads a plugin by URI from a bundle, runs a sine
- * through it in blocks and prints one line "ok <frames> <peak_in> <peak_out> <latency>".
+ * through it in blocks and prints one line
+ * "ok <frames> <peak_in> <peak_out> <latency> <latency after the first block>".
  *
- *   flowdec_lv2host BUNDLE_DIR URI [frames] [block] [rate]
+ *   flowdec_lv2host BUNDLE_DIR URI [frames] [block] [rate] [SYMBOL=VALUE[@FRAME]]...
+ *
+ * SYMBOL=VALUE sets a control port before activation; with @FRAME, from the block that
+ * starts at or after that frame on.
  */
 #include <lilv/lilv.h>
 #include <lv2/atom/atom.h>
@@ -32,10 +36,35 @@ static const char* unmap_uri(LV2_URID_Unmap_Handle handle, LV2_URID urid) {
     return (urid >= 1 && urid <= n_uris) ? uris[urid - 1] : NULL;
 }
 
+/* One SYMBOL=VALUE[@FRAME] argument. */
+typedef struct {
+    char symbol[64];
+    float value;
+    long frame; /* -1: before activation */
+    int port;
+} Setting;
+
 int main(int argc, char** argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s BUNDLE_DIR URI [frames] [block] [rate]\n", argv[0]);
+        fprintf(stderr, "usage: %s BUNDLE_DIR URI [frames] [block] [rate] [SYMBOL=VALUE[@FRAME]]...\n", argv[0]);
         return 2;
+    }
+    Setting settings[16];
+    int n_settings = 0;
+    for (int a = 6; a < argc && n_settings < 16; ++a) {
+        Setting* s = &settings[n_settings];
+        const char* eq = strchr(argv[a], '=');
+        if (!eq || eq == argv[a] || (size_t)(eq - argv[a]) >= sizeof s->symbol) {
+            fprintf(stderr, "not SYMBOL=VALUE[@FRAME]: %s\n", argv[a]);
+            return 2;
+        }
+        memcpy(s->symbol, argv[a], (size_t)(eq - argv[a]));
+        s->symbol[eq - argv[a]] = '\0';
+        s->value = (float)atof(eq + 1);
+        const char* at = strchr(eq, '@');
+        s->frame = at ? atol(at + 1) : -1;
+        s->port = -1;
+        ++n_settings;
     }
     const long frames = argc > 3 ? atol(argv[3]) : 48000;
     const unsigned block = argc > 4 ? (unsigned)atoi(argv[4]) : 512;
@@ -107,9 +136,23 @@ int main(int argc, char** argv) {
             lilv_instance_connect_port(inst, p, NULL);
         }
     }
+    for (int k = 0; k < n_settings; ++k) {
+        LilvNode* sym = lilv_new_string(world, settings[k].symbol);
+        const LilvPort* port = lilv_plugin_get_port_by_symbol(plugin, sym);
+        lilv_node_free(sym);
+        if (!port || !lilv_port_is_a(plugin, port, control) || !lilv_port_is_a(plugin, port, input)) {
+            fprintf(stderr, "no control input port %s\n", settings[k].symbol);
+            return 2;
+        }
+        settings[k].port = (int)lilv_port_get_index(plugin, port);
+        if (settings[k].frame < 0) controls[settings[k].port] = settings[k].value;
+    }
     lilv_instance_activate(inst);
     double peak_in = 0.0, peak_out = 0.0;
+    float first_latency = -1.0f;
     for (long done = 0; done < frames; done += block) {
+        for (int k = 0; k < n_settings; ++k)
+            if (settings[k].frame >= 0 && done >= settings[k].frame) controls[settings[k].port] = settings[k].value;
         for (uint32_t p = 0; p < nports; ++p) {
             const LilvPort* port = lilv_plugin_get_port_by_index(plugin, p);
             if (!lilv_port_is_a(plugin, port, audio) || !lilv_port_is_a(plugin, port, input)) continue;
@@ -133,6 +176,7 @@ int main(int argc, char** argv) {
             (void)atom_index[a];
         }
         lilv_instance_run(inst, block);
+        if (done == 0 && latency_port >= 0) first_latency = controls[latency_port];
         for (uint32_t p = 0; p < nports; ++p) {
             const LilvPort* port = lilv_plugin_get_port_by_index(plugin, p);
             if (!lilv_port_is_a(plugin, port, audio) || lilv_port_is_a(plugin, port, input)) continue;
@@ -143,7 +187,8 @@ int main(int argc, char** argv) {
         }
     }
     lilv_instance_deactivate(inst);
-    printf("ok %ld %.4f %.4f %.0f\n", frames, peak_in, peak_out, latency_port >= 0 ? controls[latency_port] : -1.0);
+    printf("ok %ld %.4f %.4f %.0f %.0f\n", frames, peak_in, peak_out,
+           latency_port >= 0 ? controls[latency_port] : -1.0, (double)first_latency);
     lilv_instance_free(inst);
     lilv_node_free(audio);
     lilv_node_free(input);

@@ -20,9 +20,11 @@ batch per call (:mod:`flowdec.model.batching`): one inference call serves every 
 matching settings. On a CPU the instances' calls run in parallel instead (``--batch`` chooses;
 ``benchmarks/bench_plugin.py`` measures both).
 
-Latency: the backend reports one constant latency per (rate, chunk, channels) — the largest
-over postfilter on/off — and pads the shorter configuration, so toggling a parameter never
-shifts timing in the host.
+Latency: the backend reports, per (rate, chunk, channels), the constant stream latency of
+each processing path, the codec alone and with the postfilter (:attr:`Stream.latency_samples`
+of each; :class:`Latencies`). Each engine's output is aligned to its own path's latency, with
+nothing added: the plugin reports the latency of the path in use and re-reports it (restarting
+its stream) when the postfilter is switched.
 
 Example::
 
@@ -46,7 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -121,10 +123,22 @@ class Engine(Protocol):
     def reset(self) -> None: ...
 
 
-class Engines(Protocol):
-    """Makes prepared engines; knows the constant latency it reports to plugins."""
+class Latencies(NamedTuple):
+    """Stream latency (samples at the plugin's rate) of each processing path."""
 
-    def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> int: ...
+    codec: int
+    """The codec alone (postfilter off)."""
+    postfilter: int
+    """With the postfilter; the codec's when the model has none."""
+
+    def of(self, postfilter: bool) -> int:
+        return self.postfilter if postfilter else self.codec
+
+
+class Engines(Protocol):
+    """Makes prepared engines; knows the constant latencies it reports to plugins."""
+
+    def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> Latencies: ...
 
     def make(self, s: Settings) -> Engine: ...
 
@@ -134,7 +148,7 @@ class StreamEngines:
 
     def __init__(self, codec: Codec, batch: bool | None = None) -> None:
         self.codec = codec
-        self._latency: dict[tuple[int, int, int], int] = {}
+        self._latency: dict[tuple[int, int, int], Latencies] = {}
         if batch is None:  # one GPU: batch; CPU: instances run in parallel on the cores
             batch = codec.device == "cuda"
         self.batcher = Batcher() if batch else None
@@ -151,14 +165,17 @@ class StreamEngines:
         engine: Engine = stream
         return engine
 
-    def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> int:
+    def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> Latencies:
+        """The latency of each path, as :attr:`Stream.latency_samples` says (cached)."""
         key = (sample_rate, chunk_frames, channels)
         if key not in self._latency:
-            worst = 0
-            for post in (False, True) if self.codec.has_postfilter else (False,):
+            def path(post: bool) -> int:
                 s = Settings(sample_rate, chunk_frames, channels, 6.0, 6, post, 0)
-                worst = max(worst, int(self._stream(s).latency_samples))
-            self._latency[key] = worst
+                return int(self._stream(s).latency_samples)
+
+            codec = path(False)
+            post = path(True) if self.codec.has_postfilter else codec
+            self._latency[key] = Latencies(codec, post)
         return self._latency[key]
 
     def make(self, s: Settings) -> Engine:
@@ -194,8 +211,8 @@ class DelayEngines:
         self.delay = delay
         self.batcher: Batcher | None = None
 
-    def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> int:
-        return self.delay
+    def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> Latencies:
+        return Latencies(self.delay, self.delay)
 
     def make(self, s: Settings) -> Engine:
         return DelayEngine(s.channels, self.delay)
@@ -249,7 +266,7 @@ class Client:
     The socket stays the backend's.
     """
 
-    def __init__(self, sock: socket.socket, hello: bytes, fds: list[int], latency: int,
+    def __init__(self, sock: socket.socket, hello: bytes, fds: list[int], latency: Latencies,
                  name: str) -> None:
         self.channel = _core.ProtocolChannel(fds[0], hello)
         self.sock = sock
@@ -262,7 +279,6 @@ class Client:
         self.inbuf = np.zeros((c, n), np.float32)
         self.engine: Engine | None = None
         self.key: tuple[int, float, int, bool, int] | None = None
-        self.pad: DelayEngine | None = None
         self.failed_key: tuple[int, float, int, bool, int] | None = None
         self.skipped = self.channel.skip_input()
         self._quit = False
@@ -359,16 +375,18 @@ class Client:
             nfe = min(max(2, nfe + nfe % 2), MAX_NFE)
             s = Settings(ch.sample_rate, ch.chunk_frames, ch.channels, round(bitrate, 3), nfe,
                          postfilter, seed)
-            self.engine = engines.make(s)
-            extra = self.latency - int(self.engine.latency_samples)
-            self.pad = DelayEngine(ch.channels, extra) if extra > 0 else None
+            engine = engines.make(s)
+            # the plugin plays this path's output at the latency it was told for the path
+            got, told = int(engine.latency_samples), self.latency.of(postfilter)
+            if got != told:
+                raise RuntimeError(f"the engine's latency is {got} samples, the plugin was told "
+                                   f"{told} for the {'postfilter' if postfilter else 'codec'} "
+                                   "path")
+            self.engine = engine
         elif key[0] != self.key[0]:  # reset() in the plugin
             self.key = key
             self.engine.reset()
-            if self.pad is not None:
-                self.pad.reset()
-        y = self.engine.process(self.inbuf)
-        return self.pad.process(y) if self.pad is not None else y
+        return self.engine.process(self.inbuf)
 
 
 # -- the server ---------------------------------------------------------------------------------
@@ -690,7 +708,7 @@ class Backend:
     def _refuse(self, p: _Pending, status: int, message: str) -> None:
         _log.warning("refused a plugin: %s", message)
         try:
-            p.sock.send(_core.protocol_make_reply(status, 0, message))
+            p.sock.send(_core.protocol_make_reply(status, 0, 0, message))
         except OSError:
             pass
         self._forget(p)
@@ -757,7 +775,8 @@ class Backend:
             return
         p.fds = []  # the client's now
         self._unlist(p)
-        reply = _core.protocol_make_reply(_core.PROTOCOL_STATUS_OK, latency,
+        reply = _core.protocol_make_reply(_core.PROTOCOL_STATUS_OK, latency.codec,
+                                          latency.postfilter,
                                           f"flowdec backend pid {os.getpid()}")
         try:
             sent = p.sock.send(reply)
@@ -770,7 +789,8 @@ class Backend:
             return
         self.clients[client.fd] = client
         self.sel.register(p.sock, selectors.EVENT_READ, ("sock", client))
-        _log.info("%s connected: %d ch, %d Hz, chunk %d, latency %d", name, c, sr, n, latency)
+        _log.info("%s connected: %d ch, %d Hz, chunk %d, latency %d (codec), %d (postfilter)",
+                  name, c, sr, n, latency.codec, latency.postfilter)
         client.start(self.engines)
 
     # -- connected clients --------------------------------------------------------------------
