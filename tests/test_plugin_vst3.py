@@ -1,13 +1,15 @@
 """The built VST3 plugin inside real pedalboard chains, against a real backend.
 
 The backend runs ``FLOWDEC_TEST_MODEL`` if set, else the shipped model, with the postfilter
-off: these tests check timing, alignment and behaviour of the plugin path, not audio quality.
+off unless a test is about the postfilter path: these tests check timing, alignment and
+behaviour of the plugin path, not audio quality.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -153,8 +155,10 @@ def test_cold_start_latency_is_right_from_the_first_block(
     """No backend runs: the plugin starts it and learns its latency before the first block
     (prepareToPlay waits for the handshake), so an impulse comes back exactly where the
     reported latency says: pedalboard removes the reported latency, a wrong one would shift
-    the output. (pedalboard prepares the plugin at 44.1 kHz when it loads it: the render at
-    48 kHz also checks that a changed latency reaches the host before the first block.)"""
+    the output. The path is the codec's (postfilter off, the card's default) and the latency
+    is that path's own, not padded to the postfilter path's. (pedalboard prepares the plugin
+    at 44.1 kHz when it loads it: the render at 48 kHz also checks that a changed latency
+    reaches the host before the first block.)"""
     model = _model()
     if model is None:
         pytest.skip("no model")
@@ -178,6 +182,31 @@ def test_cold_start_latency_is_right_from_the_first_block(
     del p
     gc.collect()
     wait_gone(env)
+
+
+@pytest.mark.parametrize("channels", [2, 1])
+def test_the_reported_latency_is_the_path_in_use(codec_backend: Path, channels: int) -> None:
+    """Reported latency = chunk + host block + margin + the backend stream's latency of the
+    path the `postfilter` parameter selects: the codec path's (shorter) with it off, the
+    postfilter path's with it on. Switching it between renders re-reports the latency before
+    the next render's first block, and every render equals flowdec.Stream's for its path, so
+    the output is aligned to the latency reported."""
+    codec_path = plugin_latency(40, 512, channels=channels)
+    post_path = plugin_latency(40, 512, postfilter=True, channels=channels)
+    assert codec_path < post_path
+    x = signal(0.5, seed=12)[:channels]
+    p = load()
+    for post, want in ((False, codec_path), (True, post_path), (False, codec_path)):
+        p.postfilter = post
+        y = p(x, RATE, buffer_size=512)
+        assert p.reported_latency_samples == want, post
+        np.testing.assert_allclose(y, reference(x, postfilter=post), atol=2e-4)
+    # A fresh instance with the postfilter on before its first render (read in prepareToPlay).
+    q = pedalboard.load_plugin(str(VST3))
+    q.postfilter = True
+    y = q(x, RATE, buffer_size=512)
+    assert q.reported_latency_samples == post_path
+    np.testing.assert_allclose(y, reference(x, postfilter=True), atol=2e-4)
 
 
 def test_the_editor_says_why_the_backend_cannot_start_and_the_fix(
@@ -542,11 +571,8 @@ def _juce_block(xml: bytes, rest: bytes = b"") -> bytes:
     return b"VC2!" + struct.pack("<I", len(xml)) + xml + b"\0" + rest
 
 
-def _with_state_attributes(raw_state: bytes, attrs: str) -> bytes:
-    """The plugin's VST3 state with ``attrs`` added to its saved ``<flowdec>`` element, as a
-    crafted project file would carry them (JUCE's base64 and binary XML, rebuilt)."""
-    import re
-
+def _component_state(raw_state: bytes) -> tuple[bytes, bytes, re.Match[bytes]]:
+    """(the plugin's own state XML, what follows it, where it sits in the VST3 state)."""
     outer, _ = _juce_xml(raw_state)
     m = re.search(rb"<IComponent>(\d+)\.([^<]*)</IComponent>", outer)
     assert m is not None
@@ -554,6 +580,22 @@ def _with_state_attributes(raw_state: bytes, attrs: str) -> bytes:
     for i, ch in enumerate(m.group(2).decode()):
         v |= _JUCE_B64.index(ch) << (6 * i)
     xml, rest = _juce_xml(v.to_bytes(len(m.group(2)) * 6 // 8 + 2, "little")[:int(m.group(1))])
+    return xml, rest, m
+
+
+def _state_attributes(raw_state: bytes) -> dict[str, str]:
+    """The attributes of the plugin's saved ``<flowdec>`` element."""
+    import xml.etree.ElementTree as ET
+
+    xml, _rest, _m = _component_state(raw_state)
+    return dict(ET.fromstring(xml.decode()).attrib)
+
+
+def _with_state_attributes(raw_state: bytes, attrs: str) -> bytes:
+    """The plugin's VST3 state with ``attrs`` added to its saved ``<flowdec>`` element, as a
+    crafted project file would carry them (JUCE's base64 and binary XML, rebuilt)."""
+    outer, _ = _juce_xml(raw_state)
+    xml, rest, m = _component_state(raw_state)
     crafted = xml.replace(b"<flowdec>", b"<flowdec " + attrs.encode() + b">")
     assert crafted != xml
     block = _juce_block(crafted, rest)
@@ -579,24 +621,66 @@ def test_a_project_file_cannot_choose_the_backend_command(
 
 def test_a_saved_backend_latency_is_bounded(env: Path, tmp_path: Path) -> None:
     # 2**31 - 1 samples overflowed the dry line's size: std::length_error out of prepareToPlay
-    # (a subprocess: a host may die of that)
+    # (a subprocess: a host may die of that). Remembered for this preparation's key, so it is
+    # used: bounded to 10 s.
     code = f"""
 import pedalboard, numpy as np, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from test_plugin_vst3 import _with_state_attributes
 p = pedalboard.load_plugin({str(VST3.resolve())!r})
 p.postfilter = False
-crafted = _with_state_attributes(p.raw_state, 'backend_latency="2147483647"')
+crafted = _with_state_attributes(p.raw_state, 'backend_latency="2147483647" '
+                                 'backend_latency_postfilter="2147483647" '
+                                 'backend_latency_key="48000/1920/2"')
 p.raw_state = crafted
 assert p.raw_state == crafted, "the host did not take the crafted state"
 y = p(np.zeros((2, 4800), np.float32), 48000, buffer_size=256)
-print("rendered", y.shape)
+print("rendered", y.shape, p.reported_latency_samples)
 """
     env_vars = dict(os.environ, FLOWDEC_CONNECT_TIMEOUT_MS="500")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env=env_vars, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "rendered (2, 4800)" in res.stdout
+    assert f"rendered (2, 4800) {1920 + 256 + 1440 + 10 * RATE}" in res.stdout
+
+
+def test_a_saved_state_remembers_both_paths_latencies(
+        env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The host's state keeps the backend's latency of both paths (for the rate, chunk and
+    channel count they were learnt at). Reloaded where no backend answers, the plugin reports
+    the remembered latency of the path in use; a state of the plugin before version 2 of the
+    protocol (one latency, of the padded path) is not taken for either."""
+    model = _model()
+    if model is None:
+        pytest.skip("no model")
+    proc = start_backend(env, engine="stream", model=model)
+    try:
+        p = load()
+        p(signal(0.2), RATE, buffer_size=512)
+        deadline = time.monotonic() + 60  # the message thread files them (a hang guard)
+        while "backend_latency_postfilter" not in _state_attributes(p.raw_state) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        state = p.raw_state
+    finally:
+        stop(proc)
+    saved = _state_attributes(state)
+    assert saved["backend_latency_key"] == "48000/1920/2"
+    assert int(saved["backend_latency"]) == plugin_latency(40, 0, margin_ms=0) - 1920
+    assert int(saved["backend_latency_postfilter"]) == \
+        plugin_latency(40, 0, margin_ms=0, postfilter=True) - 1920
+    monkeypatch.setenv("FLOWDEC_CONNECT_TIMEOUT_MS", "500")
+    for post in (False, True, False):
+        q = load()
+        q.raw_state = state
+        q.postfilter = post
+        q(signal(0.1), RATE, buffer_size=512)  # silent: offline without a backend
+        assert q.reported_latency_samples == plugin_latency(40, 512, postfilter=post), post
+    old = load()
+    old.raw_state = _with_state_attributes(old.raw_state, 'backend_latency="15999" '
+                                           'backend_latency_key="48000/1920/2"')
+    old(signal(0.1), RATE, buffer_size=512)
+    assert old.reported_latency_samples == 1920 + 512 + 1440  # nothing remembered
 
 
 def test_force_realtime_never_waits(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
