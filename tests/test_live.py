@@ -118,8 +118,9 @@ def test_file_session_equals_the_offline_round_trip(tmp_path: Path, codec: Codec
                           postfilter=False, clock=clock)
     clock.session = session
     report = session.run()
-    ref_stream = Stream(codec, postfilter=False, worker=False)
+    ref_stream = Stream(codec, postfilter=False, worker=True)
     ref_stream.prepare(sr, 512, channels)
+    ref_stream.close()
     lat = ref_stream.latency_samples
     st = report.status
     assert report.latency_samples == lat
@@ -155,8 +156,8 @@ def test_file_session_equals_the_offline_round_trip(tmp_path: Path, codec: Codec
 def test_default_latency_measured_with_an_impulse(tmp_path: Path, shipped_codec: Codec,
                                                   postfilter: bool) -> None:
     """At the default settings (48 kHz, 512-sample blocks) an impulse through a file session
-    comes out exactly ``latency_samples`` late: 149 ms on the codec path (40-ms chunks),
-    under 0.5 s with the postfilter (160-ms chunks)."""
+    comes out exactly ``latency_samples`` late: at most 150 ms on the codec path, 250 ms with
+    the postfilter (40-ms chunks on both)."""
     sr = 48000
     x = np.zeros((1, sr), np.float32)
     x[0, sr // 4] = 0.7
@@ -168,9 +169,9 @@ def test_default_latency_measured_with_an_impulse(tmp_path: Path, shipped_codec:
     clock.session = session
     report = session.run()
     lat = report.latency_samples
-    assert lat <= (7200 if not postfilter else 24000), lat
+    assert lat <= (7200 if not postfilter else 12000), lat
     y, _ = sf.read(dst, dtype="float32", always_2d=True)
-    ref = shipped_codec.roundtrip(x, sr, 6.0, postfilter=postfilter, seed=0,
+    ref = shipped_codec.roundtrip(x, sr, 6.0, postfilter=postfilter, nfe=session.nfe, seed=0,
                                   frames_per_gain=LIVE_FRAMES_PER_GAIN)[0]
     lag, peak = _lag(y[:, 0], ref, lat + sr // 4)
     assert lag == lat and peak > 0.9, (lag, lat, peak)
@@ -190,8 +191,9 @@ def test_files_through_the_cli(tmp_path: Path, model_dir: Path, codec: Codec) ->
     wall = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     s = _summary(r.stdout)
-    ref_stream = Stream(codec, postfilter=False, worker=False)
+    ref_stream = Stream(codec, postfilter=False, worker=True)
     ref_stream.prepare(sr, 512, 1)
+    ref_stream.close()
     lat = ref_stream.latency_samples
     assert s["latency"] == lat
     assert wall > (x.shape[1] + lat) / sr * 0.9  # real-time pace, never faster

@@ -40,9 +40,10 @@ class FlowDecEffect:
     """The FlowDec round trip (encode → decode → postfilter) as a pedalboard-style effect.
 
     Args:
-        bitrate: kbit/s per channel; nfe: postfilter evaluations (None: 6); postfilter:
-        on/off, None: on when ``nfe`` or ``seed`` is given, else as the model card recommends
-        (:meth:`Codec.use_postfilter`); seed: postfilter noise seed (None: 0); model: model
+        bitrate: kbit/s per channel; nfe: postfilter evaluations (None:
+        :data:`~flowdec.stream.LIVE_NFE`); postfilter: on/off, None: on when ``nfe`` or
+        ``seed`` is given, else as the model card recommends (:meth:`Codec.use_postfilter`);
+        seed: postfilter noise seed (None: 0); model: model
         folder or shipped name (None: default);
         codec: an already loaded :class:`Codec` (shares its sessions; overrides ``model``);
         chunk_ms, context: see :class:`flowdec.Stream`.

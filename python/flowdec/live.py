@@ -18,11 +18,10 @@ engine latency: ``out[n + latency_samples] ≈ in[n]``), and a file output is wr
 temporary name and renamed when the session ends. Two files need no audio backend at all.
 
 Latency (what the status line shows): the engine's fixed latency
-(:attr:`Stream.latency_samples`, default chunks, ``--block 512`` at 48 kHz: 149 ms without
-the postfilter (40-ms chunks), 0.49 s with it (160-ms chunks)) plus the input and output
-latencies the audio backend reports for the open devices. ``--chunk-ms 80`` lowers the
-postfilter path's by about 0.16 s at the cost of more worker overhead per second (more
-under-runs on a loaded machine).
+(:attr:`Stream.latency_samples`, 40-ms chunks, ``--block 512`` at 48 kHz: about 0.15 s
+without the postfilter, 0.23 s with it) plus the input and output latencies the audio
+backend reports for the open devices. Longer chunks (``--chunk-ms``) cost more latency and
+give the postfilter's window context a smaller share of the work.
 
 Stopping: ``--duration S`` (exactly ``S × rate`` output samples), the end of an input file, or
 Ctrl-C — the normal way to end a session from devices: the stream is closed, files are
@@ -306,7 +305,10 @@ class LiveSession:
         self.output_file = Path(output_file) if output_file is not None else None
         self.packets_file = Path(packets_file) if packets_file is not None else None
         self.bitrate = bitrate
-        self.postfilter, self.nfe, self.seed = codec.postfilter_settings(postfilter, nfe, seed)
+        from .stream import LIVE_NFE
+
+        self.postfilter, self.nfe, self.seed = codec.postfilter_settings(postfilter, nfe, seed,
+                                                                         LIVE_NFE)
         self.chunk_ms = chunk_ms  # None: the Stream's default for the path
         self.block, self.duration = block, duration
         self.clock = clock if clock is not None else PaceClock()

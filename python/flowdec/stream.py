@@ -12,22 +12,22 @@ How it works:
   sizes, and back to the host rate after processing (soxr streams are delay-compensated:
   the resamplers only add *availability* delay, which is included in the latency).
 - The model works on chunks of ``chunk`` samples at 48 kHz: whole 40-ms level-gain blocks
-  (a multiple of :data:`CHUNK_QUANTUM` = 1920) on the codec path, a multiple of
-  :data:`POSTFILTER_CHUNK_QUANTUM` = 3840 = lcm(codec hop 640, 2 × STFT hop 384) with the
-  postfilter. Chunk ``k`` produces output samples
-  ``[k·chunk, (k+1)·chunk)`` once input up to ``(k+1)·chunk + lookahead`` has arrived;
-  ``lookahead`` is the chains' latency (their stages' look-ahead: encoder, decoder,
-  postfilter window + cross-fade), rounded to codec frames. Each stage runs exactly once per
-  chunk.
+  (a multiple of :data:`CHUNK_QUANTUM` = 1920 = lcm(codec hop 640, STFT hop 384)). Chunk ``k``
+  produces output samples ``[k·chunk, (k+1)·chunk)`` once input up to
+  ``(k+1)·chunk + lookahead`` has arrived; ``lookahead`` is the chains' latency (their stages'
+  look-ahead: encoder, decoder, postfilter window + cross-fade), rounded to codec frames.
+  Each stage runs exactly once per chunk.
 - The output is preloaded with ``latency_samples`` of silence and every output sample is
   written at ``its index + latency_samples``: a late worker leaves gaps (zeros, counted as
   under-runs) but never shifts timing. ``latency = availability delay (one chunk + lookahead
-  + resamplers, :func:`availability`) + margin`` in host samples, the same with and without
-  the worker thread. The processing margin (:func:`processing_margin`) is one chunk rounded
-  up to whole host blocks (one chunk + one host block when blocks are a chunk or longer): a
-  chunk made ready by one ``process`` call is read no earlier than ``margin`` host samples
-  later, so with host blocks of a fixed size the worker has at least one chunk of time for
-  each chunk, and with blocks of varying size (up to ``max_block``) at least half a chunk.
+  + resamplers, :func:`availability`) + margin`` in host samples. With the worker thread the
+  processing margin (:func:`processing_margin`) is one chunk rounded up to whole host blocks
+  (one chunk + one host block when blocks are a chunk or longer): a chunk made ready by one
+  ``process`` call is read no earlier than ``margin`` host samples later, so with host
+  blocks of a fixed size the worker has at least one chunk of time for each chunk, and with
+  blocks of varying size (up to ``max_block``) at least half a chunk. Without the worker
+  (``worker=False``) a chunk runs inside the ``process`` call that completes it, and the
+  margin is 0.
 - ``worker=True``: ``process`` only copies into an input ring and out of an output ring and
   wakes the worker thread; the worker pulls whole chunks. When it falls behind it degrades one
   step per late chunk — fewer postfilter steps (NFE 6 → 4 → 2), then the plain decoder output
@@ -81,30 +81,24 @@ from .format.bitstream import (
 from .pipeline.model import Model
 
 CHUNK_QUANTUM = 1920
-"""Codec-path chunks are multiples of this many samples at 48 kHz (40 ms: one level-gain
-block of :data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_GAIN` codec frames)."""
-POSTFILTER_CHUNK_QUANTUM = 3840
-"""Postfilter-path chunks are multiples of this many samples at 48 kHz (80 ms: whole codec
-frames, gain blocks and pairs of postfilter STFT hops)."""
+"""Chunks are multiples of this many samples at 48 kHz (40 ms: one level-gain block of
+:data:`~flowdec.format.bitstream.LIVE_FRAMES_PER_GAIN` codec frames, five postfilter STFT
+hops)."""
 DEFAULT_CHUNK_MS = 40.0
-"""Default codec-path chunk (1920 samples at 48 kHz): the latency/cost trade-off.
+"""Default chunk (1920 samples at 48 kHz), on both paths: the latency/cost trade-off.
 
 The streaming encoder (``encoder_stream.onnx``) encodes each hop once, so small chunks cost
-little more than large ones on the codec path: at 40 ms the latency is under 150 ms at 48 kHz
-for host blocks up to 1024 samples with the worker well inside real time on 2 cores
-(``benchmarks/bench_latency.py``; numbers in benchmarks/README.md). The codec path's output
-is the same at any chunk.
-"""
-DEFAULT_POSTFILTER_CHUNK_MS = 160.0
-"""Default chunk with the postfilter (7680 samples at 48 kHz).
-
-The postfilter recomputes its window context each chunk, so smaller chunks cost more per
-second of audio; 160 ms is the smallest that keeps NFE 6 real time with headroom on 2 cores
-(``benchmarks/bench_chunks.py``, ``bench_latency.py``). Its closeness to offline output is
-set by ``context``, not by the chunk.
-"""
-DEFAULT_CONTEXT = 4
+little more than large ones on the codec path, whose output is the same at any chunk. The
+postfilter recomputes its window (the chunk and ``context`` frames each side) every chunk,
+so it pays for short chunks with :data:`LIVE_NFE` and :data:`DEFAULT_CONTEXT`
+(``benchmarks/bench_latency.py`` and ``bench_live_quality.py``; numbers in
+benchmarks/README.md)."""
+DEFAULT_CONTEXT = 0
 """Default postfilter window context in STFT frames (hop 384) on each side of a chunk."""
+LIVE_NFE = 2
+"""Postfilter network evaluations in a stream when none are asked for (files use
+:data:`~flowdec.pipeline.postfilter.DEFAULT_NFE`): what keeps the postfilter path in real
+time with 40-ms chunks on two cores."""
 RESAMPLE_PIECE = 256
 """Host samples per resampler call (fixed, so the output is independent of block sizes)."""
 RECOVER_AFTER = 4
@@ -217,15 +211,15 @@ class Stream:
         codec: a loaded model (:class:`flowdec.Codec`, or any
             :class:`flowdec.pipeline.model.Model`): the stream runs its chains.
         bitrate: kbit/s per channel (one the model lists).
-        nfe: postfilter network evaluations (even; degraded to 4, 2 under load; None: 6).
+        nfe: postfilter network evaluations (even; degraded by 2 per step under load; None:
+            :data:`LIVE_NFE`).
         postfilter: run the postfilter (else the plain decoder output); None: on when ``nfe``
             or ``seed`` is given, else as the model card recommends
             (:meth:`Codec.use_postfilter`, the rule of every entry point).
         seed: postfilter noise seed (the noise is keyed by global STFT frame: reproducible;
             None: :data:`~flowdec.pipeline.postfilter.DEFAULT_SEED`).
-        chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 40 ms (codec path)
-            or 80 ms (postfilter); None: :data:`DEFAULT_CHUNK_MS` (40) on the codec path,
-            :data:`DEFAULT_POSTFILTER_CHUNK_MS` (160) with the postfilter.
+        chunk_ms: model chunk in ms at 48 kHz, rounded up to a multiple of 40 ms; None:
+            :data:`DEFAULT_CHUNK_MS` (40).
         worker: process on a worker thread (real time) or inside ``process`` (deterministic).
         degrade: allow the worker to degrade under load (no effect with ``worker=False``).
         context: postfilter window context in STFT frames each side (more = closer to offline,
@@ -236,9 +230,9 @@ class Stream:
             the matching header is :attr:`header` (after ``prepare``).
 
     Latency (host samples) = one chunk + lookahead + resampler delays (availability) + the
-    processing margin (:func:`processing_margin`): :attr:`latency_samples` (with the shipped
-    model and the defaults at 48 kHz: 147–149 ms on the codec path for host blocks of 64 to
-    1024 samples, about 0.5 s with the postfilter).
+    worker's processing margin (:func:`processing_margin`): :attr:`latency_samples` (with the
+    shipped model and the defaults at 48 kHz, host blocks of 64 to 1024 samples: 147–149 ms
+    on the codec path, 227–229 ms with the postfilter; 107 / 187 ms with ``worker=False``).
     """
 
     def __init__(self, codec: Model, bitrate: float = 6.0, nfe: int | None = None,
@@ -246,7 +240,7 @@ class Stream:
                  seed: int | None = None, chunk_ms: float | None = None,
                  worker: bool = True, degrade: bool = True, context: int = DEFAULT_CONTEXT,
                  on_packet: Callable[[bytes], None] | None = None) -> None:
-        postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed)
+        postfilter, nfe, seed = codec.postfilter_settings(postfilter, nfe, seed, LIVE_NFE)
         if nfe < 2 or nfe % 2:
             raise ValueError(f"nfe: must be an even number >= 2, got {nfe}")
         if postfilter and not codec.has_postfilter:
@@ -255,9 +249,9 @@ class Stream:
         self.bitrate = bitrate
         self.n_q = codec.card.codebooks_for(bitrate)
         self.nfe, self.postfilter, self.seed = nfe, postfilter, seed
-        q = POSTFILTER_CHUNK_QUANTUM if postfilter else CHUNK_QUANTUM
+        q = CHUNK_QUANTUM
         if chunk_ms is None:
-            chunk_ms = DEFAULT_POSTFILTER_CHUNK_MS if postfilter else DEFAULT_CHUNK_MS
+            chunk_ms = DEFAULT_CHUNK_MS
         self.chunk = max(q, math.ceil(chunk_ms * CODEC_RATE / 1000 / q - 1e-9) * q)
         self.worker, self.degrade, self.context = worker, degrade, context
         self.on_packet = on_packet
@@ -289,7 +283,7 @@ class Stream:
         self.piece = 1 if sr == CODEC_RATE else RESAMPLE_PIECE
         self.chunk_host = -(-self.chunk * sr // CODEC_RATE)
         self.availability = availability(sr, self.chunk, self.lookahead, self.piece)
-        self.margin = processing_margin(self.chunk_host, self.max_block)
+        self.margin = processing_margin(self.chunk_host, self.max_block) if self.worker else 0
         self.latency = self.availability + self.margin
         self.header = self.codec.header(channels, sr, 0, self.n_q,
                                         frames_per_packet=LIVE_FRAMES_PER_PACKET,
@@ -319,7 +313,7 @@ class Stream:
                                else None))
         post = self.decode.post
         if post is not None and post.chunk * post.h != self.chunk:
-            raise ValueError("chunk must be a multiple of 2 postfilter hops")
+            raise ValueError("chunk must be a multiple of the postfilter hop")
         # input needed past a chunk's end: the chains' look-ahead in whole codec frames
         self.lookahead = sum(-(-chain.latency // hop) * hop
                              for chain in (self.encode, self.decode))

@@ -114,13 +114,15 @@ def postfilter_option(p: argparse.ArgumentParser) -> None:
                    help="plain codec output, without the postfilter")
 
 
-def nfe_seed_options(p: argparse.ArgumentParser, asks: bool = True) -> None:
-    """``--nfe`` and ``--seed`` (default None: not given). ``asks``: giving either runs the
-    postfilter unless ``--no-postfilter`` (:meth:`flowdec.codec.Codec.use_postfilter`)."""
+def nfe_seed_options(p: argparse.ArgumentParser, asks: bool = True,
+                     default_nfe: int = DEFAULT_NFE) -> None:
+    """``--nfe`` and ``--seed`` (default None: not given; ``default_nfe`` is what the command
+    then runs). ``asks``: giving either runs the postfilter unless ``--no-postfilter``
+    (:meth:`flowdec.codec.Codec.use_postfilter`)."""
     ask = "; giving it turns the postfilter on unless --no-postfilter" if asks else ""
     p.add_argument("--nfe", type=positive_int, default=None,
                    help=f"postfilter network evaluations, even for the midpoint solver "
-                        f"(default {DEFAULT_NFE}){ask}")
+                        f"(default {default_nfe}){ask}")
     p.add_argument("--seed", type=int, default=None,
                    help=f"postfilter noise seed (default {DEFAULT_SEED}: the same input "
                         f"gives the same output){ask}")

@@ -16,6 +16,7 @@ from ..live import (
     LiveStatus,
     list_devices,
 )
+from ..stream import LIVE_NFE
 from .common import load_codec, nfe_seed_options, postfilter_option, postfilter_request
 
 
@@ -40,12 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="also write the packets sent as a .fdc file")
     p.add_argument("-b", "--bitrate", type=float, default=6.0, metavar="KBPS",
                    help="kbit/s per channel (those the model card lists; default 6)")
-    nfe_seed_options(p)
+    nfe_seed_options(p, default_nfe=LIVE_NFE)
     postfilter_option(p)
     p.add_argument("--chunk-ms", type=float, default=None, metavar="MS",
-                   help="model chunk in ms, a multiple of 40 (80 with the postfilter; default "
-                        "40, 160 with the postfilter): lower = less "
-                        "latency, more overhead")
+                   help="model chunk in ms, a multiple of 40 (default 40): longer = more "
+                        "latency, less overhead per second with the postfilter")
     p.add_argument("--block", type=int, default=DEFAULT_BLOCK, metavar="N",
                    help=f"samples per audio callback (default {DEFAULT_BLOCK})")
     p.add_argument("--samplerate", type=int, default=None, metavar="HZ",

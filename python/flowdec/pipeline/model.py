@@ -137,12 +137,14 @@ class Model:
         return nfe is not None or seed is not None or self.postfilter_recommended
 
     def postfilter_settings(self, postfilter: bool | None, nfe: int | None = None,
-                            seed: int | None = None) -> tuple[bool, int, int]:
+                            seed: int | None = None, default_nfe: int = DEFAULT_NFE
+                            ) -> tuple[bool, int, int]:
         """``(runs, nfe, seed)``: :meth:`use_postfilter`, and the settings with
-        :data:`~flowdec.pipeline.postfilter.DEFAULT_NFE` and
-        :data:`~flowdec.pipeline.postfilter.DEFAULT_SEED` for those not given."""
+        ``default_nfe`` (files: :data:`~flowdec.pipeline.postfilter.DEFAULT_NFE`; streams
+        their own) and :data:`~flowdec.pipeline.postfilter.DEFAULT_SEED` for those not
+        given."""
         return (self.use_postfilter(postfilter, nfe, seed),
-                DEFAULT_NFE if nfe is None else nfe, DEFAULT_SEED if seed is None else seed)
+                default_nfe if nfe is None else nfe, DEFAULT_SEED if seed is None else seed)
 
     # -- stages ----------------------------------------------------------------------------
     def encoder_stage(self, channels: int, chunk_frames: int | None

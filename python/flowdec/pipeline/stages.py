@@ -324,7 +324,7 @@ class PostfilterStage:
         self.h = card.hop
         self.half = card.n_fft // 2
         self.m = card.frames_multiple
-        self.chunk = max(self.m, -(-chunk_frames // self.m) * self.m)
+        self.chunk = max(1, chunk_frames)
         self.context = -(-context // self.m) * self.m
         self.fade_frames = 2
         self.fade = self.fade_frames * self.h
