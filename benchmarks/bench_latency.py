@@ -4,8 +4,9 @@ For each setting (chunk length, encoder), path (codec, postfilter), channel coun
 block size, a :class:`flowdec.Stream` with its worker thread is driven by a real-time clock
 (``process`` is called when the block's audio would have arrived, as an audio callback is)
 for ``--seconds`` of music (the example clip, looped) at 48 kHz. Reported per row: the
-stream's ``latency_samples`` (ms) and the latency measured with an impulse (``worker=False``,
-same settings: the lag at which the output matches the offline round trip of an impulse),
+stream's ``latency_samples`` (ms) and the latency measured with an impulse (same settings,
+the worker given time to catch up after each block: the lag at which the output matches the
+offline round trip of an impulse),
 worker real-time factor (model time / audio time), the caller's ``process`` time (mean, p99,
 max, µs), under-run samples, dropped chunks and degradation steps. Prints a table and writes
 JSON (bench_out/latency.json).
@@ -19,9 +20,9 @@ gives. ``--codes`` also counts the codes the streaming encoder moves against
     python benchmarks/bench_latency.py                       # defaults: 60 s per row, 12 rows
     python benchmarks/bench_latency.py --seconds 20 --chunks-ms 160 80 --encoders plain stream
 
-Without ``--chunks-ms`` each path runs at the stream's default chunk (40 ms on the codec path,
-160 ms with the postfilter); a chunk is rounded up to what the path allows (40 ms multiples on
-the codec path, 80 ms with the postfilter).
+Without ``--chunks-ms``, ``--nfe`` and ``--context`` each path runs at the stream's defaults
+(40-ms chunks; with the postfilter ``LIVE_NFE`` evaluations and ``DEFAULT_CONTEXT`` frames of
+window context); a chunk is rounded up to a multiple of 40 ms.
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def music(seconds: float, channels: int) -> np.ndarray:
 
 def impulse_latency(codec: Codec, block: int, channels: int, **settings: Any) -> int:
     """Samples between an impulse going in and the matching output coming out: the lag that
-    best aligns the stream's output (``worker=False``) with the offline round trip."""
-    s = Stream(codec, worker=False, **settings)
+    best aligns the stream's output with the offline round trip (the worker thread, given
+    time to catch up after each block, so the measurement does not depend on speed)."""
+    s = Stream(codec, worker=True, degrade=False, **settings)
     s.prepare(RATE, block, channels)
     lat = s.latency_samples
     n = RATE // 2
@@ -95,8 +97,13 @@ def impulse_latency(codec: Codec, block: int, channels: int, **settings: Any) ->
     ref = codec.roundtrip(x, RATE, s.bitrate, postfilter=s.postfilter, nfe=s.nfe, seed=s.seed,
                           frames_per_gain=LIVE_FRAMES_PER_GAIN)[0]
     full = np.pad(x, ((0, 0), (0, 2 * lat + RATE // 4)))
-    y = np.concatenate([s.process(full[:, i : i + block])
-                        for i in range(0, full.shape[1] - block + 1, block)], axis=1)[0]
+    out = []
+    for i in range(0, full.shape[1] - block + 1, block):
+        out.append(s.process(full[:, i : i + block]))
+        while not s.caught_up():
+            time.sleep(0.0005)
+    s.close()
+    y = np.concatenate(out, axis=1)[0]
     size = 1 << int(np.ceil(np.log2(y.size + ref.size)))
     xc = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(ref, size)), size)
     return int(np.argmax(xc[: y.size]))
@@ -189,7 +196,10 @@ def main() -> None:
                     help="chunk lengths to run (default: each path's default chunk)")
     ap.add_argument("--encoders", nargs="+", default=["stream"],
                     choices=["plain", "stream", "model"])
-    ap.add_argument("--nfe", type=int, default=6)
+    ap.add_argument("--nfe", type=int, default=None,
+                    help="postfilter evaluations (default: the stream's, LIVE_NFE)")
+    ap.add_argument("--context", type=int, default=None,
+                    help="postfilter window context in frames (default: the stream's)")
     ap.add_argument("--threads", type=int, default=1,
                     help="onnxruntime threads (default 1, as flowdec live uses)")
     ap.add_argument("--codes", action="store_true",
@@ -210,8 +220,10 @@ def main() -> None:
         for chunk in a.chunks_ms or [None]:
             for path in a.paths:
                 post = path == "postfilter"
-                settings = {"chunk_ms": chunk, "postfilter": post,
-                            "nfe": a.nfe if post else None}
+                settings: dict[str, Any] = {"chunk_ms": chunk, "postfilter": post,
+                                            "nfe": a.nfe if post else None}
+                if post and a.context is not None:
+                    settings["context"] = a.context
                 chunk_ms = Stream(codec, worker=False, **settings).chunk * 1000 / RATE
                 for channels in a.channels:
                     for block in a.blocks:
