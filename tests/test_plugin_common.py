@@ -52,15 +52,18 @@ def codec(model: str | None) -> Codec:
 def stream_reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
                      bitrate: float = 6.0, chunk_ms: float = 40.0, rate: int = RATE
                      ) -> np.ndarray:
-    """flowdec.Stream with the plugin's settings, latency removed."""
+    """flowdec.Stream as the backend runs it for the plugin's settings (the plugin's chunks
+    as fixed blocks), latency removed."""
     import flowdec
-    s = flowdec.Stream(codec(model_path()), bitrate=bitrate, nfe=6, postfilter=postfilter,
+    s = flowdec.Stream(codec(model_path()), bitrate=bitrate, postfilter=postfilter,
                        seed=seed, chunk_ms=chunk_ms, worker=False, degrade=False)
-    s.prepare(rate, 4096, x.shape[0])
+    block = round(rate * chunk_ms / 1000)
+    s.prepare(rate, block, x.shape[0], fixed_block=True)
     lat = s.latency_samples
-    padded = np.concatenate([x, np.zeros((x.shape[0], lat + 4096), np.float32)], axis=1)
-    out = np.concatenate([s.process(padded[:, i:i + 4096])
-                          for i in range(0, padded.shape[1], 4096)], axis=1)
+    n = -(-(x.shape[1] + lat) // block) * block
+    padded = np.pad(x, ((0, 0), (0, n - x.shape[1])))
+    out = np.concatenate([s.process(padded[:, i:i + block])
+                          for i in range(0, n, block)], axis=1)
     return out[:, lat:lat + x.shape[1]]
 
 
@@ -155,8 +158,10 @@ class PyClient:
     def roundtrip(self, index: int, block: np.ndarray, epoch: int = 1,
                   postfilter: bool = True) -> np.ndarray | None:
         """Send one chunk and wait for its output (None after a minute: a hang guard)."""
+        from flowdec.stream import LIVE_NFE  # the plugin's default evaluations
+
         assert self.ch.push_input(index, epoch, np.ascontiguousarray(block, np.float32),
-                                  postfilter=postfilter)
+                                  postfilter=postfilter, nfe=LIVE_NFE)
         os.eventfd_write(self.in_fd, 1)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flowdec.stream import LIVE_NFE
 from test_plugin_common import (
     EDITOR_CHECK,
     NOT_BUILT,
@@ -85,9 +86,10 @@ def signal(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def reference(x: np.ndarray, postfilter: bool = False, seed: int = 0,
-              bitrate: float = 6.0) -> np.ndarray:
+              bitrate: float = 6.0, chunk_ms: float = 40.0) -> np.ndarray:
     """flowdec.Stream with the plugin's settings, latency removed."""
-    return stream_reference(x, postfilter=postfilter, seed=seed, bitrate=bitrate)
+    return stream_reference(x, postfilter=postfilter, seed=seed, bitrate=bitrate,
+                            chunk_ms=chunk_ms)
 
 
 def meter(p: pedalboard.ExternalPlugin, name: str, accept: Callable[[float], bool],
@@ -125,7 +127,7 @@ def test_defaults_follow_the_model_card(env: Path) -> None:
     post = card.get("postfilter") or {}
     p = pedalboard.load_plugin(str(VST3))  # untouched defaults
     assert p.postfilter == bool(post.get("recommended", False))
-    assert p.nfe == (post.get("recommendation") or {}).get("nfe", 6)
+    assert p.nfe == LIVE_NFE  # a live stream's evaluations, as flowdec.Stream's
     rates = sorted(float(v) for v in card["codec"]["bitrates_kbps"].values())
     assert p.bitrate == (6.0 if 6.0 in rates else rates[-1])
     assert (p.seed, p.dry_wet, p.chunk_ms, p.margin_ms) == (0, 1.0, 40, 30)
@@ -143,7 +145,7 @@ def test_latency_settings_are_saved_and_reported(codec_backend: Path) -> None:
     x = signal(1.0, seed=6)
     y = q(x, RATE, buffer_size=512)
     assert q.reported_latency_samples == plugin_latency(20, 512, margin_ms=10)
-    np.testing.assert_allclose(y, reference(x), atol=2e-4)
+    np.testing.assert_allclose(y, reference(x, chunk_ms=20), atol=2e-4)
     d = load()  # the defaults: 40 ms chunks, 30 ms margin
     d(x[:, :4800], RATE, buffer_size=512)
     assert d.reported_latency_samples == plugin_latency(40, 512)

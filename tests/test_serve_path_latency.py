@@ -39,9 +39,9 @@ def stream(postfilter: bool, channels: int):  # type: ignore[no-untyped-def]
     """flowdec.Stream as the backend makes it for a plugin with default settings."""
     import flowdec
 
-    s = flowdec.Stream(codec(model_path()), bitrate=6.0, nfe=6, postfilter=postfilter, seed=0,
+    s = flowdec.Stream(codec(model_path()), bitrate=6.0, postfilter=postfilter, seed=0,
                        chunk_ms=1000.0 * CHUNK / RATE, worker=False, degrade=False)
-    s.prepare(RATE, CHUNK, channels)
+    s.prepare(RATE, CHUNK, channels, fixed_block=True)
     return s
 
 
@@ -63,8 +63,9 @@ def test_the_handshake_tells_each_paths_stream_latency(codec_backend: Path,
 
 @pytest.mark.parametrize("postfilter", [False, True])
 def test_each_path_is_aligned_to_its_own_latency(codec_backend: Path, postfilter: bool) -> None:
-    """The backend's output for a path is flowdec.Stream's output for it, sample for sample:
-    delayed by that Stream's latency (what the handshake told for the path), nothing more."""
+    """The backend's output for a path is flowdec.Stream's output for it (the plugin's chunks
+    as fixed blocks), sample for sample: delayed by that Stream's latency (what the handshake
+    told for the path), nothing more."""
     if postfilter and not codec(model_path()).has_postfilter:
         pytest.skip("the model has no postfilter")
     rng = np.random.default_rng(11)
@@ -86,7 +87,8 @@ def test_each_path_is_aligned_to_its_own_latency(codec_backend: Path, postfilter
     want = np.concatenate([ref.process(x[:, i:i + CHUNK]) for i in range(0, x.shape[1], CHUNK)],
                           axis=1)
     np.testing.assert_allclose(y, want, atol=2e-4)
-    assert np.abs(y[:, :told]).max() < 1e-6  # the stream's leading silence, no more
+    # the stream's leading silence, no more: then the codec's output for the pre-roll
+    assert np.abs(y[:, : told - ref.preroll]).max() < 1e-6
 
 
 def test_an_engine_off_its_paths_latency_fails_its_chunks() -> None:

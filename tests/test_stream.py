@@ -85,6 +85,76 @@ def test_codec_path_equals_offline(codec: Codec, sr: int, blocks: list[int]) -> 
             np.testing.assert_array_equal(y, first)
 
 
+@pytest.mark.parametrize("sr", [48000, 44100, 96000])
+@pytest.mark.parametrize("postfilter", [False, True])
+def test_fixed_blocks_of_a_chunk_cost_only_the_lookahead(codec: Codec, sr: int,
+                                                         postfilter: bool) -> None:
+    """Blocks of exactly one chunk (the plugin backend's): the input is pre-rolled so that
+    each block completes its own chunk, and the latency drops by about a chunk (at 48 kHz to
+    the chains' look-ahead alone). The output is the offline round trip of the pre-rolled
+    input, exactly ``latency_samples`` late; another block size is refused."""
+    kw = {"postfilter": postfilter, "nfe": 2, "seed": 0} if postfilter else {"postfilter": False}
+    free = Stream(codec, worker=False, **kw)  # type: ignore[arg-type]
+    free.prepare(sr, 8192, 1)
+    s = Stream(codec, worker=False, **kw)  # type: ignore[arg-type]
+    block = s.chunk * sr // 48000
+    s.prepare(sr, block, 1, fixed_block=True)
+    lat, z = s.latency_samples, s.preroll
+    assert lat < free.latency_samples - block // 2, (lat, free.latency_samples)
+    if sr == 48000:
+        assert lat == s.lookahead
+    x = _clip(sr, 0.6)
+    full = np.pad(x, ((0, 0), (0, lat + block)))
+    y = np.concatenate([s.process(full[:, i : i + block])
+                        for i in range(0, full.shape[1] - block + 1, block)], axis=1)
+    assert s.stats.underrun_samples == 0
+    ref = codec.roundtrip(np.pad(x, ((0, 0), (z, 0))), sr, 6.0,  # type: ignore[arg-type]
+                          frames_per_gain=LIVE_FRAMES_PER_GAIN, **kw)[:, z:]
+    got = y[:, lat : lat + x.shape[1]]
+    if sr == 48000 and not postfilter:
+        np.testing.assert_allclose(got[:, :-TAIL], ref[:, :-TAIL], atol=1e-4, rtol=0)
+    else:  # resamplers and the postfilter's windows: close, and aligned to the sample
+        d = got[:, :-TAIL] - ref[:, :-TAIL]
+        assert np.sqrt(np.mean(d**2) / np.mean(ref[:, :-TAIL] ** 2)) < 0.05
+        lags = range(-20, 21)
+        corr = [float(np.dot(y[0, lat + g : lat + g + 8000], ref[0, :8000])) for g in lags]
+        assert lags[int(np.argmax(corr))] == 0
+    with pytest.raises(ValueError, match="exactly"):
+        s.process(np.zeros((1, block - 1), np.float32))
+
+
+def test_warm_up_runs_the_model_and_leaves_the_stream_alone(codec: Codec) -> None:
+    """``warm_up`` runs the networks at the stream's shapes in a twin; the stream's own
+    output is the same as without it."""
+    x = _clip(48000, 0.5)
+    a = Stream(codec, postfilter=False, worker=False)
+    a.prepare(48000, 512, 1)
+    want = _run(a, x, 512)
+    b = Stream(codec, postfilter=False, worker=False)
+    b.prepare(48000, 512, 1)
+    name = "decoder_stream" if codec.decoder_stream is not None else "decoder"
+    real = getattr(codec, name)
+
+    class Counted:  # the decoder, counting its calls
+        calls = 0
+
+        def __call__(self, *args: object) -> object:
+            Counted.calls += 1
+            return real(*args)
+
+        def __getattr__(self, key: str) -> object:
+            return getattr(real, key)
+
+    try:
+        setattr(codec, name, Counted())
+        b.warm_up()
+    finally:
+        setattr(codec, name, real)
+    assert Counted.calls > 0, "warm_up did not run the decoder"
+    assert b.stats.chunks == 0
+    np.testing.assert_array_equal(_run(b, x, 512), want)
+
+
 def test_block_size_one(codec: Codec) -> None:
     x = _clip(48000, 0.3)
     ref = codec.roundtrip(x, 48000, 6.0, postfilter=False,

@@ -369,7 +369,7 @@ class LiveSession:
                         worker=True, on_packet=packets.append)
         sr, c, block = self.sample_rate, self.channels, self.block
         stream.prepare(sr, block, c)
-        self._warm_up()
+        stream.warm_up()
         self.stream = stream
         lat = stream.latency_samples
         assert stream.header is not None
@@ -489,18 +489,6 @@ class LiveSession:
             raise
         return LiveReport(final, sr, c, lat, stream.stats.rtf, n_packets, n_bytes,
                           self.interrupted, self.output_file, self.packets_file, written)
-
-    def _warm_up(self) -> None:
-        """Run the chain once on silence with the session's shapes (the first inference
-        runs allocate and would otherwise make the first live chunks late)."""
-        from .stream import Stream
-
-        s = Stream(self.codec, bitrate=self.bitrate, nfe=self.nfe, postfilter=self.postfilter,
-                   seed=self.seed, chunk_ms=self.chunk_ms, worker=False)
-        s.prepare(self.sample_rate, 8192, self.channels)
-        z = np.zeros((self.channels, 8192), np.float32)
-        while s.stats.chunks < 2:
-            s.process(z)
 
     def _open_device(self, stream: Stream, source: _FileSource | None,
                      sink: _RingSink | None) -> Any:

@@ -161,7 +161,7 @@ class StreamEngines:
         stream = Stream(self.codec, bitrate=s.bitrate, nfe=s.nfe, postfilter=s.postfilter,
                         seed=s.seed, chunk_ms=1000.0 * s.chunk_frames / s.sample_rate,
                         worker=False, degrade=False)
-        stream.prepare(s.sample_rate, s.chunk_frames, s.channels)
+        stream.prepare(s.sample_rate, s.chunk_frames, s.channels, fixed_block=True)
         engine: Engine = stream
         return engine
 

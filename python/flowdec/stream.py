@@ -192,6 +192,35 @@ def availability(host_rate: int, chunk: int, lookahead: int, piece: int) -> int:
     return worst
 
 
+def fixed_block_availability(host_rate: int, chunk: int, lookahead: int, piece: int,
+                             block: int) -> tuple[int, int]:
+    """``(availability, preroll)`` for synchronous processing when every call brings exactly
+    ``block`` host samples (a plugin backend's chunks): the input is preceded by ``preroll``
+    host samples of silence, chosen so that chunks complete as blocks arrive, and the
+    availability is the largest ``input so far − output ready`` after any call.
+
+    With blocks of one chunk at 48 kHz this is the chains' look-ahead alone (one chunk less
+    than :func:`availability`): the chunk a block completes is its own."""
+    c, la, sr, b = chunk, lookahead, host_rate, block
+    c_host = -(-c * sr // CODEC_RATE)
+    seconds = 4.0 + 2 * (c + la) / CODEC_RATE
+    calls = np.arange(1, int(seconds * sr / b) + 2, dtype=np.int64) * b
+    z = np.arange(c_host, dtype=np.int64)[:, None]
+    total = z + calls[None, :]  # host samples in (pre-roll included) after each call
+    if sr == CODEC_RATE:
+        have = np.maximum(0, (total - la) // c) * c
+    else:
+        n_pieces = int(total.max()) // piece + 1
+        ins = np.array((0,) + resampler_release(sr, CODEC_RATE, piece, n_pieces), np.int64)
+        units = np.maximum(0, (ins[total // piece] - la) // c)
+        outs = np.array((0,) + resampler_release(CODEC_RATE, sr, c, int(units.max()) + 1),
+                        np.int64)
+        have = outs[units]
+    worst = (total - have).max(axis=1)
+    best = int(np.argmin(worst))
+    return int(worst[best]), best
+
+
 def _worker_main(ref: weakref.ReferenceType[Stream], wake: threading.Event) -> None:
     """Worker thread body; holds the stream only weakly so an abandoned stream is collected."""
     while True:
@@ -267,8 +296,13 @@ class Stream:
         self._lock = threading.Lock()  # serialises the chain (worker vs reset)
 
     # -- contract ----------------------------------------------------------------------------
-    def prepare(self, sample_rate: int, max_block: int, channels: int) -> None:
+    def prepare(self, sample_rate: int, max_block: int, channels: int,
+                fixed_block: bool = False) -> None:
         """Allocate for ``channels`` at ``sample_rate`` Hz, blocks of up to ``max_block``.
+
+        ``fixed_block``: every ``process`` call brings exactly ``max_block`` samples (the
+        plugin backend's chunks); the latency is then the least that pattern allows
+        (:func:`fixed_block_availability`), and other block sizes raise ``ValueError``.
 
         Raises ``ValueError`` for a rate outside 8000..768000 Hz, ``max_block`` outside
         1..:data:`MAX_BLOCK_LIMIT`, ``channels`` outside 1..255, or a combination whose
@@ -279,10 +313,16 @@ class Stream:
         self._shutdown()
         self._prepared = False
         self.sample_rate, self.max_block, self.channels = sr, max_block, channels
+        self.fixed_block = bool(fixed_block)
         self._build_chains()
         self.piece = 1 if sr == CODEC_RATE else RESAMPLE_PIECE
         self.chunk_host = -(-self.chunk * sr // CODEC_RATE)
-        self.availability = availability(sr, self.chunk, self.lookahead, self.piece)
+        if self.fixed_block:
+            self.availability, self.preroll = fixed_block_availability(
+                sr, self.chunk, self.lookahead, self.piece, max_block)
+        else:
+            self.availability = availability(sr, self.chunk, self.lookahead, self.piece)
+            self.preroll = 0
         self.margin = processing_margin(self.chunk_host, self.max_block) if self.worker else 0
         self.latency = self.availability + self.margin
         self.header = self.codec.header(channels, sr, 0, self.n_q,
@@ -385,11 +425,11 @@ class Stream:
             self._rs_out = StreamResampler(CODEC_RATE, self.sample_rate, self.channels)
             self._in.fill(0)
             self._out.fill(0)
-            self._in_write = 0  # host samples written by process
+            self._in_write = self.preroll  # host samples in the ring (the pre-roll is silence)
             self._in_read = 0  # host samples taken by the worker
             self._out_read = 0  # host output samples returned by process
             self._out_written = self.latency  # output ready below this (preloaded silence)
-            self._out_count = 0  # host samples produced by the output resampler
+            self._out_count = -self.preroll  # output samples so far, minus the pre-roll's
             self._level = 0
             self._on_time = 0
             self._packets = (LivePackets(self.header, self.on_packet)
@@ -415,6 +455,9 @@ class Stream:
         if len(shape) != 2 or shape[0] != self.channels or not 1 <= shape[1] <= self.max_block:
             raise ValueError(f"block: expected [{self.channels}, 1..{self.max_block}], "
                              f"got {shape}")
+        if self.fixed_block and shape[1] != self.max_block:
+            raise ValueError(f"block: this stream was prepared for blocks of exactly "
+                             f"{self.max_block} samples (fixed_block), got {shape[1]}")
         a = np.asarray(block)
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             bad = ~np.isfinite(a)
@@ -456,6 +499,21 @@ class Stream:
             self.stats.underrun_blocks += 1
         self._out_read = r + n
         return out
+
+    def warm_up(self) -> None:
+        """Run the model on two chunks of silence at this stream's shapes, in a synchronous
+        twin (this stream's state is untouched). The networks' first calls at a shape
+        allocate and plan; a real-time host calls this after ``prepare`` so that they do not
+        make the first chunks late."""
+        self._check_prepared()
+        twin = Stream(self.codec, bitrate=self.bitrate, nfe=self.nfe,
+                      postfilter=self.postfilter, seed=self.seed,
+                      chunk_ms=self.chunk * 1000 / CODEC_RATE, worker=False, degrade=False,
+                      context=self.context)
+        twin.prepare(self.sample_rate, self.max_block, self.channels, self.fixed_block)
+        silence = np.zeros((self.channels, self.max_block), np.float32)
+        while twin.stats.chunks < 2:
+            twin.process(silence)
 
     def close(self) -> None:
         """Stop the worker thread (also done by ``prepare``/``reset`` and at exit)."""
@@ -539,7 +597,8 @@ class Stream:
     def _deadline_passed(self, k: int) -> bool:
         """True when the caller has already read past the end of chunk k's output."""
         end48 = self._origin + (k + 1) * self.chunk
-        return self._out_read >= end48 * self.sample_rate // CODEC_RATE + self.latency
+        return (self._out_read >= end48 * self.sample_rate // CODEC_RATE + self.latency
+                - self.preroll)
 
     def _service(self) -> None:
         with self._lock:
@@ -578,7 +637,8 @@ class Stream:
     def _slack(self, k: int) -> int:
         """Host samples left before the caller reaches the start of chunk k's output."""
         start48 = self._origin + k * self.chunk
-        return start48 * self.sample_rate // CODEC_RATE + self.latency - self._out_read
+        return (start48 * self.sample_rate // CODEC_RATE + self.latency - self.preroll
+                - self._out_read)
 
     def _adapt(self, ready: bool, slack: int) -> None:
         """One step cheaper when the next chunk is waiting and less of the margin is left
