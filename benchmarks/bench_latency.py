@@ -113,6 +113,7 @@ def run(codec: Codec, block: int, channels: int, seconds: float,
         **settings: Any) -> dict[str, Any]:
     s = Stream(codec, worker=True, degrade=True, **settings)
     s.prepare(RATE, block, channels)
+    s.warm_up()
     x = music(min(seconds, 20.0), channels)
     times = process_in_real_time(s, x, block, seconds, RATE)
     s.close()
