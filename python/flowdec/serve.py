@@ -57,6 +57,7 @@ from .model.batching import Batcher
 
 if TYPE_CHECKING:
     from .codec import Codec
+    from .stream import Stream
 
 SOCKET_ENV = "FLOWDEC_SOCKET"
 """Environment variable overriding the socket path (plugin and backend both read it)."""
@@ -155,23 +156,30 @@ class StreamEngines:
         if self.batcher is not None:
             codec.share_batches(self.batcher)
 
-    def _stream(self, s: Settings) -> Engine:
+    def _stream(self, s: Settings) -> Stream:
         from .stream import Stream
 
         stream = Stream(self.codec, bitrate=s.bitrate, nfe=s.nfe, postfilter=s.postfilter,
                         seed=s.seed, chunk_ms=1000.0 * s.chunk_frames / s.sample_rate,
                         worker=False, degrade=False)
         stream.prepare(s.sample_rate, s.chunk_frames, s.channels, fixed_block=True)
-        engine: Engine = stream
-        return engine
+        return stream
 
     def latency(self, sample_rate: int, chunk_frames: int, channels: int) -> Latencies:
-        """The latency of each path, as :attr:`Stream.latency_samples` says (cached)."""
+        """The latency of each path, as :attr:`Stream.latency_samples` says (cached). The
+        first time, the networks also run at the paths' shapes (:meth:`Stream.warm_up`), so
+        that an instance's first chunks are not late."""
         key = (sample_rate, chunk_frames, channels)
         if key not in self._latency:
             def path(post: bool) -> int:
                 s = Settings(sample_rate, chunk_frames, channels, 6.0, 6, post, 0)
-                return int(self._stream(s).latency_samples)
+                stream = self._stream(s)
+                try:
+                    stream.warm_up()
+                except Exception as e:  # a failing model shows in the chunks, not here
+                    _log.warning("warming up the %s path failed: %s",
+                                 "postfilter" if post else "codec", e)
+                return int(stream.latency_samples)
 
             codec = path(False)
             post = path(True) if self.codec.has_postfilter else codec
@@ -179,7 +187,8 @@ class StreamEngines:
         return self._latency[key]
 
     def make(self, s: Settings) -> Engine:
-        return self._stream(s)
+        engine: Engine = self._stream(s)
+        return engine
 
 
 class DelayEngine:
