@@ -30,7 +30,7 @@ How it works:
   margin is 0.
 - ``worker=True``: ``process`` only copies into an input ring and out of an output ring and
   wakes the worker thread; the worker pulls whole chunks. When it falls behind it degrades one
-  step per late chunk — fewer postfilter steps (NFE 6 → 4 → 2), then the plain decoder output
+  step per late chunk — two postfilter evaluations fewer per step, then the plain decoder output
   (the postfilter's seams stay cross-faded) — and recovers one step after
   :data:`RECOVER_AFTER` chunks on time. A chunk is dropped (silence) only when the caller has
   already read past its output: lateness alone never throws away audio that can still be on
@@ -261,7 +261,7 @@ class Stream:
     Latency (host samples) = one chunk + lookahead + resampler delays (availability) + the
     worker's processing margin (:func:`processing_margin`): :attr:`latency_samples` (with the
     shipped model and the defaults at 48 kHz, host blocks of 64 to 1024 samples: 147–149 ms
-    on the codec path, 227–229 ms with the postfilter; 107 / 187 ms with ``worker=False``).
+    on the codec path, 213–216 ms with the postfilter; 107 / 173 ms with ``worker=False``).
     """
 
     def __init__(self, codec: Model, bitrate: float = 6.0, nfe: int | None = None,
