@@ -413,11 +413,14 @@ class _FullDiskWriter:
 
 
 def full_disk_for(name: str) -> Callable[..., Any]:
-    """pedalboard.io.AudioFile, with writers of paths containing ``name`` on a full disk."""
+    """pedalboard.io.AudioFile, with writers of files whose name (or hidden temporary name,
+    ``.NAME.<random>.tmp``) starts with ``name`` on a full disk. Only the start is matched:
+    the random part of another file's temporary name may contain ``name``."""
 
     def open_audio(path: str, mode: str = "r", *args: Any, **kw: Any) -> Any:
         f = AudioFile(path, mode, *args, **kw)  # type: ignore[call-overload]
-        return _FullDiskWriter(f) if mode == "w" and name in path else f
+        hit = Path(path).name.lstrip(".").startswith(name)
+        return _FullDiskWriter(f) if mode == "w" and hit else f
 
     return open_audio
 
