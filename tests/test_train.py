@@ -278,7 +278,8 @@ def test_postfilter_trains_from_a_pair_cache(codec_run: Path, exported: Path,
 def test_postfilter_fine_tune_takes_the_new_codecs_sigma(codec_run: Path, exported: Path,
                                                         tmp_path: Path) -> None:
     """A postfilter warm-started for a new codec takes σ_y(f) re-estimated on that codec's
-    pairs at the network's β (``sigma --beta``); σ_y from another β is refused."""
+    pairs at the network's β (``sigma --beta``); σ_y from another β is refused. A regression
+    warm start (``--regression-steps``) counts from the weights' step."""
     cache = codec_run / "synthetic_cache"
     weights = tmp_path / "pf.pt"
     run_module("flowdec.train.export", "weights", "--run", str(exported.parent / "pf_run"),
@@ -294,9 +295,12 @@ def test_postfilter_fine_tune_takes_the_new_codecs_sigma(codec_run: Path, export
     args = ["--codec-run", str(codec_run), "--cache", str(cache), "--init", str(weights),
             "--steps", "1", "--batch", "2", "--threads", "1", "--validate-every", "100"]
     run_module("flowdec.train.train_postfilter", *args, "--sigma", str(sigma), "--run-dir",
-               str(tmp_path / "pf"))
+               str(tmp_path / "pf"), "--regression-steps", "3")
     state = torch.load(tmp_path / "pf" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["config"]["sigma"]["sigma_y"] == est["sigma_y"]
+    # the regression warm start counts from the warm-start weights' step, not from 0
+    start = torch.load(weights, weights_only=False)["step"]
+    assert state["config"]["train"]["regression_until"] == start + 3
     est["beta"] = beta * 1.5
     sigma.write_text(json.dumps(est))
     res = subprocess.run([sys.executable, "-m", "flowdec.train.train_postfilter", *args,

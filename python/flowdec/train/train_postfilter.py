@@ -4,14 +4,18 @@ r"""Train the flow-matching postfilter against a frozen codec.
         --sigma sigma.json --run-dir runs/postfilter [--steps N] [--max-minutes M]
 
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
-loss = mean |v_θ(X_t, Y, t) − u|². Each example is normalised by max|y| and then given a
-random peak level in [``min_peak_dbfs``, ``postfilter_model.PEAK_TOP_DBFS``] ([−18, 0] dBFS
-by default; ``--min-peak-dbfs``). The runtime presents its input
-at the top of that range with a peak follower that looks one frame ahead (the card's
-``input_level``, :class:`flowdec.dsp.level.PeakNormalizer`): no whole-file normalisation, which
-would break chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates
-are made on the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``;
-faster on a CPU: the codec runs once per pair, not in every step). Resumes from RUN/checkpoint.pt.
+loss = mean |v_θ(X_t, Y, t) − u|². With ``--regression-steps N`` the run's first N steps
+take t = 0 only: one Euler step from X₀ is then a regression of X on Y (the conditional
+mean), a warm start for the flow objective that follows.
+
+Each example is normalised by max|y| and then given a random peak level in
+[``min_peak_dbfs``, ``postfilter_model.PEAK_TOP_DBFS``] ([−18, 0] dBFS by default;
+``--min-peak-dbfs``). The runtime presents its input at the top of that range with a peak
+follower that looks one frame ahead (the card's ``input_level``,
+:class:`flowdec.dsp.level.PeakNormalizer`): no whole-file normalisation, which would break
+chunked and streaming processing. Pairs (x, y = D0(E(x))) at random bitrates are made on
+the fly, or drawn from a pair cache (``--pairs``, see ``flowdec.train.pairs``; faster on a
+CPU: the codec runs once per pair, not in every step). Resumes from RUN/checkpoint.pt.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class PostfilterTrain:
     seed: int = 0
     threads: int = 2
     min_peak_dbfs: float = -18.0  # examples' peak levels: uniform in [this, PEAK_TOP_DBFS]
+    regression_until: int = 0  # steps below this train at t = 0 only (see the module doc)
 
 
 def sample_noise_like(y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-peak-dbfs", type=float,
                    help="quietest example peak level (default -18; the runtime presents input "
                         f"at {PEAK_TOP_DBFS:g} dBFS)")
+    p.add_argument("--regression-steps", type=int,
+                   help="new runs: the first N steps at t = 0 only (regression), then the flow")
     add_run_options(p)
     args = p.parse_args(argv)
 
@@ -102,8 +109,11 @@ def main(argv: list[str] | None = None) -> None:
     if source is None and not args.sigma:
         p.error("a new run needs --sigma (or --init WEIGHTS to start from trained weights)")
     sig = json.loads(Path(args.sigma).read_text()) if args.sigma else {}
+    start_step = 0
     if source is not None:
-        saved = torch.load(source, map_location="cpu", weights_only=False)["config"]
+        loaded = torch.load(source, map_location="cpu", weights_only=False)
+        saved, start_step = loaded["config"], int(loaded.get("step", 0))
+        del loaded
         net_cfg = PostfilterConfig(**saved["net"])
         tr = PostfilterTrain(**saved["train"])
         if source == ckpt or not args.sigma:
@@ -129,6 +139,8 @@ def main(argv: list[str] | None = None) -> None:
         tr.total_steps = args.total_steps
     if args.min_peak_dbfs is not None:
         tr.min_peak_dbfs = min(args.min_peak_dbfs, PEAK_TOP_DBFS)
+    if args.regression_steps is not None and source != ckpt:
+        tr.regression_until = start_step + max(0, args.regression_steps)
     torch.set_num_threads(tr.threads)
     config = {"net": dataclasses.asdict(net_cfg), "train": dataclasses.asdict(tr), "sigma": sig,
               "codec_run": str(args.codec_run)}
@@ -193,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     def step_fn(m: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         X, Y = make_batch(*train_pairs())
         t = torch.rand(X.shape[0], device=d.device)
+        if step < tr.regression_until:
+            t = torch.zeros_like(t)
         X0 = Y + sigma * sample_noise_like(Y)
         tt = t[:, None, None, None]
         Xt = (1 - tt) * X0 + tt * X
