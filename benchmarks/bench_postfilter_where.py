@@ -8,6 +8,7 @@ Variants, all on the same codec output (6 kbit/s unless ``--bitrate``), seed 0:
 - ``keep N``: the envelope stage keeps the codec output's own bins below N Hz (the card's
   ``keep_below_hz``), so the postfilter only acts above N;
 - ``no envelope``: the solver's output as it is;
+- ``euler 6``, ``midpoint 12``: other solvers and step counts, envelope stage on;
 - ``euler 1``: one Euler step from the prior, i.e. the network's estimate of E[clean | codec
   output] (with and without the envelope stage).
 
@@ -64,6 +65,8 @@ def main() -> None:
                                                                           keep_below_hz=hz))
             variants[f"keep {hz:g} Hz"] = (kept, 6, "midpoint", True)
         variants["no envelope"] = (card, 6, "midpoint", False)
+        variants["euler 6"] = (card, 6, "euler", True)
+        variants["midpoint 12"] = (card, 12, "midpoint", True)
         variants["euler 1, envelope"] = (card, 1, "euler", True)
     variants["euler 1"] = (card, 1, "euler", False)
 
