@@ -279,7 +279,8 @@ def test_postfilter_fine_tune_takes_the_new_codecs_sigma(codec_run: Path, export
                                                         tmp_path: Path) -> None:
     """A postfilter warm-started for a new codec takes σ_y(f) re-estimated on that codec's
     pairs at the network's β (``sigma --beta``); σ_y from another β is refused. A regression
-    warm start (``--regression-steps``) counts from the weights' step."""
+    warm start (``--regression-steps``) counts from the weights' step; the envelope target is
+    kept in the run's config."""
     cache = codec_run / "synthetic_cache"
     weights = tmp_path / "pf.pt"
     run_module("flowdec.train.export", "weights", "--run", str(exported.parent / "pf_run"),
@@ -295,18 +296,39 @@ def test_postfilter_fine_tune_takes_the_new_codecs_sigma(codec_run: Path, export
     args = ["--codec-run", str(codec_run), "--cache", str(cache), "--init", str(weights),
             "--steps", "1", "--batch", "2", "--threads", "1", "--validate-every", "100"]
     run_module("flowdec.train.train_postfilter", *args, "--sigma", str(sigma), "--run-dir",
-               str(tmp_path / "pf"), "--regression-steps", "3")
+               str(tmp_path / "pf"), "--regression-steps", "3", "--codec-envelope-target")
     state = torch.load(tmp_path / "pf" / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["config"]["sigma"]["sigma_y"] == est["sigma_y"]
     # the regression warm start counts from the warm-start weights' step, not from 0
     start = torch.load(weights, weights_only=False)["step"]
     assert state["config"]["train"]["regression_until"] == start + 3
+    assert state["config"]["train"]["codec_envelope_target"] is True
     est["beta"] = beta * 1.5
     sigma.write_text(json.dumps(est))
     res = subprocess.run([sys.executable, "-m", "flowdec.train.train_postfilter", *args,
                           "--sigma", str(sigma), "--run-dir", str(tmp_path / "pf2")],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode != 0 and "--beta" in res.stderr
+
+
+def test_band_envelope_target_matches_the_numpy_envelope_stage() -> None:
+    """The training target of ``--codec-envelope-target`` is what the runtime's envelope stage
+    computes (numpy reference), silent frames and clamped gains included."""
+    from flowdec.dsp.envelope import band_edges, match_envelope
+    from flowdec.train.postfilter_model import ENVELOPE
+    from flowdec.train.train_postfilter import BandEnvelope
+
+    n_fft, alpha = 1536, 0.3
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((2, 2, n_fft // 2 + 1, 12)) * 0.1).astype(np.float32)
+    Y = (rng.standard_normal(X.shape) * 0.3).astype(np.float32)
+    X[..., :3] *= 1e-4  # gains beyond the clamp
+    Y[..., 5] = 0.0  # silent frames
+    got = BandEnvelope(n_fft, 48000, alpha).match(torch.from_numpy(X), torch.from_numpy(Y))
+    want = match_envelope(X, Y, band_edges(n_fft, 48000, int(ENVELOPE["bands"])), alpha,
+                          float(ENVELOPE["max_gain_db"]))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(want, X)
 
 
 def test_warm_start_keeps_new_layers_and_refuses_foreign_ones(tmp_path: Path) -> None:

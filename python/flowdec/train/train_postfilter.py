@@ -6,7 +6,10 @@ r"""Train the flow-matching postfilter against a frozen codec.
 Joint flow matching (σ_x = 0): X₀ = Y + σ_y(f)·z, X_t = (1−t)X₀ + tX, target u = X − X₀,
 loss = mean |v_θ(X_t, Y, t) − u|². With ``--regression-steps N`` the run's first N steps
 take t = 0 only: one Euler step from X₀ is then a regression of X on Y (the conditional
-mean), a warm start for the flow objective that follows.
+mean), a warm start for the flow objective that follows. With ``--codec-envelope-target``
+the target X is replaced by X with the codec output's band envelope (the card's envelope
+bands, every frame; :func:`flowdec.dsp.envelope.match_envelope`): the network then learns
+only the fine structure inside bands, which is all the runtime's envelope stage lets through.
 
 Each example is normalised by max|y| and then given a random peak level in
 [``min_peak_dbfs``, ``postfilter_model.PEAK_TOP_DBFS``] ([−18, 0] dBFS by default;
@@ -28,12 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..dsp.envelope import band_edges
 from .codec_model import load_codec
 from .data import AudioCache, CropSampler
 from .loop import Prefetch, Trainer, add_run_options, describe_hardware, finish, init_distributed
 from .losses import MelDistance
 from .pairs import PairSampler
 from .postfilter_model import (
+    ENVELOPE,
     PEAK_TOP_DBFS,
     PostfilterConfig,
     PostfilterNet,
@@ -60,6 +65,34 @@ class PostfilterTrain:
     threads: int = 2
     min_peak_dbfs: float = -18.0  # examples' peak levels: uniform in [this, PEAK_TOP_DBFS]
     regression_until: int = 0  # steps below this train at t = 0 only (see the module doc)
+    codec_envelope_target: bool = False  # the target: clean fine structure, codec's envelope
+
+
+class BandEnvelope:
+    """:func:`flowdec.dsp.envelope.match_envelope` in torch, with the card's envelope bands
+    (``ENVELOPE``, no kept bins): features ``[B, 2, F, N]`` of compression ``alpha``."""
+
+    def __init__(self, n_fft: int, sample_rate: int, alpha: float,
+                 device: torch.device | str = "cpu") -> None:
+        edges = band_edges(n_fft, sample_rate, int(ENVELOPE["bands"]))
+        self.bins = torch.zeros(n_fft // 2 + 1, len(edges) - 1, dtype=torch.float64,
+                                device=device)  # [F, bands] one-hot
+        for b in range(len(edges) - 1):
+            self.bins[edges[b] : edges[b + 1], b] = 1.0
+        self.alpha = alpha
+        self.max_gain = 10.0 ** (float(ENVELOPE["max_gain_db"]) / 10.0)
+
+    def energy(self, Z: torch.Tensor) -> torch.Tensor:
+        """Uncompressed energy per band and frame, ``[B, bands, N]`` float64."""
+        p = (Z[:, 0].double() ** 2 + Z[:, 1].double() ** 2) ** (1.0 / self.alpha)
+        return torch.einsum("bfn,fk->bkn", p, self.bins)
+
+    def match(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """X with each frame's band energies set to Y's (gains clamped as the card's)."""
+        ratio = ((self.energy(Y) + 1e-30) / (self.energy(X) + 1e-30)).clamp(
+            1.0 / self.max_gain, self.max_gain)
+        scale = torch.einsum("bkn,fk->bfn", ratio ** (self.alpha / 2), self.bins)
+        return X * scale.to(X.dtype)[:, None]
 
 
 def sample_noise_like(y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -98,6 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-peak-dbfs", type=float,
                    help="quietest example peak level (default -18; the runtime presents input "
                         f"at {PEAK_TOP_DBFS:g} dBFS)")
+    p.add_argument("--codec-envelope-target", action="store_true",
+                   help="new runs: train toward the clean fine structure under the codec "
+                        "output's band envelope")
     p.add_argument("--regression-steps", type=int,
                    help="new runs: the first N steps at t = 0 only (regression), then the flow")
     add_run_options(p)
@@ -139,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         tr.total_steps = args.total_steps
     if args.min_peak_dbfs is not None:
         tr.min_peak_dbfs = min(args.min_peak_dbfs, PEAK_TOP_DBFS)
+    if args.codec_envelope_target and source != ckpt:
+        tr.codec_envelope_target = True
     if args.regression_steps is not None and source != ckpt:
         tr.regression_until = start_step + max(0, args.regression_steps)
     torch.set_num_threads(tr.threads)
@@ -202,8 +240,12 @@ def main(argv: list[str] | None = None) -> None:
         yt = torch.from_numpy(y / peak).float().to(d.device)
         return stft_features(xt, net_cfg), stft_features(yt, net_cfg)
 
+    envelope = BandEnvelope(net_cfg.n_fft, sr, net_cfg.alpha, d.device)
+
     def step_fn(m: torch.nn.Module, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         X, Y = make_batch(*train_pairs())
+        if tr.codec_envelope_target:
+            X = envelope.match(X, Y)
         t = torch.rand(X.shape[0], device=d.device)
         if step < tr.regression_until:
             t = torch.zeros_like(t)
