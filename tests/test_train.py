@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from flowdec.codec import Codec, example_clip  # noqa: E402
+from flowdec.train.loop import lr_at  # noqa: E402
 
 SMALL = ["--dim", "32", "--enc-blocks", "2", "--dec-blocks", "2", "--batch", "2",
          "--crop", "0.4", "--threads", "1", "--validate-every", "2"]
@@ -132,10 +133,15 @@ def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> N
     old = torch.load(codec_run / "checkpoint.pt", map_location="cpu", weights_only=False)
     new_run = tmp_path / "warm"
     run_module("flowdec.train.train_codec", "--synthetic", "--run-dir", str(new_run), "--init",
-               str(weights), "--steps", "1", *SMALL)
+               str(weights), "--steps", "1", "--total-steps", "40", "--lr-min", "1e-5", *SMALL)
     new = torch.load(new_run / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert new["step"] == old["step"] + 1
     assert new["config"]["model"] == old["config"]["model"]
+    # the schedule options reach the run: the step ran at the shorter cosine's rate
+    t = new["config"]["train"]
+    assert (t["total_steps"], t["lr_min"]) == (40, 1e-5)
+    expected = lr_at(old["step"], t["lr"], 1e-5, t["warmup_steps"], 40)
+    assert new["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
 
 
 def test_codec_loads_from_a_weights_file(codec_run: Path, tmp_path: Path) -> None:

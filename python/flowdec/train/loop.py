@@ -341,6 +341,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run folder: checkpoint.pt, train.csv, valid.csv, config.json")
     p.add_argument("--steps", type=int, help="train this many more steps")
     p.add_argument("--total-steps", type=int, help="length of the cosine learning-rate schedule")
+    p.add_argument("--lr-min", type=float,
+                   help="learning rate at the end of the cosine schedule (with --total-steps: "
+                        "a cool-down of a running or warm-started run)")
     p.add_argument("--max-minutes", type=float, help="stop (and checkpoint) after this long")
     p.add_argument("--batch", type=int, help="batch size per process")
     p.add_argument("--threads", type=int, help="torch CPU threads")

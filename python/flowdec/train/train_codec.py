@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         t.validate_every = args.validate_every
     if args.total_steps:
         t.total_steps = args.total_steps
+    if args.lr_min is not None:
+        t.lr_min = args.lr_min
     if args.checkpoint_minutes is not None:
         t.checkpoint_every_s = args.checkpoint_minutes * 60
     torch.set_num_threads(t.threads)

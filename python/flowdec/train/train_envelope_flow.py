@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.lookahead_blocks:
             net_cfg.lookahead_blocks = args.lookahead_blocks
         tr = EnvelopeFlowTrain()
-    for name in ("batch", "threads", "validate_every", "total_steps"):
+    for name in ("batch", "threads", "validate_every", "total_steps", "lr_min"):
         v = getattr(args, name)
-        if v:
+        if v is not None:
             setattr(tr, "batch_size" if name == "batch" else name, v)
     if args.bf16:
         tr.bf16 = True

@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         tr.validate_every = args.validate_every
     if args.total_steps:
         tr.total_steps = args.total_steps
+    if args.lr_min is not None:
+        tr.lr_min = args.lr_min
     if args.min_peak_dbfs is not None:
         tr.min_peak_dbfs = min(args.min_peak_dbfs, PEAK_TOP_DBFS)
     if args.codec_envelope_target and source != ckpt:
