@@ -353,6 +353,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate-every", type=int, help="steps between validations")
 
 
+def apply_run_options(args: argparse.Namespace, train: Any) -> None:
+    """Let the options of :func:`add_run_options` override a run's training settings.
+
+    ``train`` is a trainer's settings dataclass (``batch_size``, ``threads``,
+    ``validate_every``, ``total_steps``, ``lr_min``); options left out keep its values, so a
+    resumed run keeps what it was started with unless told otherwise.
+    """
+    for option, field in (("batch", "batch_size"), ("threads", "threads"),
+                          ("validate_every", "validate_every"),
+                          ("total_steps", "total_steps"), ("lr_min", "lr_min")):
+        value = getattr(args, option)
+        if value is None:
+            continue
+        if value < 0 or (value == 0 and option != "lr_min"):
+            flag = "--" + option.replace("_", "-")
+            raise SystemExit(f"{flag} {value}: must be {'≥ 0' if option == 'lr_min' else '> 0'}")
+        setattr(train, field, value)
+
+
 def finish(trainer: Trainer, save_weights: str | None) -> None:
     """End of a run on the main process: the weights file for git, and where things are."""
     if not trainer.d.main:

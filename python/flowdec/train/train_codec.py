@@ -20,7 +20,7 @@ import torch
 from .codec_model import Codec
 from .config import CodecRun
 from .data import AudioCache, CropSampler, scan, synthetic_clips
-from .loop import Trainer, add_run_options, finish, init_distributed
+from .loop import Trainer, add_run_options, apply_run_options, finish, init_distributed
 from .losses import CodecLoss, MelDistance, si_sdr
 
 
@@ -81,18 +81,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--mel-windows and --mel-bands differ in length: {windows}, {bands}")
         cfg.loss.mel_windows, cfg.loss.mel_bands = windows, bands
     t = cfg.train
-    if args.batch:
-        t.batch_size = args.batch
+    apply_run_options(args, t)
     if args.crop:
         t.crop_seconds = args.crop
-    if args.threads:
-        t.threads = args.threads
-    if args.validate_every:
-        t.validate_every = args.validate_every
-    if args.total_steps:
-        t.total_steps = args.total_steps
-    if args.lr_min is not None:
-        t.lr_min = args.lr_min
     if args.checkpoint_minutes is not None:
         t.checkpoint_every_s = args.checkpoint_minutes * 60
     torch.set_num_threads(t.threads)

@@ -32,7 +32,14 @@ from .envelope_flow import (
     flow_loss,
     sample,
 )
-from .loop import Trainer, add_run_options, describe_hardware, finish, init_distributed
+from .loop import (
+    Trainer,
+    add_run_options,
+    apply_run_options,
+    describe_hardware,
+    finish,
+    init_distributed,
+)
 
 EDGE_FRAMES = 2
 """Frames dropped at each end of a pair (the STFT's half-empty edge frames)."""
@@ -145,10 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.lookahead_blocks:
             net_cfg.lookahead_blocks = args.lookahead_blocks
         tr = EnvelopeFlowTrain()
-    for name in ("batch", "threads", "validate_every", "total_steps", "lr_min"):
-        v = getattr(args, name)
-        if v is not None:
-            setattr(tr, "batch_size" if name == "batch" else name, v)
+    apply_run_options(args, tr)
     if args.bf16:
         tr.bf16 = True
     torch.set_num_threads(tr.threads)

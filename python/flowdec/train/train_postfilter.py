@@ -34,7 +34,15 @@ import torch
 from ..dsp.envelope import band_edges
 from .codec_model import load_codec
 from .data import AudioCache, CropSampler
-from .loop import Prefetch, Trainer, add_run_options, describe_hardware, finish, init_distributed
+from .loop import (
+    Prefetch,
+    Trainer,
+    add_run_options,
+    apply_run_options,
+    describe_hardware,
+    finish,
+    init_distributed,
+)
 from .losses import MelDistance
 from .pairs import PairSampler
 from .postfilter_model import (
@@ -165,16 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         tr = PostfilterTrain()
         if args.global_sigma:
             sig = dict(sig, sigma_y=[sig["sigma_y_global"]] * net_cfg.n_freq)
-    if args.batch:
-        tr.batch_size = args.batch
-    if args.threads:
-        tr.threads = args.threads
-    if args.validate_every:
-        tr.validate_every = args.validate_every
-    if args.total_steps:
-        tr.total_steps = args.total_steps
-    if args.lr_min is not None:
-        tr.lr_min = args.lr_min
+    apply_run_options(args, tr)
     if args.min_peak_dbfs is not None:
         tr.min_peak_dbfs = min(args.min_peak_dbfs, PEAK_TOP_DBFS)
     if args.codec_envelope_target and source != ckpt:
