@@ -52,6 +52,8 @@ class LossConfig:
     mel_bands: tuple[int, ...] = (24, 48, 80, 128, 160)
     spec_weight: float = 1.0
     spec_windows: tuple[int, ...] = (8192,)  # long window: CQT-like resolution for music
+    complex_weight: float = 0.0  # compressed complex STFT: phase coherence across frames
+    complex_windows: tuple[int, ...] = ()
     wave_weight: float = 50.0
     commit_weight: float = 0.25
     codebook_weight: float = 1.0

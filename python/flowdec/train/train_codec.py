@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mel-windows", type=int, nargs="+",
                    help="new runs: STFT windows of the multi-resolution mel loss")
     p.add_argument("--mel-bands", type=int, nargs="+", help="new runs: mel bands per window")
+    p.add_argument("--complex-windows", type=int, nargs="+",
+                   help="new runs: STFT windows of the compressed complex-spectrum loss")
+    p.add_argument("--complex-weight", type=float, help="new runs: its weight (default 1)")
     args = p.parse_args(argv)
 
     run_dir = Path(args.run_dir)
@@ -80,6 +83,11 @@ def main(argv: list[str] | None = None) -> None:
         if len(windows) != len(bands):
             raise SystemExit(f"--mel-windows and --mel-bands differ in length: {windows}, {bands}")
         cfg.loss.mel_windows, cfg.loss.mel_bands = windows, bands
+    if not ckpt.exists() and args.complex_windows:
+        cfg.loss.complex_windows = tuple(args.complex_windows)
+        cfg.loss.complex_weight = 1.0 if args.complex_weight is None else args.complex_weight
+        if cfg.loss.complex_weight <= 0:
+            raise SystemExit(f"--complex-weight must be positive, not {cfg.loss.complex_weight}")
     t = cfg.train
     apply_run_options(args, t)
     if args.crop:
