@@ -151,6 +151,8 @@ def test_debian_lv2_hosts_run_the_codec_offline(sockdir: Path, host: str) -> Non
     assert rate == RATE and y.shape == (x.shape[1], 2)
     lat = plugin_latency(40, block)
     ref = stream_reference(x, bitrate=3.0)
+    if host == "lv2file":  # it writes its output clipped to full scale; lv2apply does not
+        ref = np.clip(ref, -1.0, 1.0)
     n = x.shape[1] - lat
     assert n > RATE // 4
     np.testing.assert_allclose(y.T[:, lat:], ref[:, :n], atol=2e-4)
