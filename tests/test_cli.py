@@ -57,6 +57,23 @@ def flowdec(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_output_to_a_closed_pipe_ends_quietly(model_dir: Path, codec: Codec,
+                                               tmp_path: Path) -> None:
+    """``flowdec info x.fdc | head``: when the reader of stdout has gone, the command stops
+    with the shell's status for SIGPIPE (141) and no error message or traceback."""
+    write_audio(tmp_path / "in.wav", make_audio(48000, 1, 0.5), 48000)
+    m = ("--model", str(model_dir))
+    assert flowdec("encode", "in.wav", "x.fdc", *m, cwd=tmp_path).returncode == 0
+    p = subprocess.Popen([sys.executable, "-m", "flowdec", "info", "x.fdc", *m], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()  # before the interpreter has even started: every write meets EPIPE
+    with p.stderr:
+        err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141
+    assert err == ""
+
+
 def test_cli_end_to_end(model_dir: Path, codec: Codec, tmp_path: Path) -> None:
     m = ("--model", model_dir, "--threads", "2")
     write_audio(tmp_path / "in.flac", make_audio(44100, 2, 1.2), 44100)

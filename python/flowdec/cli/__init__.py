@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 import warnings
@@ -91,7 +93,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 error, 2 usage, 130 Ctrl-C,
-    143 SIGTERM, 129 SIGHUP)."""
+    143 SIGTERM, 129 SIGHUP, 141 when the reader of its output goes away)."""
     args = build_parser().parse_args(argv)
     handler = _StderrHandler(sys.stderr)
     _log.addHandler(handler)
@@ -121,6 +123,16 @@ def _run(args: argparse.Namespace) -> int:
     except (FlowdecError, BitstreamError, ModelError, DeviceError) as e:
         _error(str(e))
         return 1
+    except BrokenPipeError as e:
+        if not _stdout_is_a_pipe():  # a socket or a child's pipe: an error like any other
+            _error(str(e))
+            return 1
+        # the reader of our output went away (``flowdec info x.fdc | head``): nothing to say,
+        # and nothing more may be written there, not even at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except OSError as e:
         _error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
         return 1
@@ -130,6 +142,13 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _error("interrupted (no partial output was kept)", "")
         return 130
+
+
+def _stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Terminated(KeyboardInterrupt):
