@@ -56,10 +56,13 @@ def test_codec_trains_logs_and_resumes(codec_run: Path) -> None:
     with open(codec_run / "valid.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and all(np.isfinite(float(v)) for k, v in rows[0].items() if "mel" in k)
-    run_module("flowdec.train.train_codec", "--synthetic", "--run-dir", str(codec_run), "--steps",
-               "2", *SMALL)
+    res = run_module("flowdec.train.train_codec", "--synthetic", "--run-dir", str(codec_run),
+                     "--steps", "2", "--complex-windows", "256", *SMALL)
     state = torch.load(codec_run / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert state["step"] == 5  # resumed, not restarted
+    # a resumed run keeps its loss, and says so when asked to change it
+    assert "--complex-windows: ignored, a resumed run keeps the loss" in res.stdout
+    assert not state["config"]["loss"]["complex_windows"]
 
 
 def test_ddp_two_cpu_processes(tmp_path: Path) -> None:

@@ -83,6 +83,15 @@ def main(argv: list[str] | None = None) -> None:
         if len(windows) != len(bands):
             raise SystemExit(f"--mel-windows and --mel-bands differ in length: {windows}, {bands}")
         cfg.loss.mel_windows, cfg.loss.mel_bands = windows, bands
+    loss_options = [o for o, v in (("--mel-windows", args.mel_windows),
+                                   ("--mel-bands", args.mel_bands),
+                                   ("--complex-windows", args.complex_windows),
+                                   ("--complex-weight", args.complex_weight)) if v is not None]
+    if ckpt.exists() and loss_options:
+        print(f"{', '.join(loss_options)}: ignored, a resumed run keeps the loss it started "
+              f"with ({ckpt})", flush=True)
+    if args.complex_weight is not None and not args.complex_windows:
+        raise SystemExit("--complex-weight needs --complex-windows")
     if not ckpt.exists() and args.complex_windows:
         cfg.loss.complex_windows = tuple(args.complex_windows)
         cfg.loss.complex_weight = 1.0 if args.complex_weight is None else args.complex_weight
