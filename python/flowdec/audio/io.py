@@ -251,11 +251,11 @@ def prepare_output(path: PathLike, allowed: Sequence[str],
     if same:
         raise FlowdecError(f"{p}: is the input file; the result would replace the original: "
                            "write it to another file")
+    if p.is_dir():
+        raise FlowdecError(f"{p}: is a folder; give a file name (e.g. {p / 'out.wav'})")
     if p.suffix.lower() not in allowed:
         raise FlowdecError(f"{p}: cannot write '{p.suffix or p.name}' files; use one of "
                            + ", ".join(allowed))
-    if p.is_dir():
-        raise FlowdecError(f"{p}: is a folder; give a file name")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
