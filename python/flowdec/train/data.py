@@ -1,7 +1,7 @@
 """Training data: scan folders of audio → manifest → int16 cache → seeded, domain-balanced crops.
 
 Layout understood by :func:`scan`: a ``manifest.csv`` with columns ``file, domain, split,
-seconds`` (what ``shared/data/prepare_training_data.sh`` writes), or else any folder tree whose
+seconds`` (what ``scripts/prepare_training_data.sh`` writes), or else any folder tree whose
 top-level folder names the domain (``music/``, ``speech/``, ``sound/``; anything else is
 domain ``other``); the split is then ``valid`` for ~2 % of files chosen by a hash of the path.
 
@@ -262,7 +262,7 @@ def describe(root: str | os.PathLike[str]) -> dict[str, object]:
         hours[key] = hours.get(key, 0.0) + c.seconds / 3600
         files[c.domain] = files.get(c.domain, 0) + 1
     return {
-        "recipe": "shared/data/prepare_training_data.sh (default settings): real 48 kHz audio "
+        "recipe": "scripts/prepare_training_data.sh (default settings): real 48 kHz audio "
                   "from pinned Debian 12 packages, mono, -23 LUFS, silence trimmed; ~2 % "
                   "validation split by file hash",
         "hours": {k: round(v, 2) for k, v in sorted(hours.items())},
