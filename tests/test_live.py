@@ -104,6 +104,11 @@ class EngineClock:
         while (s._out_written < s._out_read + block and not stop.is_set()
                and time.monotonic() < guard):
             stop.wait(0.001)
+        # and until the worker has finished its pass (it decides whether to degrade after
+        # writing a chunk): a caller that reads in between would look late only because
+        # the worker thread was preempted, and the output would depend on the load
+        with s._lock:
+            pass
         self.t += seconds
 
 
