@@ -151,6 +151,47 @@ def test_warm_start_from_committed_weights(codec_run: Path, tmp_path: Path) -> N
     assert new["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected)
 
 
+def test_warm_start_can_add_blocks_that_start_as_the_identity(codec_run: Path,
+                                                              tmp_path: Path) -> None:
+    """``--init`` with more decoder blocks than the weights have: the run's model has them,
+    and before its first step it computes exactly what the weights' model does (the added
+    blocks' residual gains start at zero). Fewer blocks or another width are refused."""
+    from flowdec.train.codec_model import Codec, load_codec
+    from flowdec.train.config import CodecRun
+    from flowdec.train.loop import Dist, Trainer
+
+    weights = tmp_path / "codec.pt"
+    run_module("flowdec.train.export", "weights", "--run", str(codec_run), "--out", str(weights))
+    old, cfg, _ = load_codec(weights)
+    grown = CodecRun.from_dict(cfg.to_dict())
+    grown.model.dec_blocks = cfg.model.dec_blocks + 2
+    trainer = Trainer(tmp_path / "grown", Codec(grown.model), grown.to_dict(),
+                      Dist(0, 1, 0, torch.device("cpu")), 1e-3, 1e-5, 1, 10,
+                      init_weights=weights)
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 9600)).astype(np.float32))
+    with torch.no_grad():
+        want = old(x)["audio"]
+        got = trainer.model.eval()(x)["audio"]
+        got_ema = trainer.ema.model(x)["audio"]
+    assert len(trainer.model.decoder.blocks) == cfg.model.dec_blocks + 2
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    torch.testing.assert_close(got_ema, want, rtol=0, atol=0)
+
+    run = tmp_path / "grown_run"
+    run_module("flowdec.train.train_codec", "--synthetic", "--run-dir", str(run), "--init",
+               str(weights), "--steps", "1", *SMALL[:4], "--dec-blocks", "3", *SMALL[6:])
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["config"]["model"]["dec_blocks"] == 3
+    assert "decoder.blocks.2.scale" in state["model"]
+    for bad, says in ((["--dec-blocks", "1"], "can add blocks, not remove them"),
+                      (["--dim", "48"], "keeps the width")):
+        res = subprocess.run([sys.executable, "-m", "flowdec.train.train_codec", "--synthetic",
+                              "--run-dir", str(tmp_path / "refused"), "--init", str(weights),
+                              "--steps", "1", *bad], capture_output=True, text=True)
+        assert res.returncode != 0 and says in res.stderr, res.stderr
+        assert not (tmp_path / "refused" / "checkpoint.pt").exists()
+
+
 def test_complex_spectral_distance_matches_numpy() -> None:
     """The compressed complex-STFT loss against a plain numpy STFT (Hann, hop n/4, centred
     with reflection): |X|^0.3 with the phase kept, mean complex distance, mean over windows.

@@ -182,12 +182,18 @@ class Trainer:
     def warm_start(self, path: str | os.PathLike[str]) -> None:
         """Start a new run from committed weights (a weights-only file from ``save_weights``).
 
-        Parameters the file lacks (a layer added since) keep their initial values; a file with
-        parameters the model does not have is refused.
+        Parameters the file lacks (a layer added since) keep their initial values, except a
+        residual block's output gain (``scale``), which starts at zero so that an added block
+        is the identity and the model computes what the file's did; a file with parameters
+        the model does not have is refused.
         """
         w = torch.load(path, map_location=self.d.device, weights_only=True)
         state = {k: v.float() if v.is_floating_point() else v for k, v in w["state"].items()}
         missing = load_allowing_new_layers(self.model, state, path)
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in missing and name.rsplit(".", 1)[-1] == "scale":
+                    param.zero_()
         self.ema.model.load_state_dict(self.model.state_dict())
         if missing and self.d.main:
             print(f"warm start: new parameters keep their initial values: {missing}", flush=True)

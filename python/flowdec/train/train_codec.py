@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--synthetic", action="store_true", help="train on generated test signals")
     p.add_argument("--crop", type=float, help="crop length in seconds")
     p.add_argument("--dim", type=int, help="trunk channels (new runs only)")
-    p.add_argument("--enc-blocks", type=int)
-    p.add_argument("--dec-blocks", type=int)
+    p.add_argument("--enc-blocks", type=int,
+                   help="encoder blocks (new runs; with --init: more blocks than the weights "
+                        "have, the added ones starting as the identity)")
+    p.add_argument("--dec-blocks", type=int, help="decoder blocks (as --enc-blocks)")
     p.add_argument("--checkpoint-minutes", type=float)
     p.add_argument("--mel-windows", type=int, nargs="+",
                    help="new runs: STFT windows of the multi-resolution mel loss")
@@ -69,6 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     elif args.init:
         cfg = CodecRun.from_dict(torch.load(args.init, map_location="cpu", weights_only=False)
                                  ["config"])
+        if args.dim and args.dim != cfg.model.dim:
+            raise SystemExit(f"--dim {args.dim}: a warm start keeps the width of {args.init} "
+                             f"({cfg.model.dim})")
+        for option, field in (("enc_blocks", "enc_blocks"), ("dec_blocks", "dec_blocks")):
+            blocks, have = getattr(args, option), getattr(cfg.model, field)
+            if blocks is not None and blocks < have:
+                raise SystemExit(f"--{option.replace('_', '-')} {blocks}: {args.init} has "
+                                 f"{have}; a warm start can add blocks, not remove them")
+            if blocks:
+                setattr(cfg.model, field, blocks)
     else:
         cfg = CodecRun()
         if args.dim:
