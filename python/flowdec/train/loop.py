@@ -196,7 +196,8 @@ class Trainer:
                     param.zero_()
         self.ema.model.load_state_dict(self.model.state_dict())
         if missing and self.d.main:
-            print(f"warm start: new parameters keep their initial values: {missing}", flush=True)
+            print(f"warm start: new parameters start from their initial values (residual gains "
+                  f"from zero): {missing}", flush=True)
         self.step = int(w.get("step", 0))
         self.wall_s = float(w.get("wall_s", 0.0))
         if self.d.main:
