@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from scipy.ndimage import uniform_filter1d
 from scipy.signal import istft, stft
 
 from flowdec.audio import resample
@@ -42,8 +43,7 @@ def line_contrast(x: np.ndarray) -> float:
     level = 10 * np.log10(power + 1e-10)
     frame_db = 10 * np.log10(power.sum(0) + 1e-10)
     loud = frame_db > frame_db.max() - 30
-    kernel = np.ones(15) / 15
-    smooth = np.apply_along_axis(lambda c: np.convolve(c, kernel, mode="same"), 0, level)
+    smooth = uniform_filter1d(level, 15, axis=0)
     inner = slice(7, -7)  # bins whose moving average is complete
     return float(np.abs(level - smooth)[inner][:, loud].mean())
 

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     add_run_options(p)
     p.add_argument("--synthetic", action="store_true", help="train on generated test signals")
     p.add_argument("--crop", type=float, help="crop length in seconds")
-    p.add_argument("--dim", type=int, help="trunk channels (new runs only)")
+    p.add_argument("--dim", type=int,
+                   help="trunk channels (new runs; a warm start keeps its weights' width)")
     p.add_argument("--enc-blocks", type=int,
                    help="encoder blocks (new runs; with --init: more blocks than the weights "
                         "have, the added ones starting as the identity)")
@@ -68,27 +69,20 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
         cfg = CodecRun.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
-    elif args.init:
-        cfg = CodecRun.from_dict(torch.load(args.init, map_location="cpu", weights_only=False)
-                                 ["config"])
-        if args.dim and args.dim != cfg.model.dim:
-            raise SystemExit(f"--dim {args.dim}: a warm start keeps the width of {args.init} "
-                             f"({cfg.model.dim})")
-        for option, field in (("enc_blocks", "enc_blocks"), ("dec_blocks", "dec_blocks")):
-            blocks, have = getattr(args, option), getattr(cfg.model, field)
-            if blocks is not None and blocks < have:
-                raise SystemExit(f"--{option.replace('_', '-')} {blocks}: {args.init} has "
-                                 f"{have}; a warm start can add blocks, not remove them")
-            if blocks:
-                setattr(cfg.model, field, blocks)
     else:
-        cfg = CodecRun()
-        if args.dim:
-            cfg.model.dim = args.dim
-        if args.enc_blocks:
-            cfg.model.enc_blocks = args.enc_blocks
-        if args.dec_blocks:
-            cfg.model.dec_blocks = args.dec_blocks
+        # a new run: the default model, or a warm start's, which may grow but not shrink
+        cfg = (CodecRun.from_dict(torch.load(args.init, map_location="cpu",
+                                             weights_only=False)["config"])
+               if args.init else CodecRun())
+        for field in ("dim", "enc_blocks", "dec_blocks"):
+            value, have = getattr(args, field), getattr(cfg.model, field)
+            if not value:
+                continue
+            if args.init and (value < have or (field == "dim" and value != have)):
+                flag = "--" + field.replace("_", "-")
+                raise SystemExit(f"{flag} {value}: {args.init} has {have}; a warm start keeps "
+                                 "the width and can add blocks, not remove them")
+            setattr(cfg.model, field, value)
     if not ckpt.exists() and (args.mel_windows or args.mel_bands):
         windows = tuple(args.mel_windows or cfg.loss.mel_windows)
         bands = tuple(args.mel_bands or cfg.loss.mel_bands)
